@@ -1,0 +1,302 @@
+"""User credentials: SCRAM stored keys and argon2id password hashes.
+
+A user record never holds a password.  It holds, per SCRAM hash, the salt,
+iteration count, StoredKey and ServerKey (RFC 5802 §3), and an argon2id hash
+of the SASLprep-ed password for PLAIN.  The SCRAM keys can be exported and
+imported in two text forms:
+
+* Dovecot / GNU SASL: ``{SCRAM-SHA-256}<iter>,<salt b64>,<StoredKey b64>,<ServerKey b64>``
+  (what ``gsasl --mkpasswd`` prints);
+* RFC 5803 / PostgreSQL: ``SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import argon2
+
+from .errors import PreparationError, UsageError
+from .saslprep import saslprep
+
+__all__ = [
+    "DEFAULT_ITERATIONS",
+    "MAX_ITERATIONS",
+    "MIN_ITERATIONS",
+    "SCRAM_HASHES",
+    "MemoryUserStore",
+    "MutableUserStore",
+    "ScramCredential",
+    "UserRecord",
+    "UserStore",
+    "fake_salt",
+    "hash_password",
+    "make_user",
+    "salted_password",
+    "scram_keys",
+    "verify_password_hash",
+]
+
+#: IANA hash name -> hashlib name and digest size (RFC 5802 §4, RFC 7677, draft-melnikov-scram-sha-512).
+SCRAM_HASHES: Mapping[str, tuple[str, int]] = {
+    "SHA-1": ("sha1", 20),
+    "SHA-256": ("sha256", 32),
+    "SHA-512": ("sha512", 64),
+}
+#: RFC 5802 §5.1 and RFC 7677 §3: "SHOULD be at least 4096".
+MIN_ITERATIONS = 4096
+#: Default for new users; draft-melnikov-scram-sha-512 §3 asks for at least 10000 and Prosody uses 10000.
+DEFAULT_ITERATIONS = 10000
+#: Upper bound accepted anywhere: a hostile peer must not make us spin (RFC 5802 §9).
+MAX_ITERATIONS = 10_000_000
+SALT_LENGTH = 16
+MAX_SALT_LENGTH = 1024
+
+_password_hasher = argon2.PasswordHasher()  # argon2id with the library's RFC 9106 defaults
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise UsageError(f"{what} is not valid base64") from exc
+
+
+def _hash_info(hash_name: str) -> tuple[str, int]:
+    try:
+        return SCRAM_HASHES[hash_name]
+    except KeyError:
+        raise UsageError(f"unsupported SCRAM hash {hash_name!r}") from None
+
+
+def salted_password(hash_name: str, password: str, salt: bytes, iterations: int) -> bytes:
+    """``Hi(Normalize(password), salt, i)`` (RFC 5802 §2.2): PBKDF2 over the SASLprep-ed password."""
+    algo, _ = _hash_info(hash_name)
+    normalized = saslprep(password, stored=True)
+    return hashlib.pbkdf2_hmac(algo, normalized.encode("utf-8"), salt, iterations)
+
+
+def scram_keys(hash_name: str, salted: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return ``(ClientKey, StoredKey, ServerKey)`` from a SaltedPassword (RFC 5802 §3)."""
+    algo, _ = _hash_info(hash_name)
+    client_key = hmac.digest(salted, b"Client Key", algo)
+    stored_key = hashlib.new(algo, client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", algo)
+    return client_key, stored_key, server_key
+
+
+def fake_salt(secret: bytes, username: str, length: int = SALT_LENGTH) -> bytes:
+    """Deterministic salt shown for an unknown user: HMAC-SHA-256(secret, username).
+
+    Two probes for the same unknown name see the same salt, so the server does
+    not reveal which names exist (RFC 5802 §9 "unknown-user").
+    """
+    return hmac.digest(secret, b"saslkit-fake-salt\x00" + username.encode("utf-8"), "sha256")[:length]
+
+
+@dataclass(frozen=True)
+class ScramCredential:
+    """What a SCRAM server stores for one user and one hash (RFC 5802 §3)."""
+
+    hash_name: str
+    salt: bytes
+    iterations: int
+    stored_key: bytes = field(repr=False)
+    server_key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        _, size = _hash_info(self.hash_name)
+        if not 1 <= self.iterations <= MAX_ITERATIONS:
+            raise UsageError(f"iteration count {self.iterations} out of range")
+        if len(self.stored_key) != size or len(self.server_key) != size:
+            raise UsageError(f"SCRAM-{self.hash_name} keys must be {size} octets")
+        if not 1 <= len(self.salt) <= MAX_SALT_LENGTH:
+            raise UsageError("salt must be 1..1024 octets")
+
+    @property
+    def mechanism(self) -> str:
+        return f"SCRAM-{self.hash_name}"
+
+    @classmethod
+    def derive(
+        cls, hash_name: str, password: str, salt: bytes, iterations: int = DEFAULT_ITERATIONS
+    ) -> ScramCredential:
+        """Derive the stored keys from a password (SASLprep-ed as a stored string)."""
+        _, stored, server = scram_keys(hash_name, salted_password(hash_name, password, salt, iterations))
+        return cls(hash_name, salt, iterations, stored, server)
+
+    def to_dovecot(self) -> str:
+        """``{SCRAM-SHA-256}4096,<salt>,<StoredKey>,<ServerKey>`` (Dovecot, ``gsasl --mkpasswd``)."""
+        return (
+            f"{{{self.mechanism}}}{self.iterations},{_b64(self.salt)},"
+            f"{_b64(self.stored_key)},{_b64(self.server_key)}"
+        )
+
+    def to_rfc5803(self) -> str:
+        """``SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`` (RFC 5803 §3, PostgreSQL)."""
+        return (
+            f"{self.mechanism}${self.iterations}:{_b64(self.salt)}$"
+            f"{_b64(self.stored_key)}:{_b64(self.server_key)}"
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> ScramCredential:
+        """Parse either export form; raises :class:`UsageError` on anything else."""
+        text = text.strip()
+        m = _DOVECOT_RE.fullmatch(text) or _RFC5803_RE.fullmatch(text)
+        if m is None:
+            raise UsageError("not a {SCRAM-…}i,salt,StoredKey,ServerKey or RFC 5803 SCRAM credential")
+        hash_name = m["hash"]
+        if hash_name not in SCRAM_HASHES:
+            raise UsageError(f"unsupported SCRAM hash {hash_name!r}")
+        iterations = int(m["iter"])
+        return cls(
+            hash_name,
+            _unb64(m["salt"], "salt"),
+            iterations,
+            _unb64(m["stored"], "StoredKey"),
+            _unb64(m["server"], "ServerKey"),
+        )
+
+
+_B64 = r"[A-Za-z0-9+/]+={0,2}"
+_DOVECOT_RE = re.compile(
+    rf"\{{SCRAM-(?P<hash>SHA-[0-9]+)\}}(?P<iter>[0-9]{{1,9}}),(?P<salt>{_B64}),"
+    rf"(?P<stored>{_B64}),(?P<server>{_B64})(?:,[0-9a-fA-F]*)?"
+)
+_RFC5803_RE = re.compile(
+    rf"SCRAM-(?P<hash>SHA-[0-9]+)\$(?P<iter>[0-9]{{1,9}}):(?P<salt>{_B64})\$"
+    rf"(?P<stored>{_B64}):(?P<server>{_B64})"
+)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One user's stored credentials.  Never holds the password."""
+
+    username: str
+    scram: Mapping[str, ScramCredential] = field(default_factory=dict)
+    password_hash: str | None = field(default=None, repr=False)  # argon2id PHC string
+
+    def scram_for(self, hash_name: str) -> ScramCredential | None:
+        return self.scram.get(hash_name)
+
+
+def hash_password(password: str) -> str:
+    """argon2id hash of the SASLprep-ed password (RFC 4616 §2: prepare before hashing)."""
+    prepared = saslprep(password, stored=True)
+    if not prepared:
+        raise UsageError("password is empty after SASLprep")
+    return _password_hasher.hash(prepared)
+
+
+def verify_password_hash(password_hash: str, prepared_password: str) -> bool:
+    """Check an argon2 hash; any malformed hash simply fails."""
+    try:
+        return _password_hasher.verify(password_hash, prepared_password)
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+        return False
+
+
+# A hash of a random password, verified against when the user does not exist,
+# so PLAIN takes the same time for unknown and known users.
+_DUMMY_HASH: str | None = None
+
+
+def dummy_password_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
+    return _DUMMY_HASH
+
+
+def make_user(
+    username: str,
+    password: str,
+    *,
+    iterations: int = DEFAULT_ITERATIONS,
+    salt: bytes | None = None,
+    hashes: Iterable[str] = tuple(SCRAM_HASHES),
+    argon2_hash: bool = True,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> UserRecord:
+    """Build a :class:`UserRecord` from a password (SASLprep-ed as a stored string)."""
+    prepared_name = saslprep(username)
+    if not prepared_name:
+        raise UsageError("username is empty after SASLprep")
+    if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+        raise UsageError(f"iterations must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}")
+    try:
+        if not saslprep(password, stored=True):
+            raise UsageError("password is empty after SASLprep")
+    except PreparationError as exc:
+        raise UsageError(f"password rejected by SASLprep: {exc}") from exc
+    salt = random_bytes(SALT_LENGTH) if salt is None else salt
+    scram = {h: ScramCredential.derive(h, password, salt, iterations) for h in hashes}
+    return UserRecord(prepared_name, scram, hash_password(password) if argon2_hash else None)
+
+
+@runtime_checkable
+class UserStore(Protocol):
+    """What mechanisms need from a credential store: a lookup by prepared username."""
+
+    @property
+    def default_iterations(self) -> int:
+        """Iteration count new users get; shown for unknown users too."""
+        ...
+
+    def get_user(self, username: str) -> UserRecord | None:
+        """Return the record or ``None``; raise TemporaryFailure if unreachable."""
+        ...
+
+
+@runtime_checkable
+class MutableUserStore(UserStore, Protocol):
+    """A store the CLI can manage."""
+
+    def put_user(self, record: UserRecord) -> None: ...
+
+    def delete_user(self, username: str) -> bool: ...
+
+    def list_users(self) -> list[str]: ...
+
+
+class MemoryUserStore:
+    """A dict-backed :class:`MutableUserStore` for tests and embedding."""
+
+    def __init__(
+        self, users: Iterable[UserRecord] = (), *, default_iterations: int = DEFAULT_ITERATIONS
+    ) -> None:
+        self._users = {u.username: u for u in users}
+        self._default_iterations = default_iterations
+
+    @property
+    def default_iterations(self) -> int:
+        return self._default_iterations
+
+    def get_user(self, username: str) -> UserRecord | None:
+        return self._users.get(username)
+
+    def put_user(self, record: UserRecord) -> None:
+        self._users[record.username] = record
+
+    def delete_user(self, username: str) -> bool:
+        return self._users.pop(username, None) is not None
+
+    def list_users(self) -> list[str]:
+        return sorted(self._users)
+
+    def __iter__(self) -> Iterator[UserRecord]:
+        return iter(self._users.values())

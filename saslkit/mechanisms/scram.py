@@ -1,0 +1,467 @@
+"""SCRAM-SHA-1/-256/-512 and their -PLUS forms (RFC 5802, RFC 7677, draft-melnikov-scram-sha-512).
+
+Server and client are sans-IO state machines over the RFC 5802 §7 messages.
+Channel binding follows RFC 5802 §6 (``y`` is a downgrade when the server
+supports binding; ``p`` must name a type this connection offers; ``c=`` is
+always rebuilt and compared).  Unknown users are shown a deterministic fake
+salt and the store's default iteration count and fail only at the proof,
+with the same ``e=invalid-proof`` as a wrong password (RFC 5802 §9).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+
+from ..context import ClientCredentials, ServerContext
+from ..credentials import (
+    MAX_ITERATIONS,
+    SCRAM_HASHES,
+    ScramCredential,
+    fake_salt,
+    salted_password,
+    scram_keys,
+)
+from ..errors import AuthenticationFailed, PreparationError, ProtocolError, UsageError
+from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..saslprep import saslprep
+
+__all__ = [
+    "SCRAM_MECHANISMS",
+    "ScramClient",
+    "ScramServer",
+    "decode_saslname",
+    "encode_saslname",
+    "scram_hash_of",
+]
+
+#: mechanism name -> (hash name, channel binding required)
+SCRAM_MECHANISMS: dict[str, tuple[str, bool]] = {}
+for _h in SCRAM_HASHES:
+    SCRAM_MECHANISMS[f"SCRAM-{_h}"] = (_h, False)
+    SCRAM_MECHANISMS[f"SCRAM-{_h}-PLUS"] = (_h, True)
+
+# RFC 5802 §7: printable = %x21-2B / %x2D-7E ; cb-name = 1*(ALPHA / DIGIT / "." / "-")
+_PRINTABLE_RE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
+_CB_NAME_RE = re.compile(r"[A-Za-z0-9.\-]+")
+_ATTR_RE = re.compile(r"[A-Za-z]=")
+_B64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+# RFC 5802 §7 server-error-value
+INVALID_ENCODING = "invalid-encoding"
+EXTENSIONS_NOT_SUPPORTED = "extensions-not-supported"
+INVALID_PROOF = "invalid-proof"
+CHANNEL_BINDINGS_DONT_MATCH = "channel-bindings-dont-match"
+SERVER_DOES_SUPPORT_CHANNEL_BINDING = "server-does-support-channel-binding"
+CHANNEL_BINDING_NOT_SUPPORTED = "channel-binding-not-supported"
+UNSUPPORTED_CHANNEL_BINDING_TYPE = "unsupported-channel-binding-type"
+UNKNOWN_USER = "unknown-user"
+INVALID_USERNAME_ENCODING = "invalid-username-encoding"
+NO_RESOURCES = "no-resources"
+OTHER_ERROR = "other-error"
+SERVER_ERRORS = frozenset(
+    {
+        INVALID_ENCODING,
+        EXTENSIONS_NOT_SUPPORTED,
+        INVALID_PROOF,
+        CHANNEL_BINDINGS_DONT_MATCH,
+        SERVER_DOES_SUPPORT_CHANNEL_BINDING,
+        CHANNEL_BINDING_NOT_SUPPORTED,
+        UNSUPPORTED_CHANNEL_BINDING_TYPE,
+        UNKNOWN_USER,
+        INVALID_USERNAME_ENCODING,
+        NO_RESOURCES,
+        OTHER_ERROR,
+    }
+)
+
+MAX_NONCE_LENGTH = 512
+MAX_NAME_LENGTH = 1024
+
+
+def scram_hash_of(mechanism: str) -> tuple[str, bool]:
+    """``"SCRAM-SHA-256-PLUS"`` -> ``("SHA-256", True)``."""
+    try:
+        return SCRAM_MECHANISMS[mechanism.upper()]
+    except KeyError:
+        raise UsageError(f"not a SCRAM mechanism: {mechanism!r}") from None
+
+
+def encode_saslname(name: str) -> str:
+    """Escape ``=`` and ``,`` as ``=3D`` and ``=2C`` (RFC 5802 §5.1 'n')."""
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+def decode_saslname(value: str) -> str:
+    """Undo :func:`encode_saslname`; any other ``=`` sequence is an error (RFC 5802 §5.1)."""
+    if "=" not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "=":
+            code = value[i + 1 : i + 3]
+            if code == "2C":
+                out.append(",")
+            elif code == "3D":
+                out.append("=")
+            else:
+                raise ProtocolError(INVALID_USERNAME_ENCODING, "bad '=' escape in saslname")
+            i += 3
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _b64decode(value: str, reason: str) -> bytes:
+    if not _B64_RE.fullmatch(value):
+        raise ProtocolError(reason, "invalid base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:  # pragma: no cover - the regex already rules this out
+        raise ProtocolError(reason, "invalid base64") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+def _split_attrs(text: str, reason: str = INVALID_ENCODING) -> list[tuple[str, str]]:
+    """Split ``a=…,b=…`` into pairs; every element must be ``ALPHA "=" value``."""
+    pairs: list[tuple[str, str]] = []
+    for part in text.split(","):
+        if len(part) < 2 or not _ATTR_RE.match(part):
+            raise ProtocolError(reason, "malformed attribute")
+        pairs.append((part[0], part[2:]))
+    return pairs
+
+
+def _decode_message(data: bytes, limit: int) -> str:
+    if len(data) > limit:
+        raise ProtocolError(INVALID_ENCODING, "message too long")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(INVALID_ENCODING, "message is not UTF-8") from None
+    if "\x00" in text:
+        raise ProtocolError(INVALID_ENCODING, "NUL in message")
+    return text
+
+
+class _GS2Header:
+    """Parsed ``gs2-header`` (RFC 5802 §7)."""
+
+    __slots__ = ("authzid", "cb_name", "flag", "raw")
+
+    def __init__(self, flag: str, cb_name: str | None, authzid: str | None, raw: str) -> None:
+        self.flag = flag
+        self.cb_name = cb_name
+        self.authzid = authzid
+        self.raw = raw
+
+
+def _parse_gs2_header(text: str) -> tuple[_GS2Header, str]:
+    first = text.find(",")
+    second = text.find(",", first + 1) if first >= 0 else -1
+    if second < 0:
+        raise ProtocolError(INVALID_ENCODING, "missing gs2-header")
+    flag_part = text[:first]
+    authz_part = text[first + 1 : second]
+    cb_name = None
+    if flag_part in ("n", "y"):
+        flag = flag_part
+    elif flag_part.startswith("p="):
+        flag = "p"
+        cb_name = flag_part[2:]
+        if not _CB_NAME_RE.fullmatch(cb_name):
+            raise ProtocolError(INVALID_ENCODING, "bad channel-binding name")
+    else:
+        raise ProtocolError(INVALID_ENCODING, "gs2 flag must be n, y or p=")
+    authzid = None
+    if authz_part:
+        if not authz_part.startswith("a=") or len(authz_part) < 3:
+            raise ProtocolError(INVALID_ENCODING, "bad authzid in gs2-header")
+        authzid = decode_saslname(authz_part[2:])
+    return _GS2Header(flag, cb_name, authzid, text[: second + 1]), text[second + 1 :]
+
+
+class ScramServer:
+    """Server side of SCRAM (RFC 5802 §5, §7).
+
+    Step 1 takes client-first-message and returns server-first-message; step 2
+    takes client-final-message and returns :class:`Success` with the
+    server-final-message (``v=``) as additional data, or :class:`Failure` whose
+    ``reason`` and ``data`` carry the ``e=`` value.
+    """
+
+    def __init__(self, mechanism: str, ctx: ServerContext) -> None:
+        self.name = mechanism.upper()
+        self.hash_name, self.plus = scram_hash_of(self.name)
+        self._algo, self._size = SCRAM_HASHES[self.hash_name]
+        self._ctx = ctx
+        self._state = 0  # 0: want client-first, 1: want client-final, 2: done
+        self._sent_empty = False
+        self._credential: ScramCredential | None = None
+        self._unknown = False
+        self._nonce = ""
+        self._gs2: _GS2Header | None = None
+        self._username = ""
+        self._client_first_bare = ""
+        self._server_first = ""
+
+    @property
+    def done(self) -> bool:
+        return self._state == 2
+
+    def step(self, response: bytes | None) -> ServerStep:
+        if self._state == 2:
+            raise UsageError("SCRAM exchange already finished")
+        if response is None:
+            if self._state == 0 and not self._sent_empty:
+                # Client-first mechanism without an initial response: empty challenge (RFC 4422 §3).
+                self._sent_empty = True
+                return Challenge(b"")
+            response = b""
+        try:
+            if self._state == 0:
+                return self._client_first(response)
+            return self._client_final(response)
+        except ProtocolError as exc:
+            return self._fail(exc.reason, str(exc))
+
+    def _fail(self, reason: str, message: str = "") -> Failure:
+        self._state = 2
+        error = reason if reason in SERVER_ERRORS else OTHER_ERROR
+        return Failure(error, message, b"e=" + error.encode("ascii"))
+
+    def _client_first(self, data: bytes) -> ServerStep:
+        text = _decode_message(data, self._ctx.max_message_size)
+        gs2, bare = _parse_gs2_header(text)
+        cb = self._ctx.channel_bindings
+        if gs2.flag == "y":
+            if cb:
+                raise ProtocolError(SERVER_DOES_SUPPORT_CHANNEL_BINDING, "downgrade attempt: flag y")
+            if self.plus:
+                raise ProtocolError(CHANNEL_BINDING_NOT_SUPPORTED, "-PLUS mechanism requires flag p")
+        elif gs2.flag == "n":
+            if self.plus:
+                raise ProtocolError(SERVER_DOES_SUPPORT_CHANNEL_BINDING, "-PLUS mechanism requires flag p")
+        else:
+            if not self.plus:
+                raise ProtocolError(CHANNEL_BINDING_NOT_SUPPORTED, "flag p used with a non-PLUS mechanism")
+            if not cb:
+                raise ProtocolError(CHANNEL_BINDING_NOT_SUPPORTED, "no channel binding on this connection")
+            if gs2.cb_name not in cb:
+                raise ProtocolError(UNSUPPORTED_CHANNEL_BINDING_TYPE, "channel-binding type not offered")
+        attrs = _split_attrs(bare)
+        if attrs[0][0] == "m":
+            raise ProtocolError(EXTENSIONS_NOT_SUPPORTED, "mandatory extension")
+        if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
+            raise ProtocolError(INVALID_ENCODING, "expected n= and r=")
+        raw_name = attrs[0][1]
+        c_nonce = attrs[1][1]
+        if not raw_name or len(raw_name) > MAX_NAME_LENGTH:
+            raise ProtocolError(INVALID_USERNAME_ENCODING, "bad username length")
+        if not _PRINTABLE_RE.fullmatch(c_nonce) or len(c_nonce) > MAX_NONCE_LENGTH:
+            raise ProtocolError(INVALID_ENCODING, "bad client nonce")
+        username = decode_saslname(raw_name)
+        try:
+            prepared = saslprep(username)
+            if gs2.authzid is not None:
+                gs2.authzid = saslprep(gs2.authzid)
+        except PreparationError:
+            raise ProtocolError(INVALID_USERNAME_ENCODING, "username fails SASLprep") from None
+        if not prepared:
+            raise ProtocolError(INVALID_USERNAME_ENCODING, "empty username")
+        record = self._ctx.users.get_user(prepared)
+        credential = record.scram_for(self.hash_name) if record is not None else None
+        if credential is None:
+            self._unknown = True
+            iterations = self._ctx.users.default_iterations
+            salt = fake_salt(self._ctx.server_secret, prepared)
+        else:
+            salt, iterations = credential.salt, credential.iterations
+        s_nonce = self._ctx.nonce_factory()
+        if not _PRINTABLE_RE.fullmatch(s_nonce):
+            raise UsageError("nonce_factory must return printable ASCII without ','")
+        self._credential = credential
+        self._gs2 = gs2
+        self._username = prepared
+        self._client_first_bare = bare
+        self._nonce = c_nonce + s_nonce
+        self._server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}"
+        self._state = 1
+        return Challenge(self._server_first.encode("ascii"))
+
+    def _client_final(self, data: bytes) -> ServerStep:
+        assert self._gs2 is not None
+        text = _decode_message(data, self._ctx.max_message_size)
+        attrs = _split_attrs(text)
+        if len(attrs) < 3 or attrs[0][0] != "c" or attrs[1][0] != "r" or attrs[-1][0] != "p":
+            raise ProtocolError(INVALID_ENCODING, "expected c=, r= … p=")
+        if any(k in "cnrp" for k, _ in attrs[2:-1]) or attrs[2:3] and attrs[2][0] == "m":
+            raise ProtocolError(INVALID_ENCODING, "unexpected attribute in client-final")
+        cbind = _b64decode(attrs[0][1], INVALID_ENCODING)
+        expected = self._gs2.raw.encode("utf-8")
+        if self._gs2.flag == "p":
+            assert self._gs2.cb_name is not None
+            expected += self._ctx.channel_bindings[self._gs2.cb_name]
+        if not hmac.compare_digest(cbind, expected):
+            raise ProtocolError(CHANNEL_BINDINGS_DONT_MATCH, "c= does not match")
+        if not hmac.compare_digest(attrs[1][1].encode("utf-8"), self._nonce.encode("ascii")):
+            raise ProtocolError(OTHER_ERROR, "nonce mismatch")
+        proof = _b64decode(attrs[-1][1], INVALID_PROOF)
+        without_proof = text[: text.rindex(",p=")]
+        auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
+        credential = self._credential
+        if credential is None or len(proof) != self._size:
+            # Unknown user or malformed proof: fail exactly like a wrong password.
+            return self._fail(INVALID_PROOF)
+        client_signature = hmac.digest(credential.stored_key, auth_message, self._algo)
+        client_key = _xor(proof, client_signature)
+        if not hmac.compare_digest(hashlib.new(self._algo, client_key).digest(), credential.stored_key):
+            return self._fail(INVALID_PROOF)
+        authzid = self._gs2.authzid
+        if authzid is not None and authzid != self._username:
+            if not self._ctx.authorize(self._username, authzid):
+                self._state = 2
+                return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
+                               b"e=" + OTHER_ERROR.encode())
+        server_signature = hmac.digest(credential.server_key, auth_message, self._algo)
+        self._state = 2
+        return Success(
+            self._username,
+            authzid if authzid != self._username else None,
+            b"v=" + _b64(server_signature).encode("ascii"),
+            self.name,
+        )
+
+
+class ScramClient:
+    """Client side of SCRAM (RFC 5802 §5, §7).
+
+    ``start()`` returns client-first; ``step(server_first)`` returns
+    client-final; ``step(server_final)`` verifies ``v=`` and returns ``b""``
+    (the empty response SMTP/IMAP need, RFC 4422 §5 item 2b); ``finish()``
+    raises :class:`AuthenticationFailed` unless the server was verified.
+    """
+
+    def __init__(self, mechanism: str, creds: ClientCredentials) -> None:
+        self.name = mechanism.upper()
+        self.hash_name, self.plus = scram_hash_of(self.name)
+        self._algo, self._size = SCRAM_HASHES[self.hash_name]
+        self._creds = creds
+        if self.plus and creds.channel_binding is None:
+            raise UsageError(f"{self.name} needs channel-binding data")
+        self._state = 0  # 0 start, 1 sent first, 2 sent final, 3 verified, 4 failed
+        self._c_nonce = ""
+        self._bare = ""
+        self._gs2 = ""
+        self._server_signature = b""
+
+    @property
+    def verified(self) -> bool:
+        """True once the server's ``v=`` matched."""
+        return self._state == 3
+
+    def start(self) -> bytes:
+        if self._state != 0:
+            raise UsageError("start() called twice")
+        creds = self._creds
+        if self.plus:
+            assert creds.channel_binding is not None
+            flag = "p=" + creds.channel_binding[0]
+        elif creds.channel_binding is not None and not creds.server_offers_plus:
+            flag = "y"  # we could bind but the server offered no -PLUS (RFC 5802 §6)
+        else:
+            flag = "n"
+        authz = "a=" + encode_saslname(saslprep(creds.authzid)) if creds.authzid else ""
+        self._gs2 = f"{flag},{authz},"
+        self._c_nonce = creds.nonce_factory()
+        if not _PRINTABLE_RE.fullmatch(self._c_nonce):
+            raise UsageError("nonce_factory must return printable ASCII without ','")
+        self._bare = f"n={encode_saslname(saslprep(creds.username))},r={self._c_nonce}"
+        self._state = 1
+        return (self._gs2 + self._bare).encode("utf-8")
+
+    def step(self, challenge: bytes) -> bytes:
+        try:
+            if self._state == 1:
+                return self._server_first(challenge)
+            if self._state == 2:
+                self._server_final(challenge)
+                return b""
+        except (ProtocolError, AuthenticationFailed):
+            self._state = 4
+            raise
+        raise UsageError("unexpected step() in this state")
+
+    def finish(self, additional_data: bytes | None = None) -> None:
+        if additional_data is not None and self._state == 2:
+            self.step(additional_data)
+        if self._state != 3:
+            self._state = 4
+            raise AuthenticationFailed("server-not-verified", "server success without a valid v=")
+
+    def _server_first(self, data: bytes) -> bytes:
+        text = _decode_message(data, 8192)
+        attrs = _split_attrs(text)
+        if attrs[0][0] == "e":
+            raise AuthenticationFailed(attrs[0][1], f"server error: {attrs[0][1]}")
+        if attrs[0][0] == "m":
+            raise ProtocolError(EXTENSIONS_NOT_SUPPORTED, "mandatory extension from server")
+        if len(attrs) < 3 or [k for k, _ in attrs[:3]] != ["r", "s", "i"]:
+            raise ProtocolError(INVALID_ENCODING, "expected r=, s=, i=")
+        nonce, salt_b64, iter_text = attrs[0][1], attrs[1][1], attrs[2][1]
+        if (
+            not nonce.startswith(self._c_nonce)
+            or len(nonce) <= len(self._c_nonce)
+            or not _PRINTABLE_RE.fullmatch(nonce)
+            or len(nonce) > MAX_NONCE_LENGTH * 2
+        ):
+            raise ProtocolError(OTHER_ERROR, "server nonce does not extend the client nonce")
+        salt = _b64decode(salt_b64, INVALID_ENCODING)
+        if not salt:
+            raise ProtocolError(INVALID_ENCODING, "empty salt")
+        if not iter_text.isdigit() or not iter_text.isascii() or len(iter_text) > 9:
+            raise ProtocolError(INVALID_ENCODING, "bad iteration count")
+        iterations = int(iter_text)
+        if not 1 <= iterations <= min(self._creds.max_iterations, MAX_ITERATIONS):
+            raise ProtocolError(OTHER_ERROR, f"iteration count {iterations} out of bounds")
+        cbind = self._gs2.encode("utf-8")
+        if self.plus:
+            assert self._creds.channel_binding is not None
+            cbind += self._creds.channel_binding[1]
+        without_proof = f"c={_b64(cbind)},r={nonce}"
+        auth_message = f"{self._bare},{text},{without_proof}".encode()
+        try:
+            salted = salted_password(self.hash_name, self._creds.secret, salt, iterations)
+        except PreparationError as exc:
+            raise UsageError(f"password rejected by SASLprep: {exc}") from exc
+        client_key, stored_key, server_key = scram_keys(self.hash_name, salted)
+        proof = _xor(client_key, hmac.digest(stored_key, auth_message, self._algo))
+        self._server_signature = hmac.digest(server_key, auth_message, self._algo)
+        self._state = 2
+        return f"{without_proof},p={_b64(proof)}".encode("ascii")
+
+    def _server_final(self, data: bytes) -> None:
+        text = _decode_message(data, 8192)
+        attrs = _split_attrs(text)
+        key, value = attrs[0]
+        if key == "e":
+            raise AuthenticationFailed(value, f"server error: {value}")
+        if key != "v":
+            raise ProtocolError(INVALID_ENCODING, "expected v= or e=")
+        signature = _b64decode(value, INVALID_ENCODING)
+        if not hmac.compare_digest(signature, self._server_signature):
+            raise AuthenticationFailed("invalid-server-signature", "server signature does not match")
+        self._state = 3

@@ -1,0 +1,180 @@
+"""Mechanism registry and offer policy.
+
+Names map to server and client factories.  :meth:`Registry.offered` lists
+what a server may advertise on a connection, strongest first: plaintext
+mechanisms (PLAIN) only over TLS unless the policy allows otherwise (RFC 4954
+§4, RFC 9051 §6.2.2 LOGINDISABLED), channel-binding (-PLUS) mechanisms only
+when channel-binding data exists (RFC 5802 §6).  Names follow RFC 4422 §3.1:
+1–20 characters of ``A-Z 0-9 - _``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from functools import partial
+
+from .context import ClientCredentials, ServerContext
+from .errors import MechanismNotAllowed, UnknownMechanism, UsageError
+from .mechanism import ClientMechanism, ServerMechanism
+
+__all__ = ["MechanismInfo", "Policy", "Registry", "default_registry"]
+
+_NAME_RE = re.compile(r"[A-Z0-9_-]{1,20}")
+
+
+@dataclass(frozen=True)
+class MechanismInfo:
+    """How to build one mechanism and when it may be offered."""
+
+    name: str
+    server: Callable[[ServerContext], ServerMechanism]
+    client: Callable[[ClientCredentials], ClientMechanism]
+    strength: int
+    #: The secret crosses the wire in a reversible form: offer only under TLS.
+    plaintext: bool = False
+    #: A -PLUS mechanism: offer only when channel-binding data exists.
+    channel_binding: bool = False
+    #: Needs a per-user secret the server cannot check by password (tokens…): informational.
+    token_based: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.fullmatch(self.name):
+            raise UsageError(f"invalid SASL mechanism name {self.name!r} (RFC 4422 §3.1)")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which registered mechanisms a server offers.
+
+    ``allowed``/``denied`` are name sets (``None`` = everything registered).
+    ``allow_plaintext_without_tls`` lifts the TLS requirement of plaintext
+    mechanisms (for tests or loopback-only deployments).
+    """
+
+    allow_plaintext_without_tls: bool = False
+    allowed: frozenset[str] | None = None
+    denied: frozenset[str] = frozenset()
+
+
+class Registry:
+    """Name -> :class:`MechanismInfo`; third parties may :meth:`register` their own."""
+
+    def __init__(self, mechanisms: Iterable[MechanismInfo] = ()) -> None:
+        self._mechs: dict[str, MechanismInfo] = {}
+        for info in mechanisms:
+            self.register(info)
+
+    def register(self, info: MechanismInfo, *, replace: bool = False) -> None:
+        if info.name in self._mechs and not replace:
+            raise UsageError(f"mechanism {info.name} is already registered")
+        self._mechs[info.name] = info
+
+    def unregister(self, name: str) -> None:
+        self._mechs.pop(name.upper(), None)
+
+    def info(self, name: str) -> MechanismInfo:
+        try:
+            return self._mechs[name.upper()]
+        except (KeyError, AttributeError):
+            raise UnknownMechanism(str(name)) from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.upper() in self._mechs
+
+    def names(self) -> list[str]:
+        """Every registered name, strongest first."""
+        return [m.name for m in sorted(self._mechs.values(), key=lambda m: (-m.strength, m.name))]
+
+    def refusal(
+        self,
+        name: str,
+        *,
+        tls: bool,
+        channel_bindings: Collection[str] = (),
+        policy: Policy | None = None,
+    ) -> str | None:
+        """Why ``name`` may not be used on this connection, or ``None`` if it may."""
+        info = self.info(name)
+        policy = policy or Policy()
+        if policy.allowed is not None and info.name not in policy.allowed:
+            return "disabled by policy"
+        if info.name in policy.denied:
+            return "disabled by policy"
+        if info.plaintext and not tls and not policy.allow_plaintext_without_tls:
+            return "plaintext mechanism requires TLS"
+        if info.channel_binding and not channel_bindings:
+            return "channel binding is not available on this connection"
+        return None
+
+    def offered(
+        self,
+        *,
+        tls: bool,
+        channel_bindings: Collection[str] = (),
+        policy: Policy | None = None,
+    ) -> list[str]:
+        """The names a server may advertise here, strongest first."""
+        return [
+            n
+            for n in self.names()
+            if self.refusal(n, tls=tls, channel_bindings=channel_bindings, policy=policy) is None
+        ]
+
+    def server(self, name: str, ctx: ServerContext, *, policy: Policy | None = None) -> ServerMechanism:
+        """Start the server side of ``name``; raises UnknownMechanism or MechanismNotAllowed."""
+        info = self.info(name)
+        why = self.refusal(info.name, tls=ctx.tls, channel_bindings=ctx.channel_bindings, policy=policy)
+        if why is not None:
+            raise MechanismNotAllowed(info.name, why)
+        return info.server(ctx)
+
+    def client(self, name: str, creds: ClientCredentials) -> ClientMechanism:
+        """Start the client side of ``name``."""
+        return self.info(name).client(creds)
+
+    def choose(
+        self,
+        server_offers: Iterable[str],
+        *,
+        can_bind: bool = False,
+        tls: bool = True,
+        allow_plaintext_without_tls: bool = False,
+    ) -> str:
+        """Client-side negotiation: the strongest offered name we implement.
+
+        -PLUS names count only if ``can_bind``; plaintext mechanisms only over
+        TLS unless allowed.  Raises :class:`UnknownMechanism` if nothing fits.
+        """
+        offered = {n.upper() for n in server_offers}
+        for name in self.names():
+            info = self._mechs[name]
+            if name not in offered or (info.channel_binding and not can_bind):
+                continue
+            if info.plaintext and not tls and not allow_plaintext_without_tls:
+                continue
+            return name
+        raise UnknownMechanism(" ".join(sorted(offered)) or "(none offered)")
+
+
+def default_registry() -> Registry:
+    """A registry with every mechanism saslkit implements."""
+    from .mechanisms.plain import PlainClient, PlainServer
+    from .mechanisms.scram import SCRAM_MECHANISMS, ScramClient, ScramServer
+
+    reg = Registry()
+    reg.register(MechanismInfo("PLAIN", PlainServer, PlainClient, strength=10, plaintext=True))
+    hash_rank = {"SHA-1": 1, "SHA-256": 2, "SHA-512": 3}
+    for name, (hash_name, plus) in SCRAM_MECHANISMS.items():
+        reg.register(
+            MechanismInfo(
+                name,
+                partial(ScramServer, name),
+                partial(ScramClient, name),
+                strength=(100 if plus else 50) + hash_rank[hash_name],
+                channel_binding=plus,
+            )
+        )
+    return reg
+
