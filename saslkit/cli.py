@@ -1,0 +1,395 @@
+"""The ``saslkit`` command.
+
+Exit codes: 0 success, 1 failure (authentication failed, not found, store
+error), 2 usage error.  Secrets are read from stdin (one line, without its
+newline) or ``--secret-file``, never from argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import os
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from . import __version__
+from .context import ClientCredentials, ServerContext
+from .credentials import DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS, ScramCredential, make_user
+from .errors import AuthenticationFailed, ProtocolError, SaslError, UsageError
+from .exchange import run_exchange
+from .framing import decode_continuation, decode_initial_response, encode_challenge, encode_initial_response
+from .keys import KeyRing, default_keys_path
+from .mechanism import Challenge, Failure, Success
+from .redact import redact
+from .registry import Registry, default_registry
+from .stores import SQLiteUserStore, open_user_store, sqlite_path
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+MAX_LINE = 16384
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _db_arg(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("SASLKIT_DB") or "./saslkit.db")
+
+
+def _open_users(args: argparse.Namespace) -> SQLiteUserStore:
+    return open_user_store(_db_arg(args))
+
+
+def _keys_path(args: argparse.Namespace) -> Path:
+    explicit = getattr(args, "keys", None) or os.environ.get("SASLKIT_KEYS")
+    return Path(explicit) if explicit else default_keys_path(sqlite_path(_db_arg(args)))
+
+
+def _read_secret_line(stream: TextIO) -> str:
+    line = stream.readline(MAX_LINE)
+    if not line:
+        raise CliError("no secret on standard input", EXIT_USAGE)
+    if line.endswith("\n"):
+        line = line[:-1]
+        if line.endswith("\r"):
+            line = line[:-1]
+    if not line:
+        raise CliError("empty secret", EXIT_USAGE)
+    return line
+
+
+def _read_secret(args: argparse.Namespace, stdin: TextIO) -> str:
+    if getattr(args, "secret_file", None):
+        try:
+            with open(args.secret_file, encoding="utf-8") as fh:
+                return _read_secret_line(fh)
+        except OSError as exc:
+            raise CliError(f"cannot read {args.secret_file}: {exc.strerror}", EXIT_USAGE) from exc
+    return _read_secret_line(stdin)
+
+
+def _iterations(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an integer") from None
+    if not MIN_ITERATIONS <= n <= MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}")
+    return n
+
+
+def _channel_binding(args: argparse.Namespace) -> tuple[str, bytes] | None:
+    if args.cb_type is None and args.cb_data is None:
+        return None
+    if args.cb_type is None or args.cb_data is None:
+        raise CliError("--cb-type and --cb-data go together", EXIT_USAGE)
+    try:
+        data = base64.b64decode(args.cb_data, validate=True)
+    except binascii.Error:
+        raise CliError("--cb-data is not valid base64", EXIT_USAGE) from None
+    if not data:
+        raise CliError("--cb-data is empty", EXIT_USAGE)
+    return args.cb_type, data
+
+
+def _out(stream: TextIO, line: str) -> None:
+    stream.write(line + "\n")
+    stream.flush()
+
+
+# ---------------------------------------------------------------- user
+
+
+def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    users = _open_users(args)
+    if args.command == "add" and users.get_user(args.name) is not None:
+        raise CliError(f"user {args.name!r} already exists (use `saslkit user passwd`)")
+    if args.command == "passwd" and users.get_user(args.name) is None:
+        raise CliError(f"no such user {args.name!r}")
+    password = _read_secret(args, stdin)
+    iterations = args.iterations or users.default_iterations
+    record = make_user(args.name, password, iterations=iterations)
+    users.put_user(record)
+    print(f"saslkit: {'added' if args.command == 'add' else 'updated'} user {record.username}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_user_del(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if not _open_users(args).delete_user(args.name):
+        raise CliError(f"no such user {args.name!r}")
+    return EXIT_OK
+
+
+def cmd_user_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    for name in _open_users(args).list_users():
+        _out(stdout, name)
+    return EXIT_OK
+
+
+def cmd_user_show(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    record = _open_users(args).get_user(args.name)
+    if record is None:
+        raise CliError(f"no such user {args.name!r}")
+    for cred in record.scram.values():
+        _out(stdout, cred.to_dovecot() if args.format == "dovecot" else cred.to_rfc5803())
+    return EXIT_OK
+
+
+def cmd_user_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """Import SCRAM credentials (Dovecot or RFC 5803 lines) from stdin for one user."""
+    from .credentials import UserRecord
+
+    creds: dict[str, ScramCredential] = {}
+    for lineno, line in enumerate(stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            cred = ScramCredential.parse(line)
+        except UsageError as exc:
+            raise CliError(f"line {lineno}: {exc}") from exc
+        creds[cred.hash_name] = cred
+    if not creds:
+        raise CliError("no credentials on standard input", EXIT_USAGE)
+    users = _open_users(args)
+    old = users.get_user(args.name)
+    users.put_user(UserRecord(args.name, creds, old.password_hash if old and args.keep_password else None))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- sasl server / client
+
+
+def cmd_sasl_server(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """One exchange in SMTP AUTH framing over stdio (RFC 4954 §4).
+
+    The pipe is treated as a protected channel (tls=True), so PLAIN is offered.
+    """
+    registry = default_registry()
+    cb = _channel_binding(args)
+    users = _open_users(args)
+    ring = KeyRing.open(_keys_path(args))
+    ctx = ServerContext(users, ring.server_secret, channel_bindings=dict([cb]) if cb else {}, tls=True)
+    line = stdin.readline(MAX_LINE).rstrip("\r\n")
+    words = line.split(" ")
+    if len(words) not in (2, 3) or words[0].upper() != "AUTH":
+        _out(stdout, "501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+        return EXIT_USAGE
+    name = words[1].upper()
+    if (args.mech and name != args.mech.upper()) or name not in registry:
+        _out(stdout, "504 5.5.4 Unrecognized authentication type")
+        return EXIT_FAIL
+    try:
+        server = registry.server(name, ctx)
+        response: bytes | None = decode_initial_response(words[2]) if len(words) == 3 else None
+        while True:
+            step = server.step(response)
+            if isinstance(step, Challenge):
+                _out(stdout, f"334 {encode_challenge(step.data)}")
+            elif isinstance(step, Success) and step.additional_data is not None:
+                _out(stdout, f"334 {encode_challenge(step.additional_data)}")
+                if decode_continuation(stdin.readline(MAX_LINE).rstrip("\r\n")):
+                    _out(stdout, "535 5.7.8 non-empty response to additional data")
+                    return EXIT_FAIL
+                _out(stdout, " ".join(["235", step.authcid] + ([step.authzid] if step.authzid else [])))
+                return EXIT_OK
+            elif isinstance(step, Success):
+                _out(stdout, " ".join(["235", step.authcid] + ([step.authzid] if step.authzid else [])))
+                return EXIT_OK
+            else:
+                _out(stdout, f"535 {step.reason}")
+                return EXIT_FAIL
+            reply = stdin.readline(MAX_LINE)
+            if not reply:
+                _out(stdout, "535 connection closed during authentication")
+                return EXIT_FAIL
+            response = decode_continuation(reply.rstrip("\r\n"))
+    except ProtocolError as exc:
+        _out(stdout, f"501 5.5.2 {exc}")
+        return EXIT_FAIL
+    except SaslError as exc:  # MechanismNotAllowed, TemporaryFailure
+        _out(stdout, f"535 {exc}")
+        return EXIT_FAIL
+
+
+def cmd_sasl_client(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """The client half of ``sasl server``: first stdin line is the secret unless --secret-file."""
+    registry = default_registry()
+    secret = _read_secret(args, stdin)
+    cb = _channel_binding(args)
+    name = args.mech.upper()
+    creds = ClientCredentials(
+        args.user, secret, authzid=args.authzid, channel_binding=cb, server_offers_plus=cb is not None
+    )
+    client = registry.client(name, creds)
+    first = client.start()
+    _out(stdout, f"AUTH {name}" + (f" {encode_initial_response(first)}" if first is not None else ""))
+    while True:
+        line = stdin.readline(MAX_LINE)
+        if not line:
+            print("saslkit: server closed the exchange", file=sys.stderr)
+            return EXIT_FAIL
+        line = line.rstrip("\r\n")
+        code, _, text = line.partition(" ")
+        if code == "334":
+            try:
+                answer = client.step(decode_continuation(text))
+            except (AuthenticationFailed, ProtocolError) as exc:
+                _out(stdout, "*")
+                print(f"saslkit: authentication failed: {exc}", file=sys.stderr)
+                return EXIT_FAIL
+            _out(stdout, encode_challenge(answer))
+        elif code == "235":
+            try:
+                client.finish(None)
+            except AuthenticationFailed as exc:
+                print(f"saslkit: server not verified: {exc}", file=sys.stderr)
+                return EXIT_FAIL
+            return EXIT_OK
+        else:
+            print(f"saslkit: authentication failed: {line}", file=sys.stderr)
+            return EXIT_FAIL
+
+
+# ---------------------------------------------------------------- demo, vectors
+
+
+def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """Create a user in SQLite and run every mechanism in process, secrets masked."""
+    users = _open_users(args)
+    ring = KeyRing.open(_keys_path(args))
+    password = secrets.token_urlsafe(12)
+    users.put_user(make_user(args.user, password, iterations=users.default_iterations))
+    _out(stdout, f"database {users.path}: user {args.user!r} created with a random password")
+    fake_cb = secrets.token_bytes(32)
+    registry: Registry = default_registry()
+    failures = 0
+    for name in registry.names():
+        info = registry.info(name)
+        cb = ("tls-exporter", fake_cb) if info.channel_binding else None
+        ctx = ServerContext(users, ring.server_secret, channel_bindings=dict([cb]) if cb else {}, tls=True)
+        client = registry.client(name, ClientCredentials(args.user, password, channel_binding=cb))
+        _out(stdout, f"== {name}")
+
+        def show(who: str, data: bytes | None, mech: str = name) -> None:
+            _out(stdout, f"  {who}: {redact(mech, data)}")
+
+        result, _ = run_exchange(client, registry.server(name, ctx), on_line=show)
+        if isinstance(result, Failure):
+            failures += 1
+            _out(stdout, f"  => FAILED: {result.reason}")
+        else:
+            _out(stdout, f"  => authenticated as {result.identity}")
+    return EXIT_FAIL if failures else EXIT_OK
+
+
+def cmd_vectors_check(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    from .vectors import check_files
+
+    results = check_files(args.files)
+    passed = sum(1 for r in results if r.ok)
+    for r in results:
+        if not r.ok:
+            _out(stdout, f"FAIL {r.file}:{r.id}: {r.detail}")
+    _out(stdout, f"{passed} passed, {len(results) - passed} failed")
+    return EXIT_OK if passed == len(results) else EXIT_FAIL
+
+
+# ---------------------------------------------------------------- parser
+
+Handler = Callable[[argparse.Namespace, TextIO, TextIO], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="user database: path or sqlite:///path (default $SASLKIT_DB or ./saslkit.db)")
+    common.add_argument("--keys", help="key ring file (default $SASLKIT_KEYS or beside the database)")
+
+    p = _Parser(prog="saslkit", description="SASL mechanisms for mail servers.")
+    p.add_argument("--version", action="version", version=f"saslkit {__version__}")
+    sub = p.add_subparsers(dest="area", required=True, parser_class=_Parser)
+
+    demo = sub.add_parser("demo", parents=[common], help="run every mechanism in process (secrets masked)")
+    demo.add_argument("--user", default="demo", help="user to create (default: demo)")
+    demo.set_defaults(handler=cmd_demo)
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(dest="command", required=True)
+    for cmd, text in (("add", "add a user (password on stdin)"), ("passwd", "change a password (stdin)")):
+        sp = user.add_parser(cmd, parents=[common], help=text)
+        sp.add_argument("name")
+        sp.add_argument("--iterations", type=_iterations, help=f"SCRAM iterations (default {DEFAULT_ITERATIONS})")
+        sp.add_argument("--secret-file", help="read the password from this file instead of stdin")
+        sp.set_defaults(handler=cmd_user_add)
+    sp = user.add_parser("del", parents=[common], help="delete a user")
+    sp.add_argument("name")
+    sp.set_defaults(handler=cmd_user_del)
+    sp = user.add_parser("list", parents=[common], help="list users")
+    sp.set_defaults(handler=cmd_user_list)
+    sp = user.add_parser("show", parents=[common], help="print stored SCRAM credentials")
+    sp.add_argument("name")
+    sp.add_argument("--format", choices=("dovecot", "rfc5803"), default="dovecot")
+    sp.set_defaults(handler=cmd_user_show)
+    sp = user.add_parser("import", parents=[common], help="import SCRAM credential lines from stdin")
+    sp.add_argument("name")
+    sp.add_argument("--keep-password", action="store_true", help="keep an existing argon2 hash")
+    sp.set_defaults(handler=cmd_user_import)
+
+    sasl = sub.add_parser("sasl", help="one SASL exchange over stdio").add_subparsers(dest="command", required=True)
+    sp = sasl.add_parser("server", parents=[common], help="server side, SMTP AUTH framing")
+    sp.add_argument("--mech", help="only accept this mechanism")
+    sp.set_defaults(handler=cmd_sasl_server)
+    cp = sasl.add_parser("client", parents=[common], help="client side, SMTP AUTH framing")
+    cp.add_argument("--mech", required=True)
+    cp.add_argument("--user", required=True)
+    cp.add_argument("--authzid")
+    cp.add_argument("--secret-file", help="read the secret here; otherwise the first stdin line")
+    for parser in (sp, cp):
+        parser.add_argument("--cb-type", choices=("tls-unique", "tls-server-end-point", "tls-exporter"))
+        parser.add_argument("--cb-data", help="channel-binding data, base64")
+    cp.set_defaults(handler=cmd_sasl_client)
+
+    vec = sub.add_parser("vectors", help="test vectors").add_subparsers(dest="command", required=True)
+    sp = vec.add_parser("check", help="check vector files against the library")
+    sp.add_argument("files", nargs="+")
+    sp.set_defaults(handler=cmd_vectors_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args, stdin or sys.stdin, stdout or sys.stdout)
+    except CliError as exc:
+        print(f"saslkit: {exc}", file=sys.stderr)
+        return exc.code
+    except UsageError as exc:
+        print(f"saslkit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SaslError as exc:
+        print(f"saslkit: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The key ring: server secrets kept outside the database.
+
+A JSON file (mode 0600) of keys, each with an id, a purpose and creation and
+retirement times.  Like ssh, loading refuses a file that group or others can
+read.  The current ``hmac`` key seeds the deterministic fake SCRAM salts of
+unknown users (RFC 5802 §9); retired keys stay listed until deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import StoreError, UsageError
+
+__all__ = ["Key", "KeyRing", "KeyRingError", "default_keys_path"]
+
+KEYRING_VERSION = 1
+HMAC_KEY_BYTES = 32
+
+
+class KeyRingError(StoreError):
+    """The key ring file is missing, unreadable, too open or malformed."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One secret: ``kind`` says what it is for (``hmac`` for now)."""
+
+    id: str
+    kind: str
+    secret: bytes = field(repr=False)
+    created: float
+    retired: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "secret": base64.b64encode(self.secret).decode("ascii"),
+            "created": self.created,
+            "retired": self.retired,
+        }
+
+    @classmethod
+    def from_json(cls, raw: object) -> Key:
+        if not isinstance(raw, dict):
+            raise KeyRingError("key entry is not an object")
+        try:
+            return cls(
+                str(raw["id"]),
+                str(raw["kind"]),
+                base64.b64decode(str(raw["secret"]), validate=True),
+                float(raw["created"]),
+                None if raw.get("retired") is None else float(raw["retired"]),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise KeyRingError(f"malformed key entry: {exc}") from exc
+
+
+def default_keys_path(db_path: str | os.PathLike[str]) -> Path:
+    """``./saslkit.db`` -> ``./saslkit.keys`` (beside the database)."""
+    return Path(db_path).with_suffix(".keys")
+
+
+class KeyRing:
+    """Keys loaded from (and saved atomically to) one file."""
+
+    def __init__(self, path: str | os.PathLike[str], keys: list[Key] | None = None) -> None:
+        self.path = Path(path)
+        self.keys: list[Key] = list(keys or [])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> KeyRing:
+        p = Path(path)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise KeyRingError(f"key ring {p} does not exist (run `saslkit keys init`)") from None
+        except OSError as exc:
+            raise KeyRingError(f"cannot read key ring {p}: {exc.strerror}") from exc
+        if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyRingError(
+                f"key ring {p} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+                "run chmod 600 on it"
+            )
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeyRingError(f"cannot parse key ring {p}: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("version") != KEYRING_VERSION:
+            raise KeyRingError(f"key ring {p} has an unknown format")
+        keys = raw.get("keys")
+        if not isinstance(keys, list):
+            raise KeyRingError(f"key ring {p} has no key list")
+        return cls(p, [Key.from_json(k) for k in keys])
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True, quiet: bool = False) -> KeyRing:
+        """Load the ring, creating it with fresh keys on first use (said on stderr)."""
+        p = Path(path)
+        if not p.exists() and create:
+            ring = cls(p)
+            ring.add("hmac")
+            ring.save()
+            if not quiet:
+                print(f"saslkit: created key ring {p}", file=sys.stderr)
+            return ring
+        return cls.load(p)
+
+    def save(self) -> None:
+        """Write atomically with mode 0600."""
+        data = json.dumps({"version": KEYRING_VERSION, "keys": [k.to_json() for k in self.keys]}, indent=2)
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def add(self, kind: str, *, now: float | None = None) -> Key:
+        if kind != "hmac":
+            raise UsageError(f"unsupported key kind {kind!r}")
+        key = Key(
+            f"{kind}-{secrets.token_hex(4)}",
+            kind,
+            secrets.token_bytes(HMAC_KEY_BYTES),
+            time.time() if now is None else now,
+        )
+        self.keys.append(key)
+        return key
+
+    def current(self, kind: str) -> Key:
+        """The newest key of ``kind`` that is not retired."""
+        live = [k for k in self.keys if k.kind == kind and k.retired is None]
+        if not live:
+            raise KeyRingError(f"no active {kind} key in {self.path}")
+        return max(live, key=lambda k: k.created)
+
+    @property
+    def server_secret(self) -> bytes:
+        """The secret for fake SCRAM salts."""
+        return self.current("hmac").secret
