@@ -83,7 +83,7 @@ __all__ = [
     "hash_password",
     "make_user",
     "run_exchange",
-    "saslprep",
     "same_identity_only",
+    "saslprep",
     "tls_server_end_point",
 ]

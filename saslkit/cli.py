@@ -318,7 +318,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--db", help="user database: path or sqlite:///path (default $SASLKIT_DB or ./saslkit.db)")
     common.add_argument("--keys", help="key ring file (default $SASLKIT_KEYS or beside the database)")
 

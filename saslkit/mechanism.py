@@ -23,10 +23,10 @@ __all__ = [
     "Challenge",
     "ClientMechanism",
     "Failure",
+    "FailureReason",
     "ServerMechanism",
     "ServerStep",
     "Success",
-    "FailureReason",
 ]
 
 

@@ -5,7 +5,7 @@ what a server may advertise on a connection, strongest first: plaintext
 mechanisms (PLAIN) only over TLS unless the policy allows otherwise (RFC 4954
 §4, RFC 9051 §6.2.2 LOGINDISABLED), channel-binding (-PLUS) mechanisms only
 when channel-binding data exists (RFC 5802 §6).  Names follow RFC 4422 §3.1:
-1–20 characters of ``A-Z 0-9 - _``.
+1-20 characters of ``A-Z 0-9 - _``.
 """
 
 from __future__ import annotations

@@ -308,7 +308,7 @@ class ScramServer:
         attrs = _split_attrs(text)
         if len(attrs) < 3 or attrs[0][0] != "c" or attrs[1][0] != "r" or attrs[-1][0] != "p":
             raise ProtocolError(INVALID_ENCODING, "expected c=, r= … p=")
-        if any(k in "cnrp" for k, _ in attrs[2:-1]) or attrs[2:3] and attrs[2][0] == "m":
+        if any(k in "cnrp" for k, _ in attrs[2:-1]) or (attrs[2:3] and attrs[2][0] == "m"):
             raise ProtocolError(INVALID_ENCODING, "unexpected attribute in client-final")
         cbind = _b64decode(attrs[0][1], INVALID_ENCODING)
         expected = self._gs2.raw.encode("utf-8")

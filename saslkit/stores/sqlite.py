@@ -158,7 +158,8 @@ class SQLiteUserStore:
             return db.execute("DELETE FROM users WHERE username=?", (username,)).rowcount > 0
 
     def list_users(self) -> list[str]:
-        return self._read(lambda db: [r[0] for r in db.execute("SELECT username FROM users ORDER BY username")])
+        query = "SELECT username FROM users ORDER BY username"
+        return self._read(lambda db: [r[0] for r in db.execute(query)])
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
