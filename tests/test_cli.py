@@ -75,7 +75,8 @@ def test_user_errors_and_exit_codes(db: str, tmp_path: Path) -> None:
 
 def test_passwd_changes_credentials(db: str) -> None:
     assert run(["user", "passwd", "alice", "--db", db], "newpass\n")[0] == 0
-    assert run(["sasl", "server", "--db", db], "AUTH PLAIN AGFsaWNlAHBlbmNpbA==\n") == (1, "535 authentication-failed\n")
+    reply = run(["sasl", "server", "--db", db], "AUTH PLAIN AGFsaWNlAHBlbmNpbA==\n")
+    assert reply == (1, "535 authentication-failed\n")
 
 
 def test_env_database(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +179,7 @@ def test_unknown_user_wire_reply_matches_wrong_password(db: str) -> None:
 
     def first_challenge(user: str) -> str:
         ir = base64.b64encode(f"n,,n={user},r=abcdef".encode()).decode()
-        code, out = run(["sasl", "server", "--db", db, "--mech", "SCRAM-SHA-256"], f"AUTH SCRAM-SHA-256 {ir}\n")
+        _, out = run(["sasl", "server", "--db", db, "--mech", "SCRAM-SHA-256"], f"AUTH SCRAM-SHA-256 {ir}\n")
         server_first = base64.b64decode(out.split()[1]).decode()
         return server_first.split(",", 1)[1]  # drop r=, keep s=…,i=…
 
