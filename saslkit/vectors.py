@@ -1,0 +1,642 @@
+"""Test-vector runner: replay SCRAM, PLAIN and SASLprep vectors through saslkit.
+
+The file formats are documented in ``vectors/README.md``.  A SCRAM vector is
+run on *both* sides (RFC 5802 §5, §7): the server is fed the client messages
+and must answer byte for byte, the client is fed the server messages and must
+answer byte for byte and verify ``v=``; the values of RFC 5802 §3 are also
+recomputed and compared with any the vector states.  PLAIN vectors check
+RFC 4616 §2 messages, SASLprep vectors RFC 4013 §2 preparation.
+
+A malformed file or vector never raises: it yields a failing
+:class:`VectorResult` whose ``detail`` says what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .context import ClientCredentials, ServerContext
+from .credentials import (
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    SCRAM_HASHES,
+    MemoryUserStore,
+    ScramCredential,
+    UserRecord,
+    make_user,
+    salted_password,
+    scram_keys,
+)
+from .errors import AuthenticationFailed, PreparationError, ProtocolError, UsageError
+from .mechanism import Challenge, Failure, Success
+from .mechanisms.plain import PlainClient, PlainServer, parse_plain
+from .mechanisms.scram import ScramClient, ScramServer, scram_hash_of
+from .saslprep import saslprep
+
+__all__ = ["VectorResult", "check_file", "check_files", "summarize"]
+
+StrPath = str | os.PathLike[str]
+_T = TypeVar("_T")
+
+#: Key for the fake salts of unknown users (RFC 5802 §9); never a real secret.
+_FAKE_SALT_KEY = b"saslkit vector runner fake-salt key"
+#: Server nonce used when a (failure) vector does not give one.
+_DEFAULT_SERVER_NONCE = "saslkit-vector-runner-nonce"
+#: The four SCRAM messages of RFC 5802 §5 under their flat vector names.
+_SCRAM_MESSAGES = ("client_first", "server_first", "client_final", "server_final")
+#: Keys a SCRAM vector that expects success must have (any ``_b64``/``_hex`` form for octets).
+_SCRAM_REQUIRED = (
+    "mechanism", "username", "password", "salt", "iterations", "client_nonce", "server_nonce",
+    *_SCRAM_MESSAGES, "stored_key", "server_key",
+)  # fmt: skip
+#: Nested shape of the shared RFC files -> flat names.
+_NESTED_RENAMES = {
+    "client_first_message": "client_first",
+    "server_first_message": "server_first",
+    "client_final_message": "client_final",
+    "server_final_message": "server_final",
+    "client_final_message_without_proof": "client_final_without_proof",
+    "iteration_count": "iterations",
+    "server_nonce_suffix": "server_nonce",
+}
+
+
+@dataclass(frozen=True)
+class VectorResult:
+    """The verdict on one vector (or on a whole file that could not be read)."""
+
+    file: str
+    id: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'ok' if self.ok else 'FAIL'} {self.file}:{self.id}: {self.detail}"
+
+
+class _BadVector(Exception):
+    """The vector itself is unusable: a key is missing or malformed."""
+
+
+# ---------------------------------------------------------------- public API
+
+
+def check_file(path: StrPath) -> list[VectorResult]:
+    """Check every vector of one JSON file; never raises on bad input."""
+    name = str(path)
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [VectorResult(name, "(file)", False, f"cannot read file: {exc}")]
+    except (ValueError, RecursionError) as exc:
+        return [VectorResult(name, "(file)", False, f"not valid JSON: {exc}")]
+    if not isinstance(document, dict) or not isinstance(document.get("vectors"), list):
+        return [VectorResult(name, "(file)", False, 'unknown file shape: expected {"vectors": [...]}')]
+    vectors: list[Any] = document["vectors"]
+    if not vectors:
+        return [VectorResult(name, "(file)", False, "file contains no vectors")]
+    default_kind = document.get("kind")
+    return [_check_one(name, index, vector, default_kind) for index, vector in enumerate(vectors)]
+
+
+def check_files(paths: Iterable[StrPath]) -> list[VectorResult]:
+    """Check several files; a directory stands for the ``*.json`` files in it."""
+    results: list[VectorResult] = []
+    for path in paths:
+        if Path(path).is_dir():
+            files = sorted(Path(path).glob("*.json"))
+            if not files:
+                results.append(VectorResult(str(path), "(dir)", False, "no *.json files in directory"))
+            for file in files:
+                results.extend(check_file(file))
+        else:
+            results.extend(check_file(path))
+    return results
+
+
+def summarize(results: Sequence[VectorResult]) -> str:
+    """``"N passed, N failed"``."""
+    passed = sum(1 for r in results if r.ok)
+    return f"{passed} passed, {len(results) - passed} failed"
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def _check_one(file: str, index: int, vector: Any, default_kind: Any) -> VectorResult:
+    if not isinstance(vector, dict):
+        return VectorResult(file, f"#{index}", False, "vector is not a JSON object")
+    vid = str(vector.get("id") or f"#{index}")
+    try:
+        ok, detail = _CHECKERS[_kind_of(vector, default_kind)](vector)
+    except _BadVector as exc:
+        return VectorResult(file, vid, False, f"bad vector: {exc}")
+    except UsageError as exc:  # saslkit refused the vector's inputs (key size, nonce syntax...)
+        return VectorResult(file, vid, False, f"bad vector (refused by saslkit): {exc}")
+    except Exception as exc:  # a library crash is a failing vector, never a runner crash
+        return VectorResult(file, vid, False, f"unexpected {type(exc).__name__}: {exc}")
+    return VectorResult(file, vid, ok, detail)
+
+
+def _kind_of(v: Mapping[str, Any], default_kind: Any) -> str:
+    """Explicit ``kind`` (per vector, then per file), else guessed from the keys present."""
+    kind = v.get("kind", default_kind)
+    if kind is not None:
+        if kind not in _CHECKERS:
+            raise _BadVector(f"unknown kind {kind!r} (expected one of {sorted(_CHECKERS)})")
+        return str(kind)
+    mechanism = v.get("mechanism")
+    if isinstance(mechanism, str):
+        if mechanism.upper() == "PLAIN":
+            return "plain"
+        if mechanism.upper().startswith("SCRAM-"):
+            return "scram"
+        raise _BadVector(f"unsupported mechanism {mechanism!r} (SCRAM-* and PLAIN only)")
+    if "input" in v and ("output" in v or "error" in v):
+        return "saslprep"
+    if "messages" in v or "client_first" in v:
+        return "scram"
+    if "authcid" in v or any(k in v for k in ("message", "message_b64", "message_hex")):
+        return "plain"
+    raise _BadVector("unknown vector shape: no SCRAM, PLAIN or SASLprep keys")
+
+
+# ---------------------------------------------------------------- field access
+
+
+def _str(v: Mapping[str, Any], key: str) -> str | None:
+    value = v.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _BadVector(f"{key} must be a string")
+    return value
+
+
+def _need(value: _T | None, what: str) -> _T:
+    if value is None:
+        raise _BadVector(f"missing {what}")
+    return value
+
+
+def _octets(v: Mapping[str, Any], name: str) -> bytes | None:
+    """Octets given as ``name`` (UTF-8 text), ``name_b64`` or ``name_hex``; all forms must agree."""
+    decoders: tuple[tuple[str, Callable[[str], bytes]], ...] = (
+        (name, lambda s: s.encode("utf-8")),
+        (f"{name}_b64", lambda s: base64.b64decode(s.encode("ascii"), validate=True)),
+        (f"{name}_hex", bytes.fromhex),
+    )
+    found: list[tuple[str, bytes]] = []
+    for key, decode in decoders:
+        raw = _str(v, key)
+        if raw is not None:
+            try:
+                found.append((key, decode(raw)))
+            except ValueError as exc:  # binascii.Error and UnicodeError are ValueErrors
+                raise _BadVector(f"{key} does not decode: {exc}") from None
+    for key, value in found[1:]:
+        if value != found[0][1]:
+            raise _BadVector(f"{found[0][0]} and {key} disagree")
+    return found[0][1] if found else None
+
+
+def _expectation(v: Mapping[str, Any]) -> tuple[bool, str | None, str | None]:
+    """``(expect_failure, side, error)`` from ``expect``, ``side`` and ``error``."""
+    expect = v.get("expect", "success")
+    if expect not in ("success", "failure"):
+        raise _BadVector("expect must be 'success' or 'failure'")
+    side = v.get("side")
+    if side not in (None, "server", "client"):
+        raise _BadVector("side must be 'server' or 'client'")
+    return expect == "failure", side, _str(v, "error")
+
+
+def _show(value: object) -> str:
+    """Short printable form; binary octets as hex."""
+    binary = isinstance(value, bytes) and not (value.isascii() and value.decode("ascii").isprintable())
+    text = "0x" + value.hex() if isinstance(value, bytes) and binary else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@dataclass
+class _Report:
+    """Problems (make the vector fail) and notes (informational) of one check."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def same(self, what: str, got: object, want: object, labels: tuple[str, str] = ("got", "expected")) -> bool:
+        if got == want:
+            return True
+        self.problems.append(f"{what}: {labels[0]} {_show(got)}, {labels[1]} {_show(want)}")
+        return False
+
+    def verdict(self, summary: str) -> tuple[bool, str]:
+        if self.problems:
+            return False, "; ".join(self.problems)
+        return True, "; ".join([summary, *self.notes])
+
+
+def _allow_any(authcid: str, authzid: str) -> bool:
+    """Vectors test mechanisms, not authorization policy: every authzid is granted."""
+    return True
+
+
+# ---------------------------------------------------------------- SCRAM
+
+
+@dataclass(frozen=True)
+class _ScramCase:
+    """One SCRAM vector in flat form (RFC 5802 §5 exchange plus its inputs)."""
+
+    raw: Mapping[str, Any]
+    mechanism: str
+    hash_name: str
+    username: str | None
+    password: str | None
+    authzid: str | None
+    salt: bytes | None
+    iterations: int | None
+    client_nonce: str | None
+    server_nonce: str | None
+    cb: tuple[str, bytes] | None
+    server_cb: bool
+    messages: Mapping[str, bytes]
+    stored_key: bytes | None
+    server_key: bytes | None
+
+
+@dataclass
+class _Side:
+    """How far one side of a SCRAM exchange got."""
+
+    report: _Report = field(default_factory=_Report)
+    success: bool = False
+    rejected: str | None = None
+    stopped: str = ""
+
+
+def _flatten_scram(v: Mapping[str, Any]) -> dict[str, Any]:
+    """Map the nested shape (``messages``, ``derived``, ``channel_binding``…) onto flat keys."""
+    flat = dict(v)
+    for group in ("messages", "derived"):
+        nested = v.get(group)
+        if nested is None:
+            continue
+        if not isinstance(nested, dict):
+            raise _BadVector(f"{group} must be an object")
+        for key, value in nested.items():
+            flat.setdefault(key, value)
+    for old, new in _NESTED_RENAMES.items():
+        if old in flat:
+            flat.setdefault(new, flat[old])
+    if "messages" in v:
+        _inputs_from_messages(flat)
+    cb = v.get("channel_binding")
+    if isinstance(cb, dict):
+        flat.setdefault("cb_type", cb.get("type"))
+        for suffix, new in (("_hex", "cb_data_hex"), ("_b64", "cb_data_b64"), ("_ascii", "cb_data")):
+            if f"cb_data{suffix}" in cb:
+                flat.setdefault(new, cb[f"cb_data{suffix}"])
+    elif cb is not None:
+        raise _BadVector("channel_binding must be an object or null")
+    return flat
+
+
+def _scram_attrs(message: Any) -> dict[str, str]:
+    """The ``k=value`` attributes of a SCRAM message (RFC 5802 §7), first occurrence wins."""
+    attrs: dict[str, str] = {}
+    for part in message.split(",") if isinstance(message, str) else ():
+        key, eq, value = part.partition("=")
+        if eq:
+            attrs.setdefault(key, value)
+    return attrs
+
+
+def _inputs_from_messages(flat: dict[str, Any]) -> None:
+    """Nested shape only: read nonces, salt and iteration count the vector omits from its messages."""
+    client, server = _scram_attrs(flat.get("client_first")), _scram_attrs(flat.get("server_first"))
+    for key, value in (("client_nonce", client.get("r")), ("server_nonce", server.get("r"))):
+        if flat.get(key) is None and value is not None:
+            flat[key] = value
+    if _octets(flat, "salt") is None and "s" in server:
+        flat["salt_b64"] = server["s"]
+    if flat.get("iterations") is None and server.get("i", "").isdigit():
+        flat["iterations"] = int(server["i"])
+
+
+def _parse_scram(v: Mapping[str, Any], expect_failure: bool) -> _ScramCase:
+    flat = _flatten_scram(v)
+    if not expect_failure:
+        missing = [k for k in _SCRAM_REQUIRED if flat.get(k) is None and _octets(flat, k) is None]
+        if missing:
+            raise _BadVector("missing " + ", ".join(missing))
+    mechanism = _need(_str(flat, "mechanism"), "mechanism").upper()
+    hash_name, _ = scram_hash_of(mechanism)
+    iterations = flat.get("iterations")
+    if iterations is not None and (
+        not isinstance(iterations, int) or isinstance(iterations, bool) or not 1 <= iterations <= MAX_ITERATIONS
+    ):
+        raise _BadVector(f"iterations must be an integer from 1 to {MAX_ITERATIONS}")
+    client_nonce = _str(flat, "client_nonce")
+    server_nonce = _str(flat, "server_nonce")
+    if client_nonce and server_nonce and server_nonce.startswith(client_nonce):
+        if len(server_nonce) > len(client_nonce):  # the full combined nonce was given
+            server_nonce = server_nonce[len(client_nonce) :]
+    cb_type, cb_data = _str(flat, "cb_type"), _octets(flat, "cb_data")
+    if (cb_type is None) != (cb_data is None):
+        raise _BadVector("cb_type and cb_data must be given together")
+    server_cb = flat.get("server_cb", True)
+    if not isinstance(server_cb, bool):
+        raise _BadVector("server_cb must be a boolean")
+    messages = {name: m for name in _SCRAM_MESSAGES if (m := _octets(flat, name)) is not None}
+    return _ScramCase(
+        raw=flat,
+        mechanism=mechanism,
+        hash_name=hash_name,
+        username=_str(flat, "username"),
+        password=_str(flat, "password"),
+        authzid=_str(flat, "authzid") or None,
+        salt=_octets(flat, "salt"),
+        iterations=iterations,
+        client_nonce=client_nonce,
+        server_nonce=server_nonce,
+        cb=(cb_type, cb_data) if cb_type is not None and cb_data is not None else None,
+        server_cb=server_cb,
+        messages=messages,
+        stored_key=_octets(flat, "stored_key"),
+        server_key=_octets(flat, "server_key"),
+    )
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def _without_proof(client_final: bytes) -> bytes | None:
+    cut = client_final.rfind(b",p=")
+    return client_final[:cut] if cut >= 0 else None
+
+
+def _scram_reference(c: _ScramCase) -> dict[str, bytes]:
+    """Recompute what RFC 5802 §3 defines from the vector's inputs and messages."""
+    ref: dict[str, bytes] = {}
+    if c.password is not None and c.salt is not None and c.iterations is not None:
+        salted = salted_password(c.hash_name, c.password, c.salt, c.iterations)
+        ref["salted_password"] = salted
+        ref["client_key"], ref["stored_key"], ref["server_key"] = scram_keys(c.hash_name, salted)
+    first = c.messages.get("client_first")
+    if first is None or first.count(b",") < 2:
+        return ref
+    gs2_end = first.index(b",", first.index(b",") + 1) + 1
+    ref["gs2_header"] = first[:gs2_end]
+    ref["cbind_input"] = first[:gs2_end] + (c.cb[1] if c.cb is not None and first[:2] == b"p=" else b"")
+    server_first, final = c.messages.get("server_first"), c.messages.get("client_final")
+    without = _without_proof(final) if final is not None else None
+    if server_first is None or without is None:
+        return ref
+    ref["client_final_without_proof"] = without
+    auth = ref["auth_message"] = first[gs2_end:] + b"," + server_first + b"," + without
+    if "stored_key" in ref:
+        algo = SCRAM_HASHES[c.hash_name][0]
+        ref["client_signature"] = hmac.digest(ref["stored_key"], auth, algo)
+        ref["client_proof"] = _xor(ref["client_key"], ref["client_signature"])
+        ref["server_signature"] = hmac.digest(ref["server_key"], auth, algo)
+    return ref
+
+
+def _check_scram_values(c: _ScramCase, expect_failure: bool, report: _Report) -> None:
+    """Compare stated intermediate values (and, for success, ``p=``/``v=``) with recomputed ones."""
+    ref = _scram_reference(c)
+    for name, value in ref.items():
+        stated = _octets(c.raw, name)
+        if stated is not None:
+            report.same(name, stated, value, ("vector has", "recomputed"))
+    if expect_failure or "client_proof" not in ref:
+        return
+    final, server_final = c.messages["client_final"], c.messages["server_final"]
+    b64 = base64.b64encode
+    labels = ("vector has", "recomputed")
+    report.same("client_final p=", final[final.rfind(b",p=") + 3 :], b64(ref["client_proof"]), labels)
+    report.same("server_final v=", server_final.split(b",")[0], b"v=" + b64(ref["server_signature"]), labels)
+
+
+def _scram_store(c: _ScramCase) -> MemoryUserStore:
+    """A store with the vector's credential, or an empty one if the vector gives none."""
+    if c.username is None or c.salt is None or c.iterations is None:
+        return MemoryUserStore()
+    try:
+        name = saslprep(c.username)
+    except PreparationError:
+        return MemoryUserStore()
+    if c.stored_key is not None and c.server_key is not None:
+        cred = ScramCredential(c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key)
+    elif c.password is not None:
+        cred = ScramCredential.derive(c.hash_name, c.password, c.salt, c.iterations)
+    else:
+        return MemoryUserStore()
+    return MemoryUserStore([UserRecord(name, {c.hash_name: cred})])
+
+
+def _same_message(side: _Side, what: str, got: bytes, want: bytes, *, proof: bool = False) -> bool:
+    """True if ``got == want``.  If ``want`` only adds extension attributes
+    (RFC 5802 §7 ``["," extensions]``, before ``p=`` if ``proof``) that saslkit
+    cannot send, note it; either way a False return stops that side."""
+    if got == want:
+        return True
+    core_got, core_want = (_without_proof(got), _without_proof(want)) if proof else (got, want)
+    if core_got is not None and core_want is not None and core_want.startswith(core_got + b","):
+        side.stopped = f"{what} has extension attributes saslkit does not send: {_show(core_want[len(core_got) + 1 :])}"
+    else:
+        side.report.same(what, got, want)
+        side.stopped = f"{what} differs"
+    return False
+
+
+def _run_scram_server(c: _ScramCase) -> _Side:
+    """Feed the client messages to a ScramServer; compare its answers (RFC 5802 §5)."""
+    side = _Side()
+    first = c.messages.get("client_first")
+    if first is None:
+        side.stopped = "no client_first"
+        return side
+    nonce = c.server_nonce or _DEFAULT_SERVER_NONCE
+    ctx = ServerContext(
+        _scram_store(c),
+        server_secret=_FAKE_SALT_KEY,
+        channel_bindings=dict([c.cb]) if c.cb is not None and c.server_cb else {},
+        authorize=_allow_any,
+        nonce_factory=lambda: nonce,
+    )
+    server = ScramServer(c.mechanism, ctx)
+    answer = server.step(first)
+    if isinstance(answer, Challenge):
+        want = c.messages.get("server_first")
+        if want is not None and not _same_message(side, "server_first", answer.data, want):
+            return side
+        final = c.messages.get("client_final")
+        if final is None:
+            side.stopped = "no client_final"
+            return side
+        answer = server.step(final)
+    if isinstance(answer, Failure):
+        side.rejected = answer.reason
+        if "server_final" in c.messages:
+            side.report.same("server error message", answer.data, c.messages["server_final"])
+    elif isinstance(answer, Success):
+        side.success = True
+        side.report.same("server_final", answer.additional_data, c.messages.get("server_final"))
+        side.report.same("authenticated as", answer.authcid, saslprep(c.username or ""))
+        authzid = saslprep(c.authzid) if c.authzid else None
+        side.report.same("authzid", answer.authzid, None if authzid == answer.authcid else authzid)
+    else:
+        side.report.problems.append("server sent a further challenge after client_final")
+    return side
+
+
+def _run_scram_client(c: _ScramCase) -> _Side:
+    """Feed the server messages to a ScramClient; compare its answers (RFC 5802 §5)."""
+    side = _Side()
+    if c.username is None or c.password is None or c.client_nonce is None:
+        side.stopped = "client side needs username, password and client_nonce"
+        return side
+    nonce = c.client_nonce
+    creds = ClientCredentials(c.username, c.password, c.authzid, c.cb, nonce_factory=lambda: nonce)
+    client = ScramClient(c.mechanism, creds)
+    first = client.start()
+    if "client_first" in c.messages and not _same_message(side, "client_first", first, c.messages["client_first"]):
+        return side
+    try:
+        if "server_first" not in c.messages:
+            side.stopped = "no server_first"
+            return side
+        final = client.step(c.messages["server_first"])
+        want = c.messages.get("client_final")
+        if want is not None and not _same_message(side, "client_final", final, want, proof=True):
+            return side
+        if "server_final" not in c.messages:
+            side.stopped = "no server_final"
+            return side
+        client.step(c.messages["server_final"])
+        client.finish()
+    except (ProtocolError, AuthenticationFailed) as exc:
+        side.rejected = exc.reason
+        return side
+    side.success = client.verified
+    return side
+
+
+def _check_scram(v: Mapping[str, Any]) -> tuple[bool, str]:
+    """RFC 5802 §5 exchange on both sides, plus the §3 values."""
+    expect_failure, side_name, error = _expectation(v)
+    c = _parse_scram(v, expect_failure)
+    report = _Report()
+    _check_scram_values(c, expect_failure, report)
+    sides: dict[str, _Side] = {}
+    if side_name != "client":
+        sides["server"] = _run_scram_server(c)
+    if side_name != "server":
+        sides["client"] = _run_scram_client(c)
+    if not expect_failure:
+        for name, side in sides.items():
+            report.problems += side.report.problems
+            if side.rejected is not None:
+                report.problems.append(f"{name} rejected the exchange: {side.rejected}")
+            elif not side.success:
+                report.notes.append(f"{name} side partial: {side.stopped}")
+        whole = all(side.success for side in sides.values())
+        return report.verdict(f"{c.mechanism}: " + ("both sides match" if whole else "sides match as far as they run"))
+    # expect failure
+    rejections = {name: side.rejected for name, side in sides.items() if side.rejected is not None}
+    for name, side in sides.items():
+        # With a named side its messages must match; without one, a mismatch may be the fault itself.
+        (report.problems if side_name else report.notes).extend(side.report.problems)
+        if side.success:
+            report.problems.append(f"{name} accepted the exchange")
+    if not rejections and not any(side.success for side in sides.values()):
+        stops = "; ".join(f"{name}: {side.stopped}" for name, side in sides.items())
+        report.problems.append(f"no side rejected ({stops})")
+    elif error is not None and error not in rejections.values():
+        report.problems.append(f"rejected with {_show(sorted(rejections.values()))}, expected {error!r}")
+    return report.verdict(f"{c.mechanism}: rejected by " + ", ".join(f"{n} ({r})" for n, r in rejections.items()))
+
+
+# ---------------------------------------------------------------- PLAIN
+
+
+def _check_plain(v: Mapping[str, Any]) -> tuple[bool, str]:
+    """RFC 4616 §2 message: client encoding, parse_plain decoding and the server's verdict."""
+    expect_failure, _, error = _expectation(v)
+    message = _need(_octets(v, "message"), "message_b64 or message_hex")
+    report = _Report()
+    if expect_failure:
+        try:
+            parsed = parse_plain(message)
+            report.problems.append(f"parse_plain accepted it as {_show(parsed)}")
+        except ProtocolError as exc:
+            if error is not None:
+                report.same("parse_plain error", exc.reason, error)
+        answer = PlainServer(ServerContext(MemoryUserStore(), _FAKE_SALT_KEY)).step(message)
+        if not isinstance(answer, Failure):
+            report.problems.append("PlainServer accepted it")
+        elif error is not None:
+            report.same("PlainServer error", answer.reason, error)
+        return report.verdict("PLAIN: malformed message rejected")
+    authzid = _str(v, "authzid") or ""
+    authcid = _need(_str(v, "authcid"), "authcid")
+    passwd = _need(_str(v, "passwd"), "passwd")
+    report.same(
+        "PlainClient message", PlainClient(ClientCredentials(authcid, passwd, authzid or None)).start(), message
+    )
+    try:
+        report.same("parse_plain", parse_plain(message), (authzid, authcid, passwd))
+    except ProtocolError as exc:
+        report.problems.append(f"parse_plain rejected it: {exc.reason}: {exc}")
+    user = make_user(authcid, passwd, iterations=MIN_ITERATIONS, hashes=("SHA-256",), argon2_hash=False)
+    ctx = ServerContext(MemoryUserStore([user]), _FAKE_SALT_KEY, authorize=_allow_any)
+    answer = PlainServer(ctx).step(message)
+    if isinstance(answer, Success):
+        report.same("PlainServer authcid", answer.authcid, user.username)
+        want_authzid = saslprep(authzid) if authzid else None
+        report.same("PlainServer authzid", answer.authzid, None if want_authzid == user.username else want_authzid)
+    else:
+        report.problems.append(f"PlainServer did not accept it: {answer}")
+    return report.verdict("PLAIN: client, parser and server agree")
+
+
+# ---------------------------------------------------------------- SASLprep
+
+
+def _check_saslprep(v: Mapping[str, Any]) -> tuple[bool, str]:
+    """RFC 4013 §2 preparation as a query string (or a stored string if ``stored``)."""
+    text = _need(_str(v, "input"), "input")
+    output = _str(v, "output")
+    error, stored = v.get("error", output is None), v.get("stored", False)
+    if not isinstance(error, bool) or not isinstance(stored, bool):
+        raise _BadVector("error and stored must be booleans")
+    if not error and output is None:
+        raise _BadVector("output is null but error is false")
+    report = _Report()
+    try:
+        prepared = saslprep(text, stored=stored)
+    except PreparationError as exc:
+        if not error:
+            report.problems.append(f"saslprep refused it: {exc}")
+    else:
+        if error:
+            report.problems.append(f"saslprep accepted it as {_show(prepared)}, expected an error")
+        else:
+            report.same("saslprep output", prepared, output)
+    return report.verdict("SASLprep: " + ("refused" if error else "output matches"))
+
+
+_CHECKERS: dict[str, Callable[[Mapping[str, Any]], tuple[bool, str]]] = {
+    "scram": _check_scram,
+    "plain": _check_plain,
+    "saslprep": _check_saslprep,
+}
