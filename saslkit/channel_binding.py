@@ -109,9 +109,10 @@ def channel_bindings_from_pyopenssl(
     """
     version = conn.get_protocol_version_name()
     out: dict[str, bytes] = {"tls-exporter": conn.export_keying_material(EXPORTER_LABEL, EXPORTER_LENGTH, b"")}
-    if version != "TLSv1.3":
+    reused = _pyopenssl_session_reused(conn) if version != "TLSv1.3" else None
+    if reused is not None:
         # Full handshake: the client's Finished comes first; resumed: the server's.
-        first_is_ours = server_side == bool(conn.session_reused())
+        first_is_ours = server_side == reused
         finished = conn.get_finished() if first_is_ours else conn.get_peer_finished()
         if finished:
             out["tls-unique"] = finished
@@ -125,6 +126,24 @@ def channel_bindings_from_pyopenssl(
     if cert:
         out["tls-server-end-point"] = tls_server_end_point(cert)
     return out
+
+
+def _pyopenssl_session_reused(conn: Any) -> bool | None:
+    """Whether the handshake resumed a session; ``None`` if pyOpenSSL cannot tell.
+
+    pyOpenSSL has no public ``session_reused()``; fall back to OpenSSL's
+    ``SSL_session_reused`` through pyOpenSSL's bindings.  Without an answer
+    tls-unique is left out rather than guessed.
+    """
+    method = getattr(type(conn), "session_reused", None)
+    if callable(method):
+        return bool(method(conn))
+    try:
+        from OpenSSL._util import lib
+
+        return bool(lib.SSL_session_reused(conn._ssl))
+    except (ImportError, AttributeError):
+        return None
 
 
 def select(bindings: dict[str, bytes], cb_type: str) -> bytes:

@@ -89,13 +89,16 @@ class PlainServer:
             authzid, authcid, passwd = parse_plain(response)
         except ProtocolError as exc:
             return Failure(FailureReason.INVALID_ENCODING, str(exc))
+        sent_authzid = bool(authzid)
         try:
             authcid = saslprep(authcid)
             authzid = saslprep(authzid)
             password = saslprep(passwd, stored=True)
         except PreparationError:
             return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
-        if not authcid or not password:
+        # RFC 4616 §2 / RFC 4954 §4: preparing to an empty string fails, authzid included
+        # (unless the authzid was sent empty).
+        if not authcid or not password or (sent_authzid and not authzid):
             return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
         record = self._ctx.users.get_user(authcid)
         if record is None:

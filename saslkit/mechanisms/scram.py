@@ -282,6 +282,9 @@ class ScramServer:
             raise ProtocolError(INVALID_USERNAME_ENCODING, "username fails SASLprep") from None
         if not prepared:
             raise ProtocolError(INVALID_USERNAME_ENCODING, "empty username")
+        if gs2.authzid == "":
+            # A non-empty authzid that prepares to "" must fail (RFC 4954 §4).
+            raise ProtocolError(INVALID_USERNAME_ENCODING, "empty authzid after SASLprep")
         record = self._ctx.users.get_user(prepared)
         credential = record.scram_for(self.hash_name) if record is not None else None
         if credential is None:

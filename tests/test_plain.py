@@ -1,0 +1,405 @@
+"""PLAIN (RFC 4616): vectors, authzid rules, SASLprep, size limits and verification paths."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from saslkit import (
+    Challenge,
+    ClientCredentials,
+    Failure,
+    FailureReason,
+    MemoryUserStore,
+    ProtocolError,
+    ScramCredential,
+    ServerContext,
+    Success,
+    UsageError,
+    UserRecord,
+    default_registry,
+    hash_password,
+    make_user,
+    run_exchange,
+)
+from saslkit.mechanisms.plain import MAX_FIELD, PlainClient, PlainServer, parse_plain
+
+SECRET = b"plain-test-server-secret-0123456789"
+LONG_NAME = "n" * 255
+LONG_PASSWORD = "\u00e9" * 127 + "a"  # 255 octets of UTF-8
+
+
+def _vectors() -> list[dict]:
+    for directory in (Path(__file__).resolve().parents[1] / "vectors", Path("/work/shared/vectors")):
+        path = directory / "plain-rfc4616.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))["vectors"]
+    return []
+
+
+VECTORS = _vectors()
+needs_vectors = pytest.mark.skipif(not VECTORS, reason="plain-rfc4616.json not found")
+
+
+def _scram_only(username: str, password: str, hashes: tuple[str, ...] = ("SHA-256",)) -> UserRecord:
+    return make_user(username, password, iterations=4096, argon2_hash=False, hashes=hashes)
+
+
+@pytest.fixture(scope="module")
+def store() -> MemoryUserStore:
+    """argon2 verification is slow: two argon2 users only, the rest SCRAM-keys-only."""
+    return MemoryUserStore(
+        [
+            UserRecord("tim", password_hash=hash_password("tanstaaftanstaaf")),
+            UserRecord("ix", password_hash=hash_password("I\u00adX")),  # stored as SASLprep("I\u00adX") = "IX"
+            _scram_only("user", "pencil"),
+            _scram_only("sha1user", "pencil", ("SHA-1",)),
+            UserRecord(
+                "keysonly",
+                {"SHA-512": ScramCredential.derive("SHA-512", "pencil", b"0123456789abcdef", 4096)},
+                password_hash=None,
+            ),
+            UserRecord("nothing"),  # neither SCRAM keys nor a password hash
+            _scram_only("Kurt", "xipj3plmq"),
+            _scram_only(LONG_NAME, LONG_PASSWORD),
+        ]
+    )
+
+
+def ctx(store: MemoryUserStore, **kw: object) -> ServerContext:
+    return ServerContext(store, server_secret=SECRET, tls=True, **kw)  # type: ignore[arg-type]
+
+
+def plain(store: MemoryUserStore, message: bytes, **kw: object) -> object:
+    server = PlainServer(ctx(store, **kw))
+    result = server.step(message)
+    assert server.done
+    return result
+
+
+def msg(authzid: str, authcid: str, password: str) -> bytes:
+    return f"{authzid}\0{authcid}\0{password}".encode()
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+@needs_vectors
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["id"])
+def test_vector_encoding(vector: dict) -> None:
+    message = bytes.fromhex(vector["message_hex"])
+    assert len(message) == vector["message_len"]
+    assert base64.b64encode(message).decode() == vector["message_b64"]
+    assert parse_plain(message) == (vector["authzid"] or "", vector["authcid"], vector["passwd"])
+    creds = ClientCredentials(vector["authcid"], vector["passwd"], authzid=vector["authzid"])
+    assert PlainClient(creds).start() == message
+
+
+@needs_vectors
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["id"])
+def test_vector_server_outcome(vector: dict) -> None:
+    users = MemoryUserStore([_scram_only(vector["authcid"], vector["passwd"])])
+    result = plain(users, bytes.fromhex(vector["message_hex"]))
+    if vector["authzid"] in (None, vector["authcid"]):
+        assert isinstance(result, Success)
+        assert (result.authcid, result.authzid, result.mechanism) == (vector["authcid"], None, "PLAIN")
+    else:
+        # RFC 4616 §4 example 2: Kurt may not act as Ursel.
+        assert isinstance(result, Failure)
+        assert result.reason == FailureReason.AUTHORIZATION_FAILED
+
+
+# --------------------------------------------------------------------------- authorization identity
+
+
+def test_authzid_empty(store: MemoryUserStore) -> None:
+    result = plain(store, msg("", "user", "pencil"))
+    assert isinstance(result, Success)
+    assert (result.authcid, result.authzid, result.identity) == ("user", None, "user")
+
+
+def test_authzid_equal_to_authcid(store: MemoryUserStore) -> None:
+    result = plain(store, msg("user", "user", "pencil"))
+    assert isinstance(result, Success)
+    assert result.authzid is None
+
+
+def test_authzid_equal_after_saslprep(store: MemoryUserStore) -> None:
+    result = plain(store, msg("us\u00ader", "user", "pencil"))
+    assert isinstance(result, Success)
+    assert result.authzid is None
+
+
+def test_authzid_delegated_by_authorize_callback(store: MemoryUserStore) -> None:
+    calls: list[tuple[str, str]] = []
+
+    def authorize(authcid: str, authzid: str) -> bool:
+        calls.append((authcid, authzid))
+        return (authcid, authzid) == ("Kurt", "Ursel")
+
+    result = plain(store, msg("Ursel", "Kurt", "xipj3plmq"), authorize=authorize)
+    assert isinstance(result, Success)
+    assert (result.authcid, result.authzid, result.identity) == ("Kurt", "Ursel", "Ursel")
+    assert calls == [("Kurt", "Ursel")]
+
+
+def test_authzid_refused_by_default_policy(store: MemoryUserStore) -> None:
+    result = plain(store, msg("Ursel", "Kurt", "xipj3plmq"))
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHORIZATION_FAILED
+    assert result.authorization
+
+
+def test_authzid_refused_by_callback(store: MemoryUserStore) -> None:
+    result = plain(store, msg("root", "user", "pencil"), authorize=lambda c, z: z != "root")
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHORIZATION_FAILED
+
+
+def test_wrong_password_with_authzid_is_an_authentication_failure(store: MemoryUserStore) -> None:
+    called: list[object] = []
+    result = plain(store, msg("Ursel", "Kurt", "wrong"), authorize=lambda *a: called.append(a) or True)
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHENTICATION_FAILED
+    assert called == []
+
+
+@pytest.mark.parametrize("authzid", ["\u00ad", "\u200b", "\u00ad\u200b"])
+def test_authzid_empty_after_saslprep_fails(store: MemoryUserStore, authzid: str) -> None:
+    """RFC 4954 §4 / RFC 4616 §2: an authzid that prepares to "" (but was sent non-empty) fails."""
+    result = plain(store, msg(authzid, "user", "pencil"), authorize=lambda c, z: True)
+    assert isinstance(result, Failure)
+
+
+def test_authzid_failing_saslprep_fails(store: MemoryUserStore) -> None:
+    result = plain(store, msg("ad\u0007min", "user", "pencil"), authorize=lambda c, z: True)
+    assert isinstance(result, Failure)
+
+
+# --------------------------------------------------------------------------- SASLprep
+
+
+def test_password_saslprep_soft_hyphen(store: MemoryUserStore) -> None:
+    """A password stored as "I\\u00adX" (prepared "IX") authenticates with "IX" (RFC 4013 §3 ex. 1)."""
+    result = plain(store, msg("", "ix", "IX"))
+    assert isinstance(result, Success)
+    assert result.authcid == "ix"
+
+
+def test_password_saslprep_nfkc(store: MemoryUserStore) -> None:
+    """U+2168 ROMAN NUMERAL NINE prepares to "IX" too (RFC 4013 §3 ex. 5)."""
+    assert isinstance(plain(store, msg("", "ix", "\u2168")), Success)
+
+
+def test_password_saslprep_keeps_case(store: MemoryUserStore) -> None:
+    assert isinstance(plain(store, msg("", "user", "PENCIL")), Failure)
+
+
+def test_password_saslprep_on_scram_only_user(store: MemoryUserStore) -> None:
+    assert isinstance(plain(store, msg("", "user", "pen\u00adcil")), Success)
+    assert isinstance(plain(store, msg("", "user", "pen\u200bcil")), Success)
+
+
+@pytest.mark.parametrize("authcid", ["us\u00ader", "\u00aduser", "user\u200b", "us\ufeffer"])
+def test_authcid_saslprep(store: MemoryUserStore, authcid: str) -> None:
+    result = plain(store, msg("", authcid, "pencil"))
+    assert isinstance(result, Success)
+    assert result.authcid == "user"
+
+
+def test_authcid_nfkc(store: MemoryUserStore) -> None:
+    result = plain(store, msg("", "\u2163x", "x"))  # "IVx": unknown, but no crash
+    assert isinstance(result, Failure)
+
+
+@pytest.mark.parametrize(
+    ("authcid", "password"),
+    [
+        ("us\u0007er", "pencil"),  # prohibited control in authcid
+        ("user", "pen\u0007cil"),  # prohibited control in password
+        ("user", "pencil\ue000"),  # private use
+        ("user", "\u0627pencil"),  # bidi: RandALCat then LCat
+        ("user", "pencil\u0221"),  # unassigned in a (stored-prepared) password
+        ("\u00ad", "pencil"),  # authcid empty after preparation
+        ("user", "\u00ad\u200b"),  # password empty after preparation
+    ],
+)
+def test_preparation_failure_fails_verification(store: MemoryUserStore, authcid: str, password: str) -> None:
+    """RFC 4616 §2: if preparation fails or results in an empty string, verification SHALL fail."""
+    result = plain(store, msg("", authcid, password))
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHENTICATION_FAILED
+
+
+# --------------------------------------------------------------------------- NUL and size checks
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"useronly",  # no NUL
+        b"\0user",  # one NUL
+        b"\0user\0pen\0cil",  # NUL inside the password
+        b"a\0b\0c\0d",
+        b"\0\0pencil",  # empty authcid
+        b"\0user\0",  # empty password
+        b"\0\0",
+        b"",
+        b"\0us\xffer\0pencil",  # invalid UTF-8
+        b"\0user\0pen\xc0\x80cil",  # overlong NUL
+        b"\0user\0\xed\xa0\x80",  # encoded surrogate
+    ],
+)
+def test_parse_plain_rejects(message: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_plain(message)
+    assert info.value.reason == FailureReason.INVALID_ENCODING
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"\0user\0" + b"p" * (MAX_FIELD + 1),
+        b"a" * (MAX_FIELD + 1) + b"\0user\0pencil",
+        b"\0" + b"u" * (MAX_FIELD + 1) + b"\0pencil",
+        b"a" * MAX_FIELD + b"\0" + b"u" * MAX_FIELD + b"\0" + b"p" * (MAX_FIELD + 1),
+    ],
+)
+def test_parse_plain_rejects_oversized(message: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_plain(message)
+
+
+def test_parse_plain_accepts_255_octet_fields() -> None:
+    """RFC 4616 §2: servers MUST accept up to 255 octets per field."""
+    authzid = "\U0001f600" * 63 + "abc"  # 4-octet characters, 255 octets
+    message = msg(authzid, LONG_NAME, LONG_PASSWORD)
+    assert [len(f) for f in message.split(b"\0")] == [255, 255, 255]
+    assert parse_plain(message) == (authzid, LONG_NAME, LONG_PASSWORD)
+
+
+def test_parse_plain_accepts_max_field() -> None:
+    message = b"a" * MAX_FIELD + b"\0" + b"u" * MAX_FIELD + b"\0" + b"p" * MAX_FIELD
+    assert parse_plain(message) == ("a" * MAX_FIELD, "u" * MAX_FIELD, "p" * MAX_FIELD)
+
+
+def test_server_accepts_255_octet_fields(store: MemoryUserStore) -> None:
+    result = plain(store, msg("", LONG_NAME, LONG_PASSWORD))
+    assert isinstance(result, Success)
+    assert result.authcid == LONG_NAME
+
+
+@pytest.mark.parametrize("message", [b"\0user", b"\0user\0pen\0cil", b"\0user\0" + b"p" * (MAX_FIELD + 1), b"\xff"])
+def test_server_reports_malformed_messages(store: MemoryUserStore, message: bytes) -> None:
+    result = plain(store, message)
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.INVALID_ENCODING
+
+
+@pytest.mark.parametrize(
+    ("username", "secret", "authzid"),
+    [("us\0er", "pw", None), ("user", "p\0w", None), ("user", "pw", "a\0b"), ("", "pw", None), ("user", "", None)],
+)
+def test_client_refuses_bad_fields(username: str, secret: str, authzid: str | None) -> None:
+    with pytest.raises(UsageError):
+        PlainClient(ClientCredentials(username, secret, authzid=authzid)).start()
+
+
+# --------------------------------------------------------------------------- verification paths
+
+
+def test_argon2_user_correct_password(store: MemoryUserStore) -> None:
+    result = plain(store, msg("", "tim", "tanstaaftanstaaf"))
+    assert isinstance(result, Success)
+    assert (result.authcid, result.mechanism) == ("tim", "PLAIN")
+
+
+def test_argon2_user_wrong_password(store: MemoryUserStore) -> None:
+    result = plain(store, msg("", "tim", "tanstaaf"))
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHENTICATION_FAILED
+
+
+@pytest.mark.parametrize(("username", "password"), [("user", "pencil"), ("sha1user", "pencil"), ("keysonly", "pencil")])
+def test_scram_keys_only_user(store: MemoryUserStore, username: str, password: str) -> None:
+    assert store.get_user(username).password_hash is None
+    assert isinstance(plain(store, msg("", username, password)), Success)
+    wrong = plain(store, msg("", username, password + "!"))
+    assert isinstance(wrong, Failure)
+    assert wrong.reason == FailureReason.AUTHENTICATION_FAILED
+
+
+def test_user_without_any_credential_fails(store: MemoryUserStore) -> None:
+    result = plain(store, msg("", "nothing", "anything"))
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHENTICATION_FAILED
+
+
+def test_corrupt_password_hash_fails(store: MemoryUserStore) -> None:
+    users = MemoryUserStore([UserRecord("broken", password_hash="$argon2id$not-a-hash")])
+    result = plain(users, msg("", "broken", "x"))
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.AUTHENTICATION_FAILED
+
+
+def test_unknown_user_fails_like_a_wrong_password(store: MemoryUserStore) -> None:
+    unknown = plain(store, msg("", "mallory", "tanstaaftanstaaf"))
+    wrong_argon2 = plain(store, msg("", "tim", "wrong"))
+    wrong_scram = plain(store, msg("", "user", "wrong"))
+    assert isinstance(unknown, Failure)
+    assert unknown == wrong_argon2 == wrong_scram
+    assert (unknown.reason, unknown.data) == (FailureReason.AUTHENTICATION_FAILED, None)
+
+
+# --------------------------------------------------------------------------- exchange shape
+
+
+def test_no_initial_response(store: MemoryUserStore) -> None:
+    server = PlainServer(ctx(store))
+    assert server.step(None) == Challenge(b"")
+    assert not server.done
+    result = server.step(msg("", "user", "pencil"))
+    assert isinstance(result, Success)
+    assert server.done
+
+
+def test_missing_response_after_empty_challenge(store: MemoryUserStore) -> None:
+    server = PlainServer(ctx(store))
+    assert server.step(None) == Challenge(b"")
+    result = server.step(None)
+    assert isinstance(result, Failure)
+    assert result.reason == FailureReason.INVALID_ENCODING
+
+
+@pytest.mark.parametrize("message", [msg("", "user", "pencil"), msg("", "user", "wrong"), b"junk"])
+def test_step_after_done_raises(store: MemoryUserStore, message: bytes) -> None:
+    server = PlainServer(ctx(store))
+    server.step(message)
+    with pytest.raises(UsageError):
+        server.step(message)
+
+
+def test_client_contract() -> None:
+    client = PlainClient(ClientCredentials("user", "pencil"))
+    assert client.start() == b"\0user\0pencil"
+    with pytest.raises(ProtocolError):
+        client.step(b"unexpected")
+    client.finish(None)
+    client.finish(b"")
+    with pytest.raises(ProtocolError):
+        client.finish(b"data")
+
+
+@pytest.mark.parametrize("initial_response", [True, False])
+def test_run_exchange_through_registry(store: MemoryUserStore, initial_response: bool) -> None:
+    reg = default_registry()
+    outcome, transcript = run_exchange(
+        reg.client("PLAIN", ClientCredentials("user", "pencil")),
+        reg.server("PLAIN", ctx(store)),
+        initial_response=initial_response,
+    )
+    assert isinstance(outcome, Success)
+    assert transcript.lines[-1] == ("C", b"\0user\0pencil")
