@@ -20,6 +20,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol, runtime_checkable
 
 import argon2
@@ -128,6 +129,11 @@ class ScramCredential:
     @property
     def mechanism(self) -> str:
         return f"SCRAM-{self.hash_name}"
+
+    @cached_property
+    def salt_b64(self) -> str:
+        """The salt as sent in ``s=`` (computed once per credential)."""
+        return _b64(self.salt)
 
     @classmethod
     def derive(

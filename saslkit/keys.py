@@ -1,9 +1,16 @@
 """The key ring: server secrets kept outside the database.
 
-A JSON file (mode 0600) of keys, each with an id, a purpose and creation and
+A JSON file (mode 0600) of keys, each with an id, a kind and creation and
 retirement times.  Like ssh, loading refuses a file that group or others can
-read.  The current ``hmac`` key seeds the deterministic fake SCRAM salts of
-unknown users (RFC 5802 §9); retired keys stay listed until deleted.
+read.  Kinds:
+
+* ``salt``: HMAC secret for the deterministic fake SCRAM salts of unknown users
+  (RFC 5802 §9);
+* ``token``: HMAC secret from which RANDOM and submission tokens are derived;
+* ``ed25519`` (default) / ``hs256``: JWT signing keys, selected by ``kid``.
+
+Rotation adds a new current key of a kind; older keys keep verifying until
+they are retired.  Keys are generated with ``secrets`` and ``cryptography``.
 """
 
 from __future__ import annotations
@@ -19,12 +26,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from .errors import StoreError, UsageError
 
 __all__ = ["Key", "KeyRing", "KeyRingError", "default_keys_path"]
 
 KEYRING_VERSION = 1
 HMAC_KEY_BYTES = 32
+#: kind -> what it is for
+KEY_KINDS = {
+    "salt": "fake SCRAM salts for unknown users",
+    "token": "derivation of RANDOM and submission tokens",
+    "ed25519": "JWT signatures (EdDSA)",
+    "hs256": "JWT signatures (HMAC-SHA-256)",
+}
+#: kinds a new key ring starts with
+INITIAL_KINDS = ("salt", "token", "ed25519")
 
 
 class KeyRingError(StoreError):
@@ -33,7 +51,7 @@ class KeyRingError(StoreError):
 
 @dataclass(frozen=True)
 class Key:
-    """One secret: ``kind`` says what it is for (``hmac`` for now)."""
+    """One secret; ``kind`` is one of :data:`KEY_KINDS`."""
 
     id: str
     kind: str
@@ -109,7 +127,8 @@ class KeyRing:
         p = Path(path)
         if not p.exists() and create:
             ring = cls(p)
-            ring.add("hmac")
+            for kind in INITIAL_KINDS:
+                ring.add(kind)
             ring.save()
             if not quiet:
                 print(f"saslkit: created key ring {p}", file=sys.stderr)
@@ -132,16 +151,38 @@ class KeyRing:
             raise
 
     def add(self, kind: str, *, now: float | None = None) -> Key:
-        if kind != "hmac":
-            raise UsageError(f"unsupported key kind {kind!r}")
-        key = Key(
-            f"{kind}-{secrets.token_hex(4)}",
-            kind,
-            secrets.token_bytes(HMAC_KEY_BYTES),
-            time.time() if now is None else now,
-        )
+        """Generate a new key of ``kind``; it becomes the current one of its kind."""
+        if kind not in KEY_KINDS:
+            raise UsageError(f"unknown key kind {kind!r} (one of {', '.join(KEY_KINDS)})")
+        if kind == "ed25519":
+            secret = Ed25519PrivateKey.generate().private_bytes_raw()
+        else:
+            secret = secrets.token_bytes(HMAC_KEY_BYTES)
+        created = time.time() if now is None else now
+        # Ids sort by age within a kind and never repeat.
+        key = Key(f"{kind}-{int(created)}-{secrets.token_hex(3)}", kind, secret, created)
         self.keys.append(key)
         return key
+
+    def get(self, key_id: str) -> Key | None:
+        """A key that still verifies (not retired), by id."""
+        for key in self.keys:
+            if key.id == key_id and key.retired is None:
+                return key
+        return None
+
+    def retire(self, key_id: str, *, now: float | None = None) -> Key:
+        """Stop a key from verifying; the current key of a kind cannot be retired while it is the only one."""
+        for i, key in enumerate(self.keys):
+            if key.id == key_id:
+                if key.retired is not None:
+                    raise UsageError(f"key {key_id} is already retired")
+                live = [k for k in self.keys if k.kind == key.kind and k.retired is None]
+                if len(live) == 1 and key.kind in INITIAL_KINDS:
+                    raise UsageError(f"{key_id} is the only active {key.kind} key: rotate first")
+                self.keys[i] = Key(key.id, key.kind, key.secret, key.created, time.time() if now is None else now)
+                return self.keys[i]
+        raise UsageError(f"no key {key_id!r}")
 
     def current(self, kind: str) -> Key:
         """The newest key of ``kind`` that is not retired."""
@@ -153,4 +194,4 @@ class KeyRing:
     @property
     def server_secret(self) -> bytes:
         """The secret for fake SCRAM salts."""
-        return self.current("hmac").secret
+        return self.current("salt").secret

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Challenge:
     """The server needs another round: send ``data`` to the client (``334``/``+``)."""
 
@@ -40,7 +40,7 @@ class Challenge:
         return f"Challenge(<{len(self.data)} bytes>)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Success:
     """Authenticated as ``authcid`` acting as ``authzid`` (``None`` = itself).
 
@@ -69,7 +69,7 @@ class FailureReason:
     INVALID_ENCODING = "invalid-encoding"  # malformed client message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failure:
     """Authentication failed.
 

@@ -57,6 +57,15 @@ class Policy:
     allowed: frozenset[str] | None = None
     denied: frozenset[str] = frozenset()
 
+    def __post_init__(self) -> None:
+        # Mechanism names are case-insensitive (RFC 4422 §3.1): keep them upper-case.
+        if self.allowed is not None:
+            object.__setattr__(self, "allowed", frozenset(n.upper() for n in self.allowed))
+        object.__setattr__(self, "denied", frozenset(n.upper() for n in self.denied))
+
+
+_DEFAULT_POLICY = Policy()
+
 
 class Registry:
     """Name -> :class:`MechanismInfo`; third parties may :meth:`register` their own."""
@@ -97,7 +106,7 @@ class Registry:
     ) -> str | None:
         """Why ``name`` may not be used on this connection, or ``None`` if it may."""
         info = self.info(name)
-        policy = policy or Policy()
+        policy = policy or _DEFAULT_POLICY
         if policy.allowed is not None and info.name not in policy.allowed:
             return "disabled by policy"
         if info.name in policy.denied:

@@ -15,6 +15,9 @@ import binascii
 import hashlib
 import hmac
 import re
+import secrets
+import sys
+from functools import cache, lru_cache
 
 from ..context import ClientCredentials, ServerContext
 from ..credentials import (
@@ -119,30 +122,82 @@ def decode_saslname(value: str) -> str:
 
 
 def _b64decode(value: str, reason: str) -> bytes:
-    if not _B64_RE.fullmatch(value):
-        raise ProtocolError(reason, "invalid base64")
+    """Strict base64 (RFC 4648 §4): alphabet, padding and canonical pad bits."""
     try:
-        return base64.b64decode(value, validate=True)
-    except binascii.Error:  # pragma: no cover - the regex already rules this out
+        data = _a2b_strict(value)
+    except (binascii.Error, ValueError):
         raise ProtocolError(reason, "invalid base64") from None
+    if not value or binascii.b2a_base64(data, newline=False) != value.encode("ascii"):
+        raise ProtocolError(reason, "invalid base64")
+    return data
+
+
+def _a2b_strict(value: str) -> bytes:
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(value, strict_mode=True)
+    if not _B64_RE.fullmatch(value):  # pragma: no cover - Python 3.10
+        raise ValueError("invalid base64")
+    return base64.b64decode(value, validate=True)  # pragma: no cover
 
 
 def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+class _HmacKey:
+    """HMAC (RFC 2104) with the key pads already absorbed into two hash states.
+
+    Each message then costs two hash-state copies and the message blocks,
+    about a third of a one-shot ``hmac.digest`` call.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes, algo: str) -> None:
+        h = hashlib.new(algo)
+        block = h.block_size
+        if len(key) > block:
+            key = hashlib.new(algo, key).digest()
+        key = key.ljust(block, b"\x00")
+        self._inner = hashlib.new(algo, key.translate(_IPAD))
+        self._outer = hashlib.new(algo, key.translate(_OPAD))
+
+    def digest(self, msg: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@lru_cache(maxsize=8192)
+def _hmac_key(key: bytes, algo: str) -> _HmacKey:
+    """Cached per StoredKey/ServerKey (values the credential store already holds in memory)."""
+    return _HmacKey(key, algo)
+
+
+def _hmac(key: bytes, msg: bytes, algo: str) -> bytes:
+    return _hmac_key(key, algo).digest(msg)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
-def _split_attrs(text: str, reason: str = INVALID_ENCODING) -> list[tuple[str, str]]:
-    """Split ``a=…,b=…`` into pairs; every element must be ``ALPHA "=" value``."""
-    pairs: list[tuple[str, str]] = []
-    for part in text.split(","):
-        if len(part) < 2 or not _ATTR_RE.match(part):
+_ALPHA = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _split_attrs(text: str, reason: str = INVALID_ENCODING) -> list[str]:
+    """Split ``a=…,b=…`` into its parts; every part must be ``ALPHA "=" value``."""
+    parts = text.split(",")
+    for part in parts:
+        if part[1:2] != "=" or part[:1] not in _ALPHA:
             raise ProtocolError(reason, "malformed attribute")
-        pairs.append((part[0], part[2:]))
-    return pairs
+    return parts
 
 
 def _decode_message(data: bytes, limit: int) -> str:
@@ -170,6 +225,8 @@ class _GS2Header:
 
 
 def _parse_gs2_header(text: str) -> tuple[_GS2Header, str]:
+    if text.startswith("n,,"):  # the common case
+        return _GS2Header("n", None, None, "n,,"), text[3:]
     first = text.find(",")
     second = text.find(",", first + 1) if first >= 0 else -1
     if second < 0:
@@ -194,6 +251,14 @@ def _parse_gs2_header(text: str) -> tuple[_GS2Header, str]:
     return _GS2Header(flag, cb_name, authzid, text[: second + 1]), text[second + 1 :]
 
 
+@cache
+def _dummy_credential(hash_name: str) -> ScramCredential:
+    """Random keys that no proof matches, checked for unknown users to equalise work."""
+    _, size = SCRAM_HASHES[hash_name]
+    return ScramCredential(hash_name, secrets.token_bytes(16), 4096, secrets.token_bytes(size),
+                           secrets.token_bytes(size))
+
+
 class ScramServer:
     """Server side of SCRAM (RFC 5802 §5, §7).
 
@@ -207,16 +272,17 @@ class ScramServer:
         self.name = mechanism.upper()
         self.hash_name, self.plus = scram_hash_of(self.name)
         self._algo, self._size = SCRAM_HASHES[self.hash_name]
+        self._hash = getattr(hashlib, self._algo)
         self._ctx = ctx
         self._state = 0  # 0: want client-first, 1: want client-final, 2: done
         self._sent_empty = False
         self._credential: ScramCredential | None = None
-        self._unknown = False
         self._nonce = ""
         self._gs2: _GS2Header | None = None
         self._username = ""
         self._client_first_bare = ""
         self._server_first = ""
+        self._expected_cbind = ""
 
     @property
     def done(self) -> bool:
@@ -267,8 +333,8 @@ class ScramServer:
             raise ProtocolError(EXTENSIONS_NOT_SUPPORTED, "mandatory extension")
         if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
             raise ProtocolError(INVALID_ENCODING, "expected n= and r=")
-        raw_name = attrs[0][1]
-        c_nonce = attrs[1][1]
+        raw_name = attrs[0][2:]
+        c_nonce = attrs[1][2:]
         if not raw_name or len(raw_name) > MAX_NAME_LENGTH:
             raise ProtocolError(INVALID_USERNAME_ENCODING, "bad username length")
         if not _PRINTABLE_RE.fullmatch(c_nonce) or len(c_nonce) > MAX_NONCE_LENGTH:
@@ -288,7 +354,6 @@ class ScramServer:
         record = self._ctx.users.get_user(prepared)
         credential = record.scram_for(self.hash_name) if record is not None else None
         if credential is None:
-            self._unknown = True
             iterations = self._ctx.users.default_iterations
             salt = fake_salt(self._ctx.server_secret, prepared)
         else:
@@ -298,40 +363,51 @@ class ScramServer:
             raise UsageError("nonce_factory must return printable ASCII without ','")
         self._credential = credential
         self._gs2 = gs2
+        cbind = gs2.raw.encode("utf-8")
+        if gs2.flag == "p":
+            assert gs2.cb_name is not None
+            cbind += cb[gs2.cb_name]
+        self._expected_cbind = _b64(cbind)
         self._username = prepared
         self._client_first_bare = bare
         self._nonce = c_nonce + s_nonce
-        self._server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}"
+        salt_b64 = credential.salt_b64 if credential is not None else _b64(salt)
+        self._server_first = f"r={self._nonce},s={salt_b64},i={iterations}"
         self._state = 1
         return Challenge(self._server_first.encode("ascii"))
 
     def _client_final(self, data: bytes) -> ServerStep:
         assert self._gs2 is not None
         text = _decode_message(data, self._ctx.max_message_size)
-        attrs = _split_attrs(text)
-        if len(attrs) < 3 or attrs[0][0] != "c" or attrs[1][0] != "r" or attrs[-1][0] != "p":
+        attrs = text.split(",")
+        if len(attrs) < 3 or attrs[0][:2] != "c=" or attrs[1][:2] != "r=" or attrs[-1][:2] != "p=":
             raise ProtocolError(INVALID_ENCODING, "expected c=, r= … p=")
-        if any(k in "cnrp" for k, _ in attrs[2:-1]) or (attrs[2:3] and attrs[2][0] == "m"):
-            raise ProtocolError(INVALID_ENCODING, "unexpected attribute in client-final")
-        cbind = _b64decode(attrs[0][1], INVALID_ENCODING)
-        expected = self._gs2.raw.encode("utf-8")
-        if self._gs2.flag == "p":
-            assert self._gs2.cb_name is not None
-            expected += self._ctx.channel_bindings[self._gs2.cb_name]
-        if not hmac.compare_digest(cbind, expected):
-            raise ProtocolError(CHANNEL_BINDINGS_DONT_MATCH, "c= does not match")
-        if not hmac.compare_digest(attrs[1][1].encode("utf-8"), self._nonce.encode("ascii")):
+        if len(attrs) > 3:  # extensions: well-formed, not a core attribute, not a mandatory one
+            extensions = _split_attrs(",".join(attrs[2:-1]))
+            if any(a[0] in "cnrpm" for a in extensions):
+                raise ProtocolError(INVALID_ENCODING, "unexpected attribute in client-final")
+        # c= is rebuilt and compared (RFC 5802 §6); channel-binding data is not secret.
+        if attrs[0][2:] != self._expected_cbind:
+            expected = base64.b64decode(self._expected_cbind)
+            if _b64decode(attrs[0][2:], INVALID_ENCODING) != expected:
+                raise ProtocolError(CHANNEL_BINDINGS_DONT_MATCH, "c= does not match")
+        if attrs[1][2:] != self._nonce:
             raise ProtocolError(OTHER_ERROR, "nonce mismatch")
-        proof = _b64decode(attrs[-1][1], INVALID_PROOF)
-        without_proof = text[: text.rindex(",p=")]
+        try:
+            # Non-canonical pad bits are harmless here: the proof is checked bit for bit.
+            proof = _a2b_strict(attrs[-1][2:])
+        except (binascii.Error, ValueError):
+            raise ProtocolError(INVALID_PROOF, "invalid base64") from None
+        without_proof = text[: -len(attrs[-1]) - 1]
         auth_message = f"{self._client_first_bare},{self._server_first},{without_proof}".encode()
-        credential = self._credential
-        if credential is None or len(proof) != self._size:
-            # Unknown user or malformed proof: fail exactly like a wrong password.
+        credential = self._credential or _dummy_credential(self.hash_name)
+        if len(proof) != self._size:
             return self._fail(INVALID_PROOF)
-        client_signature = hmac.digest(credential.stored_key, auth_message, self._algo)
+        client_signature = _hmac(credential.stored_key, auth_message, self._algo)
         client_key = _xor(proof, client_signature)
-        if not hmac.compare_digest(hashlib.new(self._algo, client_key).digest(), credential.stored_key):
+        valid = hmac.compare_digest(self._hash(client_key).digest(), credential.stored_key)
+        if not valid or self._credential is None:
+            # Unknown users fail here, after the same work, like a wrong password (RFC 5802 §9).
             return self._fail(INVALID_PROOF)
         authzid = self._gs2.authzid
         if authzid is not None and authzid != self._username:
@@ -339,12 +415,12 @@ class ScramServer:
                 self._state = 2
                 return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
                                b"e=" + OTHER_ERROR.encode())
-        server_signature = hmac.digest(credential.server_key, auth_message, self._algo)
+        server_signature = _hmac(credential.server_key, auth_message, self._algo)
         self._state = 2
         return Success(
             self._username,
             authzid if authzid != self._username else None,
-            b"v=" + _b64(server_signature).encode("ascii"),
+            b"v=" + binascii.b2a_base64(server_signature, newline=False),
             self.name,
         )
 
@@ -387,12 +463,18 @@ class ScramClient:
             flag = "y"  # we could bind but the server offered no -PLUS (RFC 5802 §6)
         else:
             flag = "n"
-        authz = "a=" + encode_saslname(saslprep(creds.authzid)) if creds.authzid else ""
+        try:
+            authz = "a=" + encode_saslname(saslprep(creds.authzid)) if creds.authzid else ""
+            username = encode_saslname(saslprep(creds.username))
+        except PreparationError as exc:
+            raise UsageError(f"username or authzid rejected by SASLprep: {exc}") from exc
+        if not username:
+            raise UsageError("empty username")
         self._gs2 = f"{flag},{authz},"
         self._c_nonce = creds.nonce_factory()
         if not _PRINTABLE_RE.fullmatch(self._c_nonce):
             raise UsageError("nonce_factory must return printable ASCII without ','")
-        self._bare = f"n={encode_saslname(saslprep(creds.username))},r={self._c_nonce}"
+        self._bare = f"n={username},r={self._c_nonce}"
         self._state = 1
         return (self._gs2 + self._bare).encode("utf-8")
 
@@ -419,12 +501,12 @@ class ScramClient:
         text = _decode_message(data, 8192)
         attrs = _split_attrs(text)
         if attrs[0][0] == "e":
-            raise AuthenticationFailed(attrs[0][1], f"server error: {attrs[0][1]}")
+            raise AuthenticationFailed(attrs[0][2:], f"server error: {attrs[0][2:]}")
         if attrs[0][0] == "m":
             raise ProtocolError(EXTENSIONS_NOT_SUPPORTED, "mandatory extension from server")
-        if len(attrs) < 3 or [k for k, _ in attrs[:3]] != ["r", "s", "i"]:
+        if len(attrs) < 3 or [a[0] for a in attrs[:3]] != ["r", "s", "i"]:
             raise ProtocolError(INVALID_ENCODING, "expected r=, s=, i=")
-        nonce, salt_b64, iter_text = attrs[0][1], attrs[1][1], attrs[2][1]
+        nonce, salt_b64, iter_text = attrs[0][2:], attrs[1][2:], attrs[2][2:]
         if (
             not nonce.startswith(self._c_nonce)
             or len(nonce) <= len(self._c_nonce)
@@ -459,7 +541,7 @@ class ScramClient:
     def _server_final(self, data: bytes) -> None:
         text = _decode_message(data, 8192)
         attrs = _split_attrs(text)
-        key, value = attrs[0]
+        key, value = attrs[0][0], attrs[0][2:]
         if key == "e":
             raise AuthenticationFailed(value, f"server error: {value}")
         if key != "v":

@@ -1,0 +1,111 @@
+"""Token records and the :class:`TokenStore` protocol.
+
+A record describes one reauthentication token without holding it: RANDOM
+tokens are re-derived from the record's id with a key-ring key, JWTs are
+re-signed from the stored claims (Ed25519 and HMAC signatures are
+deterministic), so a copy of the store authenticates nobody without the key
+ring.  Permanent submission tokens (draft-slusarz-extra-smtp-submission-token-00
+§5) are records keyed by an address pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
+
+__all__ = ["TOKEN_TYPES", "StokenRecord", "TokenRecord", "TokenStore"]
+
+#: Token types a server can mint (the REMEMBERME EHLO/CAPABILITY parameters).
+TOKEN_TYPES = ("RANDOM", "JWT")
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One minted reauthentication token (never the token itself).
+
+    ``id`` is the RANDOM token id or the JWT ``jti``; ``key_id`` names the
+    key-ring key it was derived or signed with; ``mechanism`` pins it to one
+    mechanism (HT-09 §5: a pinned token used with another mechanism fails).
+    Times are POSIX seconds.
+    """
+
+    id: str
+    user: str
+    type: str
+    key_id: str
+    created: float
+    expires: float | None = None
+    mechanism: str | None = None
+    label: str | None = None
+    last_used: float | None = None
+    revoked: float | None = None
+
+    def active(self, now: float) -> bool:
+        """Not revoked and not expired at ``now``."""
+        return self.revoked is None and (self.expires is None or now < self.expires)
+
+    def with_(self, **changes: object) -> TokenRecord:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class StokenRecord:
+    """A permanent submission token bound to a (remote, local) address pair."""
+
+    remote: str
+    local: str
+    id: str
+    key_id: str
+    created: float
+    expires: float
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where token records live: SQLite by default, Redis when servers share them.
+
+    Every method raises :class:`~saslkit.errors.TemporaryFailure` when the
+    backend is unreachable; none ever reports success it did not achieve.
+    """
+
+    def put(self, record: TokenRecord) -> None:
+        """Insert a new record (ids are unique)."""
+        ...
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """The record with that id, revoked or not, or ``None``."""
+        ...
+
+    def list(self, user: str | None = None) -> list[TokenRecord]:
+        """Records of one user (or all), oldest first."""
+        ...
+
+    def revoke(self, token_id: str, at: float) -> bool:
+        """Mark one token revoked; False if it does not exist."""
+        ...
+
+    def revoke_matching(self, at: float, *, user: str | None = None, before: float | None = None) -> int:
+        """Revoke every token of ``user`` (or all users) created before ``before`` (or ever)."""
+        ...
+
+    def touch(self, token_id: str, at: float) -> None:
+        """Record a successful use."""
+        ...
+
+    def stoken_get(self, remote: str, local: str) -> StokenRecord | None:
+        """The live permanent submission token of the pair, or ``None``."""
+        ...
+
+    def stoken_put_if_absent(self, record: StokenRecord) -> StokenRecord:
+        """Store ``record`` unless a live one exists for its pair; return the one that is stored."""
+        ...
+
+    def stoken_refresh(self, remote: str, local: str, expires: float) -> None:
+        """Push the expiry of the pair's token forward (refresh on use)."""
+        ...
+
+    def stoken_delete(self, remote: str, local: str) -> bool:
+        """Remove the pair's permanent token; False if there was none."""
+        ...
+
+    def close(self) -> None: ...
