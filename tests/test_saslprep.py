@@ -14,7 +14,10 @@ from saslkit import PreparationError, ProtocolError, SaslError, saslprep
 
 
 def _vectors() -> list[dict]:
-    for directory in (Path(__file__).resolve().parents[1] / "vectors", Path("/work/shared/vectors")):
+    for directory in (
+        Path(__file__).resolve().parents[1] / "vectors",
+        Path(__file__).resolve().parents[2] / "shared" / "vectors",
+    ):
         path = directory / "saslprep-rfc4013.json"
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))["vectors"]

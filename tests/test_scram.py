@@ -42,7 +42,10 @@ PLUS_MECHS = [m for m, (_, plus) in SCRAM_MECHANISMS.items() if plus]
 
 
 def _vector_dir() -> Path:
-    for candidate in (Path(__file__).resolve().parents[1] / "vectors", Path("/work/shared/vectors")):
+    for candidate in (
+        Path(__file__).resolve().parents[1] / "vectors",
+        Path(__file__).resolve().parents[2] / "shared" / "vectors",
+    ):
         if (candidate / "scram-rfc5802-sha1.json").is_file():
             return candidate
     pytest.skip("SCRAM vector files not found")

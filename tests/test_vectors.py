@@ -13,7 +13,7 @@ import pytest
 from saslkit.vectors import VectorResult, check_file, check_files, summarize
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-SHARED = Path("/work/shared/vectors")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 SHARED_FILES = [
     "scram-rfc5802-sha1.json",
     "scram-rfc7677-sha256.json",
