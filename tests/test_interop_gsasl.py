@@ -413,3 +413,22 @@ def test_gsasl_mkpasswd_credentials_serve_gsasl_client(mech):
     assert run.gsasl_accepted, run.stderr
     run = gsasl_client_vs_saslkit_server(store, mech, WRONG)
     assert isinstance(run.outcome, Failure)
+
+
+@pytest.mark.parametrize("iterations", [4096, 10000])
+def test_cli_user_show_dovecot_matches_gsasl_mkpasswd(tmp_path, iterations):
+    """``saslkit user show --format dovecot`` equals ``gsasl --mkpasswd`` for the stored salt and count."""
+    import io
+
+    from saslkit.cli import main
+
+    db = str(tmp_path / "u.db")
+    add = ["user", "add", "alice", "--db", db, "--iterations", str(iterations)]
+    assert main(add, io.StringIO(PASSWORD + "\n")) == 0
+    out = io.StringIO()
+    assert main(["user", "show", "alice", "--db", db, "--format", "dovecot"], io.StringIO(), out) == 0
+    lines = {line.split("}")[0][1:]: line for line in out.getvalue().splitlines()}
+    for mech in ("SCRAM-SHA-1", "SCRAM-SHA-256"):
+        cred = ScramCredential.parse(lines[mech])
+        assert cred.iterations == iterations
+        assert gsasl_mkpasswd(mech, cred.salt, cred.iterations) == lines[mech] + "\n"
