@@ -783,3 +783,24 @@ def test_second_missing_response_is_an_empty_message(users: MemoryUserStore) -> 
 
 def test_every_scram_mechanism_is_covered() -> None:
     assert set(SCRAM_MECHANISMS) == {f"SCRAM-{h}{p}" for h in SCRAM_HASHES for p in ("", "-PLUS")}
+
+
+def test_tls_exporter_binding_serves_one_authentication_per_connection() -> None:
+    """RFC 9266 §4.1: a second SCRAM-PLUS login with tls-exporter on the same connection fails."""
+    from saslkit.context import ClientCredentials, ServerContext
+    from saslkit.credentials import MemoryUserStore, make_user
+    from saslkit.exchange import run_exchange
+    from saslkit.mechanism import Failure, Success
+    from saslkit.registry import default_registry
+
+    users = MemoryUserStore([make_user("user", "pencil", iterations=4096, argon2_hash=False)])
+    reg = default_registry()
+    for cb_type, second_ok in (("tls-exporter", False), ("tls-server-end-point", True)):
+        ctx = ServerContext(users, b"s" * 32, channel_bindings={cb_type: b"\x01" * 32})
+        results = []
+        for _ in range(2):
+            creds = ClientCredentials("user", "pencil", channel_binding=(cb_type, b"\x01" * 32))
+            client = reg.client("SCRAM-SHA-256-PLUS", creds)
+            results.append(run_exchange(client, reg.server("SCRAM-SHA-256-PLUS", ctx))[0])
+        assert isinstance(results[0], Success)
+        assert isinstance(results[1], Success if second_ok else Failure)

@@ -328,6 +328,9 @@ class ScramServer:
                 raise ProtocolError(CHANNEL_BINDING_NOT_SUPPORTED, "no channel binding on this connection")
             if gs2.cb_name not in cb:
                 raise ProtocolError(UNSUPPORTED_CHANNEL_BINDING_TYPE, "channel-binding type not offered")
+            if gs2.cb_name == "tls-exporter" and gs2.cb_name in self._ctx.bindings_used:
+                # RFC 9266 §4.1: one authentication per TLS connection with tls-exporter.
+                raise ProtocolError(CHANNEL_BINDING_NOT_SUPPORTED, "tls-exporter already used on this connection")
         attrs = _split_attrs(bare)
         if attrs[0][0] == "m":
             raise ProtocolError(EXTENSIONS_NOT_SUPPORTED, "mandatory extension")
@@ -417,6 +420,8 @@ class ScramServer:
                                b"e=" + OTHER_ERROR.encode())
         server_signature = _hmac(credential.server_key, auth_message, self._algo)
         self._state = 2
+        if self._gs2.cb_name is not None:
+            self._ctx.bindings_used.add(self._gs2.cb_name)
         return Success(
             self._username,
             authzid if authzid != self._username else None,
