@@ -13,7 +13,9 @@ import binascii
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -27,7 +29,8 @@ from .keys import KeyRing, default_keys_path
 from .mechanism import Challenge, Failure, Success
 from .redact import redact
 from .registry import Registry, default_registry
-from .stores import SQLiteUserStore, open_user_store, sqlite_path
+from .stores import SQLiteUserStore, open_token_store, open_user_store, sqlite_path
+from .tokens import SubmissionTokens, TokenRecord, TokenService
 
 __all__ = ["main"]
 
@@ -55,6 +58,57 @@ def _open_users(args: argparse.Namespace) -> SQLiteUserStore:
 def _keys_path(args: argparse.Namespace) -> Path:
     explicit = getattr(args, "keys", None) or os.environ.get("SASLKIT_KEYS")
     return Path(explicit) if explicit else default_keys_path(sqlite_path(_db_arg(args)))
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    """``--store`` / ``SASLKIT_STORE``; by default the tokens live in the users' database file."""
+    return str(getattr(args, "store", None) or os.environ.get("SASLKIT_STORE") or _db_arg(args))
+
+
+def _keyring(args: argparse.Namespace) -> KeyRing:
+    return KeyRing.open(_keys_path(args))
+
+
+def _token_services(args: argparse.Namespace, ring: KeyRing | None = None) -> tuple[TokenService, SubmissionTokens]:
+    ring = ring or _keyring(args)
+    store = open_token_store(_store_url(args))
+    return TokenService(store, ring), SubmissionTokens(store, ring)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def _duration(value: str) -> float:
+    """``3600``, ``90m``, ``12h``, ``30d``, ``2w``, ``1y`` -> seconds."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    try:
+        n = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 3600, 12h, 30d)") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("duration must be positive")
+    return n * (unit or 1)
+
+
+def _timestamp(value: str) -> float:
+    """POSIX seconds or ISO 8601 (``2026-11-22T10:00:00Z``; naive means UTC)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {value!r} (POSIX seconds or ISO 8601)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_secret_line(stream: TextIO) -> str:
@@ -123,12 +177,17 @@ def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int
     record = make_user(args.name, password, iterations=iterations)
     users.put_user(record)
     print(f"saslkit: {'added' if args.command == 'add' else 'updated'} user {record.username}", file=sys.stderr)
+    if args.command == "passwd":
+        # A password change ends every session the old password opened.
+        revoked = _token_services(args)[0].revoke_user(record.username)
+        print(f"saslkit: revoked {revoked} token(s) of {record.username}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_user_del(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     if not _open_users(args).delete_user(args.name):
         raise CliError(f"no such user {args.name!r}")
+    _token_services(args)[0].revoke_user(args.name)
     return EXIT_OK
 
 
@@ -179,8 +238,11 @@ def cmd_sasl_server(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     registry = default_registry()
     cb = _channel_binding(args)
     users = _open_users(args)
-    ring = KeyRing.open(_keys_path(args))
-    ctx = ServerContext(users, ring.server_secret, channel_bindings=dict([cb]) if cb else {}, tls=True)
+    ring = _keyring(args)
+    tokens, stokens = _token_services(args, ring)
+    ctx = ServerContext(
+        users, ring.server_secret, channel_bindings=dict([cb]) if cb else {}, tls=True, tokens=tokens, stokens=stokens
+    )
     line = stdin.readline(MAX_LINE).rstrip("\r\n")
     words = line.split(" ")
     if len(words) not in (2, 3) or words[0].upper() != "AUTH":
@@ -262,6 +324,90 @@ def cmd_sasl_client(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
             return EXIT_FAIL
 
 
+# ---------------------------------------------------------------- keys, tokens, stokens
+
+
+def cmd_keys(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    path = _keys_path(args)
+    if args.command == "init":
+        if path.exists():
+            raise CliError(f"key ring {path} already exists")
+        KeyRing.open(path)
+        return EXIT_OK
+    ring = _keyring(args)
+    if args.command == "rotate":
+        key = ring.add(args.kind)
+        ring.save()
+        _out(stdout, key.id)
+    elif args.command == "retire":
+        ring.retire(args.id)
+        ring.save()
+    else:
+        for key in sorted(ring.keys, key=lambda k: (k.kind, k.created)):
+            current = key.retired is None and ring.current(key.kind).id == key.id
+            state = "retired " + _fmt_time(key.retired) if key.retired else ("current" if current else "verifying")
+            _out(stdout, f"{key.id}\t{key.kind}\t{_fmt_time(key.created)}\t{state}")
+    return EXIT_OK
+
+
+def cmd_token_mint(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    if _open_users(args).get_user(args.user) is None:
+        raise CliError(f"no such user {args.user!r}")
+    token, record = _token_services(args)[0].mint(
+        args.user, args.type, mechanism=args.mech, ttl=args.ttl, label=args.label
+    )
+    print(f"saslkit: minted {record.type} token {record.id} for {record.user}, expires {_fmt_time(record.expires)}",
+          file=sys.stderr)
+    _out(stdout, token)  # alone on the last line, shown once
+    return EXIT_OK
+
+
+def _token_state(record: TokenRecord, now: float) -> str:
+    if record.revoked is not None:
+        return "revoked"
+    return "active" if record.active(now) else "expired"
+
+
+def cmd_token_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    now = time.time()
+    _out(stdout, "id\tuser\ttype\tmechanism\tlabel\tcreated\texpires\tlast-used\tstate")
+    for r in _token_services(args)[0].list(args.user):
+        _out(stdout, "\t".join([r.id, r.user, r.type, r.mechanism or "-", r.label or "-", _fmt_time(r.created),
+                                _fmt_time(r.expires), _fmt_time(r.last_used), _token_state(r, now)]))
+    return EXIT_OK
+
+
+def cmd_token_revoke(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    service = _token_services(args)[0]
+    if args.id:
+        if args.user or args.before is not None:
+            raise CliError("give a token id, or --user/--before, not both", EXIT_USAGE)
+        if not service.revoke(args.id):
+            raise CliError(f"no token {args.id!r}")
+        return EXIT_OK
+    if args.user:
+        count = service.revoke_user(args.user, before=args.before)
+    elif args.before is not None:
+        count = service.revoke_before(args.before)
+    else:
+        raise CliError("give a token id, --user or --before", EXIT_USAGE)
+    print(f"saslkit: revoked {count} token(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_stoken(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    stokens = _token_services(args)[1]
+    if args.command == "gen":
+        token, expires = stokens.generate(args.kind, args.remote, args.local)
+        print(f"saslkit: {args.kind.upper()} submission token, expires {_fmt_time(expires)}", file=sys.stderr)
+        _out(stdout, token)
+    else:
+        existed = stokens.revoke(args.remote, args.local)
+        print(f"saslkit: {'revoked' if existed else 'no permanent token for'} {args.remote} -> {args.local}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- demo, vectors
 
 
@@ -321,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--db", help="user database: path or sqlite:///path (default $SASLKIT_DB or ./saslkit.db)")
     common.add_argument("--keys", help="key ring file (default $SASLKIT_KEYS or beside the database)")
+    common.add_argument("--store", help="token store: sqlite:///path or redis://host:port/db "
+                        "(default $SASLKIT_STORE or the user database)")
 
     p = _Parser(prog="saslkit", description="SASL mechanisms for mail servers.")
     p.add_argument("--version", action="version", version=f"saslkit {__version__}")
@@ -357,13 +505,53 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=cmd_sasl_server)
     cp = sasl.add_parser("client", parents=[common], help="client side, SMTP AUTH framing")
     cp.add_argument("--mech", required=True)
-    cp.add_argument("--user", required=True)
+    cp.add_argument("--user", required=True, help="authentication identity (STOKEN: the recipient)")
     cp.add_argument("--authzid")
-    cp.add_argument("--secret-file", help="read the secret here; otherwise the first stdin line")
+    cp.add_argument("--secret-file", help="read the password or token here; otherwise the first stdin line")
     for parser in (sp, cp):
         parser.add_argument("--cb-type", choices=("tls-unique", "tls-server-end-point", "tls-exporter"))
         parser.add_argument("--cb-data", help="channel-binding data, base64")
     cp.set_defaults(handler=cmd_sasl_client)
+
+    keys = sub.add_parser("keys", help="manage the key ring").add_subparsers(dest="command", required=True)
+    sp = keys.add_parser("init", parents=[common], help="create the key ring (mode 0600)")
+    sp.set_defaults(handler=cmd_keys)
+    sp = keys.add_parser("rotate", parents=[common], help="add a new current key of a kind")
+    sp.add_argument("kind", nargs="?", default="token", choices=("salt", "token", "ed25519", "hs256"))
+    sp.set_defaults(handler=cmd_keys)
+    sp = keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    sp.set_defaults(handler=cmd_keys)
+    sp = keys.add_parser("retire", parents=[common], help="stop a key from verifying")
+    sp.add_argument("id")
+    sp.set_defaults(handler=cmd_keys)
+
+    token = sub.add_parser("token", help="reauthentication tokens").add_subparsers(dest="command", required=True)
+    sp = token.add_parser("mint", parents=[common], help="mint a token; printed once on the last line")
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--type", default="RANDOM", type=str.upper, choices=("RANDOM", "JWT"))
+    sp.add_argument("--mech", type=str.upper, help="pin the token to this mechanism")
+    sp.add_argument("--ttl", type=_duration, help="lifetime, e.g. 3600, 12h, 30d (default: no expiry)")
+    sp.add_argument("--label", help="client label")
+    sp.set_defaults(handler=cmd_token_mint)
+    sp = token.add_parser("list", parents=[common], help="list tokens (never their secrets)")
+    sp.add_argument("--user")
+    sp.set_defaults(handler=cmd_token_list)
+    sp = token.add_parser("revoke", parents=[common], help="revoke a token, a user's tokens or older tokens")
+    sp.add_argument("id", nargs="?")
+    sp.add_argument("--user")
+    sp.add_argument("--before", type=_timestamp, help="only tokens created before this time")
+    sp.set_defaults(handler=cmd_token_revoke)
+
+    stoken = sub.add_parser("stoken", help="submission tokens").add_subparsers(dest="command", required=True)
+    sp = stoken.add_parser("gen", parents=[common], help="generate a TEMP or PERM submission token")
+    sp.add_argument("kind", type=str.upper, choices=("TEMP", "PERM"))
+    sp.add_argument("remote")
+    sp.add_argument("local")
+    sp.set_defaults(handler=cmd_stoken)
+    sp = stoken.add_parser("revoke", parents=[common], help="revoke the pair's submission tokens")
+    sp.add_argument("remote")
+    sp.add_argument("local")
+    sp.set_defaults(handler=cmd_stoken)
 
     vec = sub.add_parser("vectors", help="test vectors").add_subparsers(dest="command", required=True)
     sp = vec.add_parser("check", help="check vector files against the library")

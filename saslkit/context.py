@@ -13,8 +13,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .credentials import UserStore
+
+if TYPE_CHECKING:
+    from .tokens.records import TokenVerifier
+    from .tokens.stoken import SubmissionTokens
 
 __all__ = ["Authorizer", "ClientCredentials", "ServerContext", "default_nonce", "same_identity_only"]
 
@@ -50,6 +55,14 @@ class ServerContext:
     nonce_factory: Callable[[], str] = default_nonce
     clock: Callable[[], float] = time.time
     max_message_size: int = 8192
+    #: Token service for REMEMBERME / HT-* / HT2-* (None: those mechanisms always fail).
+    tokens: TokenVerifier | None = None
+    #: Submission-token service for STOKEN.
+    stokens: SubmissionTokens | None = None
+    #: Channel-binding types already used to authenticate on this connection.  A
+    #: tls-exporter binding must not serve a second authentication (RFC 9266 §4.1):
+    #: mechanisms refuse it when it is in here and add it on success.
+    bindings_used: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if len(self.server_secret) < 16:

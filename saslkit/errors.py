@@ -15,6 +15,7 @@ __all__ = [
     "SaslError",
     "StoreError",
     "TemporaryFailure",
+    "TokenRejected",
     "UnknownMechanism",
     "UsageError",
 ]
@@ -49,6 +50,17 @@ class AuthenticationFailed(SaslError):
     def __init__(self, reason: str, message: str = "") -> None:
         self.reason = reason
         super().__init__(message or reason)
+
+
+class TokenRejected(AuthenticationFailed):
+    """A token did not authenticate.
+
+    ``reason`` is one of ``unknown-user`` (no such token or user),
+    ``invalid-token`` (wrong secret or malformed), ``revoked``, ``expired``
+    or ``wrong-mechanism`` (pinned to another mechanism, HT-09 §5).  The
+    message is safe to show the client and explains a revocation
+    (draft-ietf-kitten-sasl-rememberme-00 §5 item 3).
+    """
 
 
 class UsageError(SaslError):

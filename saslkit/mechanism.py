@@ -15,7 +15,7 @@ everything of that kind is injected through their constructors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -53,6 +53,9 @@ class Success:
     authzid: str | None = None
     additional_data: bytes | None = field(default=None, repr=False)
     mechanism: str = ""
+    #: Mechanism-specific facts for the binding, e.g. the token id used, or the
+    #: local address a submission token authorizes delivery to.
+    details: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def identity(self) -> str:

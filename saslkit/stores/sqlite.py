@@ -1,7 +1,9 @@
-"""SQLite user store: one file, WAL journal, versioned schema.
+"""SQLite user and token stores: one file, WAL journal, versioned schema.
 
 Per user it keeps the argon2id hash and, per SCRAM hash, the salt, iteration
-count, StoredKey and ServerKey (RFC 5802 §3): never a password.  Busy or
+count, StoredKey and ServerKey (RFC 5802 §3): never a password.  Token
+records (never tokens) may live in the same file, under their own schema
+version.  Busy or
 unreachable databases raise :class:`TemporaryFailure`; corrupt ones
 :class:`StoreError`.  Safe to share between threads (one connection per
 thread) and processes (SQLite locking).
@@ -20,10 +22,12 @@ from typing import TypeVar
 
 from ..credentials import DEFAULT_ITERATIONS, ScramCredential, UserRecord
 from ..errors import StoreError, TemporaryFailure, UsageError
+from ..tokens.records import StokenRecord, TokenRecord
 
-__all__ = ["SCHEMA_VERSION", "SQLiteUserStore"]
+__all__ = ["SCHEMA_VERSION", "TOKEN_SCHEMA_VERSION", "SQLiteTokenStore", "SQLiteUserStore"]
 
 SCHEMA_VERSION = 1
+TOKEN_SCHEMA_VERSION = 1
 _T = TypeVar("_T")
 
 _SCHEMA = """
@@ -160,6 +164,177 @@ class SQLiteUserStore:
     def list_users(self) -> list[str]:
         query = "SELECT username FROM users ORDER BY username"
         return self._read(lambda db: [r[0] for r in db.execute(query)])
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+_RECORD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id        TEXT PRIMARY KEY,
+    user      TEXT NOT NULL,
+    type      TEXT NOT NULL,
+    key_id    TEXT NOT NULL,
+    created   REAL NOT NULL,
+    expires   REAL,
+    mechanism TEXT,
+    label     TEXT,
+    last_used REAL,
+    revoked   REAL
+);
+CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user, created);
+CREATE INDEX IF NOT EXISTS tokens_created ON tokens(created);
+CREATE TABLE IF NOT EXISTS stokens (
+    remote  TEXT NOT NULL,
+    local   TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    key_id  TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (remote, local)
+);
+"""
+_SELECT_RECORDS = "SELECT id, user, type, key_id, created, expires, mechanism, label, last_used, revoked FROM tokens"
+_SELECT_STOKEN = (
+    "SELECT remote, local, id, key_id, created, expires FROM stokens WHERE remote=? AND local=? AND expires>?"
+)
+
+
+class SQLiteTokenStore:
+    """A :class:`~saslkit.tokens.records.TokenStore` in one SQLite file.
+
+    It may share the user store's file: its schema version is kept under its
+    own ``meta`` key (``token_schema_version``), so the two evolve apart.
+    Expired records stay (``get`` reports them, the caller checks
+    :meth:`TokenRecord.active`); expired stokens count as absent.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 5.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = Path(path)
+        self._timeout = timeout
+        self._clock = clock
+        self._local = threading.local()
+        self._read(lambda db: db.executescript(_RECORD_SCHEMA))
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='token_schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('token_schema_version', ?)", (str(TOKEN_SCHEMA_VERSION),))
+            elif int(row[0]) > TOKEN_SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: token schema version {row[0]} is newer than this saslkit")
+
+    # Same connection and error discipline as SQLiteUserStore.
+    def _connect(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: writers queue up, no upgrade deadlock)."""
+        try:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"token store {self.path}: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise TemporaryFailure(f"token store {self.path} unavailable: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"token store {self.path} is damaged: {exc}") from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return fn(self._connect())
+        except sqlite3.OperationalError as exc:
+            raise TemporaryFailure(f"token store {self.path} unavailable: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"token store {self.path} is damaged: {exc}") from exc
+
+    def put(self, record: TokenRecord) -> None:
+        """Insert a new record; an id already stored is a :class:`StoreError`."""
+        r = record
+        row = (r.id, r.user, r.type, r.key_id, r.created, r.expires, r.mechanism, r.label, r.last_used, r.revoked)
+        with self._tx() as db:
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        """One primary-key lookup, no transaction: this is on every token verification."""
+        row = self._read(lambda db: db.execute(_SELECT_RECORDS + " WHERE id=?", (token_id,)).fetchone())
+        return None if row is None else TokenRecord(*row)
+
+    def list(self, user: str | None = None) -> list[TokenRecord]:
+        args: tuple[str, ...]
+        if user is None:
+            query, args = _SELECT_RECORDS + " ORDER BY created, id", ()
+        else:  # the (user, created) index
+            query, args = _SELECT_RECORDS + " WHERE user=? ORDER BY created, id", (user,)
+        return self._read(lambda db: [TokenRecord(*r) for r in db.execute(query, args)])
+
+    def revoke(self, token_id: str, at: float) -> bool:
+        """Revoke once: a second revocation keeps the first time (it is what the user saw)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE tokens SET revoked=COALESCE(revoked, ?) WHERE id=?", (at, token_id))
+            return cur.rowcount > 0
+
+    def revoke_matching(self, at: float, *, user: str | None = None, before: float | None = None) -> int:
+        """Revoke the live matches (``created < before``) in one statement; return how many."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE tokens SET revoked=?1 WHERE revoked IS NULL AND (?2 IS NULL OR user=?2) "
+                "AND (?3 IS NULL OR created<?3)",
+                (at, user, before),
+            ).rowcount
+
+    def touch(self, token_id: str, at: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE tokens SET last_used=? WHERE id=?", (at, token_id))
+
+    def stoken_get(self, remote: str, local: str) -> StokenRecord | None:
+        row = self._read(lambda db: db.execute(_SELECT_STOKEN, (remote, local, self._clock())).fetchone())
+        return None if row is None else StokenRecord(*row)
+
+    def stoken_put_if_absent(self, record: StokenRecord) -> StokenRecord:
+        """Check and insert under one write lock, so racing processes agree on one record."""
+        r = record
+        with self._tx() as db:
+            row = db.execute(_SELECT_STOKEN, (r.remote, r.local, self._clock())).fetchone()
+            if row is not None:
+                return StokenRecord(*row)
+            db.execute(
+                "INSERT OR REPLACE INTO stokens VALUES (?, ?, ?, ?, ?, ?)",
+                (r.remote, r.local, r.id, r.key_id, r.created, r.expires),
+            )
+            return record
+
+    def stoken_refresh(self, remote: str, local: str, expires: float) -> None:
+        """Only forward, and only a live token: an expired one must not come back."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE stokens SET expires=MAX(expires, ?) WHERE remote=? AND local=? AND expires>?",
+                (expires, remote, local, self._clock()),
+            )
+
+    def stoken_delete(self, remote: str, local: str) -> bool:
+        """True only if a live token went (an expired one already counted as absent)."""
+        with self._tx() as db:
+            row = db.execute("SELECT expires FROM stokens WHERE remote=? AND local=?", (remote, local)).fetchone()
+            db.execute("DELETE FROM stokens WHERE remote=? AND local=?", (remote, local))
+            return row is not None and row[0] > self._clock()
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
-__all__ = ["TOKEN_TYPES", "StokenRecord", "TokenRecord", "TokenStore"]
+__all__ = ["TOKEN_TYPES", "StokenRecord", "TokenRecord", "TokenStore", "TokenVerifier"]
 
 #: Token types a server can mint (the REMEMBERME EHLO/CAPABILITY parameters).
 TOKEN_TYPES = ("RANDOM", "JWT")
@@ -109,3 +109,30 @@ class TokenStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TokenVerifier(Protocol):
+    """What token mechanisms (REMEMBERME, HT-*, HT2-*) need from the token service.
+
+    Implemented by :class:`saslkit.tokens.service.TokenService`.  Methods
+    raise :class:`~saslkit.errors.TokenRejected` for a token that must not
+    authenticate and :class:`~saslkit.errors.TemporaryFailure` when the store
+    is unreachable; they never report success otherwise.
+    """
+
+    def verify(self, token: str, *, mechanism: str) -> TokenRecord:
+        """Check a bearer token (REMEMBERME): the token alone names its user."""
+        ...
+
+    def secrets_for(self, user: str, *, mechanism: str) -> list[tuple[TokenRecord, str]]:
+        """The user's active tokens usable with ``mechanism``, each with its token string.
+
+        HT servers HMAC with the token string (HT-09 §3.1), so they need it
+        back: it is re-derived with the key ring, never read from the store.
+        """
+        ...
+
+    def mark_used(self, record: TokenRecord) -> None:
+        """Record a successful authentication with ``record``."""
+        ...

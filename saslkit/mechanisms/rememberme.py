@@ -1,0 +1,90 @@
+"""REMEMBERME (draft-ietf-kitten-sasl-rememberme-00 §3).
+
+Client-first, one message: the token, opaque octets.  The token alone names
+the user (§5 item 1), so there is no authzid.  On failure the server-final
+message ``e=<reason>,m=<text>`` is put in :attr:`Failure.data` for protocols
+that can carry it; the reasons are ``invalid-encoding``, ``unknown-user`` and
+``other-error`` (§3), and the text explains a revocation (§5 item 3).  The
+draft's example token carries a trailing LF (PROTOCOLS.md §7.1): tokens are
+compared exactly, never trimmed.
+"""
+
+from __future__ import annotations
+
+from ..context import ClientCredentials, ServerContext
+from ..errors import ProtocolError, TemporaryFailure, TokenRejected, UsageError
+from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+
+__all__ = ["MAX_TOKEN", "RememberMeClient", "RememberMeServer"]
+
+NAME = "REMEMBERME"
+MAX_TOKEN = 4096
+
+
+def _server_final(reason: str, message: str) -> bytes:
+    text = message.replace(",", ";")
+    return f"e={reason},m={text}".encode()
+
+
+class RememberMeServer:
+    """Server side of REMEMBERME; needs ``ctx.tokens``."""
+
+    name = NAME
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+        self._state = 0  # 0 start, 1 empty challenge sent, 2 done
+
+    @property
+    def done(self) -> bool:
+        return self._state == 2
+
+    def step(self, response: bytes | None) -> ServerStep:
+        if self._state == 2:
+            raise UsageError("REMEMBERME exchange already finished")
+        if response is None and self._state == 0:
+            self._state = 1
+            return Challenge(b"")
+        self._state = 2
+        data = response or b""
+        if not data or len(data) > MAX_TOKEN:
+            return Failure(FailureReason.INVALID_ENCODING, "bad token length",
+                           _server_final("invalid-encoding", "bad token length"))
+        try:
+            token = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return Failure(FailureReason.INVALID_ENCODING, "token is not UTF-8",
+                           _server_final("invalid-encoding", "token is not UTF-8"))
+        if self._ctx.tokens is None:
+            return Failure(FailureReason.AUTHENTICATION_FAILED, "tokens are not enabled here",
+                           _server_final("other-error", "tokens are not enabled here"))
+        try:
+            record = self._ctx.tokens.verify(token, mechanism=NAME)
+        except TokenRejected as exc:
+            wire = "unknown-user" if exc.reason == "unknown-user" else "other-error"
+            return Failure(FailureReason.AUTHENTICATION_FAILED, str(exc), _server_final(wire, str(exc)))
+        except TemporaryFailure:
+            return Failure(FailureReason.TEMPORARY_FAILURE, "token store unavailable")
+        self._ctx.tokens.mark_used(record)
+        return Success(record.user, None, None, NAME, {"token_id": record.id, "token_type": record.type})
+
+
+class RememberMeClient:
+    """Client side: the token (``creds.secret``) is the initial response."""
+
+    name = NAME
+
+    def __init__(self, creds: ClientCredentials) -> None:
+        if not creds.secret:
+            raise UsageError("REMEMBERME needs a token")
+        self._token = creds.secret.encode("utf-8")
+
+    def start(self) -> bytes:
+        return self._token
+
+    def step(self, challenge: bytes) -> bytes:
+        raise ProtocolError("invalid-encoding", "REMEMBERME has no further challenge")
+
+    def finish(self, additional_data: bytes | None = None) -> None:
+        if additional_data:
+            raise ProtocolError("invalid-encoding", "REMEMBERME has no additional data")
