@@ -412,26 +412,48 @@ def cmd_stoken(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    """Create a user in SQLite and run every mechanism in process, secrets masked."""
+    """Create a user in SQLite and run every mechanism in process, secrets masked.
+
+    Token mechanisms use a token minted after the SCRAM-SHA-256 login and a
+    temporary submission token; -PLUS and HT-*-UNIQ/ENDP/EXPR get random
+    stand-in channel-binding data.
+    """
     users = _open_users(args)
-    ring = KeyRing.open(_keys_path(args))
+    ring = _keyring(args)
+    tokens, stokens = _token_services(args, ring)
     password = secrets.token_urlsafe(12)
     users.put_user(make_user(args.user, password, iterations=users.default_iterations))
     _out(stdout, f"database {users.path}: user {args.user!r} created with a random password")
-    fake_cb = secrets.token_bytes(32)
+    fake_cb = {"tls-unique": secrets.token_bytes(12), "tls-server-end-point": secrets.token_bytes(32),
+               "tls-exporter": secrets.token_bytes(32)}
     registry: Registry = default_registry()
+    login = run_exchange(registry.client("SCRAM-SHA-256", ClientCredentials(args.user, password)),
+                         registry.server("SCRAM-SHA-256", ServerContext(users, ring.server_secret, tls=True)))[0]
+    if not isinstance(login, Success):
+        raise CliError(f"demo login failed: {login.reason}")
+    token = tokens.mint_after(login, label="saslkit demo")[0]
+    local = f"{args.user}@localhost"
+    stoken = stokens.generate("TEMP", "friend@example.net", local)[0]
+    _out(stdout, f"minted a RANDOM token for {args.user} after SCRAM-SHA-256, and a TEMP submission token")
     failures = 0
     for name in registry.names():
         info = registry.info(name)
-        cb = ("tls-exporter", fake_cb) if info.channel_binding else None
-        ctx = ServerContext(users, ring.server_secret, channel_bindings=dict([cb]) if cb else {}, tls=True)
-        client = registry.client(name, ClientCredentials(args.user, password, channel_binding=cb))
+        cb_type = sorted(info.channel_binding_types or {"tls-exporter"})[0] if info.channel_binding else None
+        cb = (cb_type, fake_cb[cb_type]) if cb_type else None
+        ctx = ServerContext(users, ring.server_secret, channel_bindings=fake_cb if cb else {}, tls=True,
+                            tokens=tokens, stokens=stokens)
+        if name == "STOKEN":
+            creds = ClientCredentials(local, stoken)
+        elif info.token_based:
+            creds = ClientCredentials(args.user, token, channel_binding=cb)
+        else:
+            creds = ClientCredentials(args.user, password, channel_binding=cb)
         _out(stdout, f"== {name}")
 
         def show(who: str, data: bytes | None, mech: str = name) -> None:
             _out(stdout, f"  {who}: {redact(mech, data)}")
 
-        result, _ = run_exchange(client, registry.server(name, ctx), on_line=show)
+        result, _ = run_exchange(registry.client(name, creds), registry.server(name, ctx), on_line=show)
         if isinstance(result, Failure):
             failures += 1
             _out(stdout, f"  => FAILED: {result.reason}")

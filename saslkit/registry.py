@@ -36,8 +36,12 @@ class MechanismInfo:
     plaintext: bool = False
     #: A -PLUS mechanism: offer only when channel-binding data exists.
     channel_binding: bool = False
-    #: Needs a per-user secret the server cannot check by password (tokens…): informational.
+    #: The channel-binding types it can use (None = any), e.g. HT-*-UNIQ needs tls-unique.
+    channel_binding_types: frozenset[str] | None = None
+    #: Authenticates with a minted token rather than a password (REMEMBERME, HT, STOKEN).
     token_based: bool = False
+    #: Must run over TLS even though no password crosses the wire (HT-09 §1.2: replayable).
+    requires_tls: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -111,10 +115,14 @@ class Registry:
             return "disabled by policy"
         if info.name in policy.denied:
             return "disabled by policy"
-        if info.plaintext and not tls and not policy.allow_plaintext_without_tls:
-            return "plaintext mechanism requires TLS"
-        if info.channel_binding and not channel_bindings:
-            return "channel binding is not available on this connection"
+        if (info.plaintext or info.requires_tls) and not tls and not policy.allow_plaintext_without_tls:
+            return "mechanism requires TLS"
+        if info.channel_binding:
+            usable = set(channel_bindings)
+            if info.channel_binding_types is not None:
+                usable &= info.channel_binding_types
+            if not usable:
+                return "channel binding is not available on this connection"
         return None
 
     def offered(
@@ -161,7 +169,7 @@ class Registry:
             info = self._mechs[name]
             if name not in offered or (info.channel_binding and not can_bind):
                 continue
-            if info.plaintext and not tls and not allow_plaintext_without_tls:
+            if (info.plaintext or info.requires_tls) and not tls and not allow_plaintext_without_tls:
                 continue
             return name
         raise UnknownMechanism(" ".join(sorted(offered)) or "(none offered)")
@@ -169,8 +177,11 @@ class Registry:
 
 def default_registry() -> Registry:
     """A registry with every mechanism saslkit implements."""
+    from .mechanisms.ht import HT_MECHANISMS, HTClient, HTServer
     from .mechanisms.plain import PlainClient, PlainServer
+    from .mechanisms.rememberme import RememberMeClient, RememberMeServer
     from .mechanisms.scram import SCRAM_MECHANISMS, ScramClient, ScramServer
+    from .mechanisms.stoken import StokenClient, StokenServer
 
     reg = Registry()
     reg.register(MechanismInfo("PLAIN", PlainServer, PlainClient, strength=10, plaintext=True))
@@ -185,5 +196,27 @@ def default_registry() -> Registry:
                 channel_binding=plus,
             )
         )
+    # HT-*/HT2-* token mechanisms: above PLAIN, below SCRAM (a client holding only a password
+    # never picks them first); channel binding beats NONE (tls-exporter > tls-unique >
+    # tls-server-end-point), then the hash, and HT2 one above the HT form of the same name.
+    ht_cb_rank = {"NONE": 0, "ENDP": 1, "UNIQ": 2, "EXPR": 3}
+    ht_hash_rank = {"SHA-256": 0, "SHA-512": 1, "SHA3-512": 2}
+    for name, spec in HT_MECHANISMS.items():
+        reg.register(
+            MechanismInfo(
+                name,
+                partial(HTServer, name),
+                partial(HTClient, name),
+                strength=20 + 6 * ht_cb_rank[spec.cb_suffix] + 2 * ht_hash_rank[spec.hash_name] + int(spec.extended),
+                channel_binding=spec.cb_type is not None,
+                channel_binding_types=None if spec.cb_type is None else frozenset({spec.cb_type}),
+                token_based=True,
+                requires_tls=True,
+            )
+        )
+    # Bearer tokens: the secret itself crosses the wire, so TLS only (like PLAIN).
+    reg.register(MechanismInfo("REMEMBERME", RememberMeServer, RememberMeClient, strength=15, plaintext=True,
+                               token_based=True))
+    reg.register(MechanismInfo("STOKEN", StokenServer, StokenClient, strength=5, plaintext=True, token_based=True))
     return reg
 

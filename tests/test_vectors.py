@@ -271,9 +271,9 @@ def test_missing_file_and_empty_directory(tmp_path: Path) -> None:
     ("vector", "expected"),
     [
         ("not an object", "not a JSON object"),
-        ({"id": "x", "kind": "ht"}, "unknown kind"),
+        ({"id": "x", "kind": "nope"}, "unknown kind"),
         ({"id": "x", "foo": 1}, "unknown vector shape"),
-        ({"id": "x", "mechanism": "HT-SHA-256-NONE"}, "unsupported mechanism"),
+        ({"id": "x", "mechanism": "CRAM-MD5"}, "unsupported mechanism"),
         ({"id": "x", "mechanism": "SCRAM-SHA-256"}, "missing username"),
         ({"id": "x", "mechanism": "SCRAM-MD5", "expect": "failure"}, "not a SCRAM mechanism"),
         ({"id": "x", "kind": "plain", "message_b64": "***"}, "does not decode"),

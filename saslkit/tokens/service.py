@@ -20,8 +20,10 @@ need not expire); revocation works per token, per user and by issue time.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from collections.abc import Callable, Collection
@@ -81,6 +83,9 @@ class TokenService:
         self.default_ttl = default_ttl
         self._clock = clock
         self._random = random_bytes
+        self._derived: dict[tuple[object, ...], str] = {}
+
+    DERIVED_CACHE_SIZE = 10000
 
     # ------------------------------------------------------------ minting
 
@@ -107,12 +112,8 @@ class TokenService:
             raise UsageError("ttl must be positive")
         created = int(self._clock())  # whole seconds: JWT iat/exp are integers
         expires = None if ttl is None else created + int(ttl)
-        if token_type == "RANDOM":
-            key = self.keys.current("token")
-            token_id = _b64url(self._random(32))
-        else:
-            key = self.keys.current(self.jwt_key_kind)
-            token_id = _b64url(self._random(16))
+        key = self.keys.current("token" if token_type == "RANDOM" else self.jwt_key_kind)
+        token_id = self._new_id(32 if token_type == "RANDOM" else 16)
         record = TokenRecord(
             token_id, user, token_type, key.id, float(created), None if expires is None else float(expires),
             mechanism.upper() if mechanism else None, label,
@@ -120,6 +121,13 @@ class TokenService:
         token = self._derive(record, key)
         self.store.put(record)
         return token, record
+
+    def _new_id(self, size: int) -> str:
+        """Random base64url id that does not start with ``-`` (so command lines never take it for an option)."""
+        while True:
+            token_id = _b64url(self._random(size))
+            if not token_id.startswith("-"):
+                return token_id
 
     def mint_after(
         self,
@@ -163,9 +171,24 @@ class TokenService:
         return jwt.encode(claims, signing_key, algorithm=algorithm, headers={"kid": key.id})
 
     def token_for(self, record: TokenRecord) -> str | None:
-        """Re-derive a record's token string, or ``None`` if its key is retired."""
+        """Re-derive a record's token string, or ``None`` if its key is retired.
+
+        Derived strings are kept in a bounded in-process cache (a JWT costs an
+        Ed25519 signature to rebuild); the cache holds nothing the key ring
+        could not recompute, and a retired key is checked on every call.
+        """
         key = self.keys.get(record.key_id)
-        return None if key is None else self._derive(record, key)
+        if key is None:
+            return None
+        cache_key = (record.id, record.type, record.user, record.key_id, record.created, record.expires,
+                     record.mechanism)
+        token = self._derived.get(cache_key)
+        if token is None:
+            token = self._derive(record, key)
+            if len(self._derived) >= self.DERIVED_CACHE_SIZE:
+                self._derived.pop(next(iter(self._derived)))
+            self._derived[cache_key] = token
+        return token
 
     # ------------------------------------------------------------ verification
 
@@ -178,11 +201,16 @@ class TokenService:
             if len(parts) != 3 or len(parts[1]) != 43:
                 raise TokenRejected("invalid-token", "malformed token")
             return "RANDOM", parts[1]
+        # A JWT (RFC 7519 §7.2): only the jti is read here; the whole string is
+        # compared with the re-signed token afterwards, which checks the signature.
+        parts = token.split(".")
         try:
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
+            if len(parts) != 3:
+                raise ValueError("not a JWS compact serialization")
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
             raise TokenRejected("invalid-token", "malformed token") from None
-        jti = claims.get("jti")
+        jti = claims.get("jti") if isinstance(claims, dict) else None
         if not isinstance(jti, str) or not jti:
             raise TokenRejected("invalid-token", "token has no id")
         return "JWT", jti
@@ -224,8 +252,14 @@ class TokenService:
                 out.append((record, token))
         return out
 
+    #: ``last_used`` is written at most this often per token, so a busy token
+    #: costs no store write on every login (resolution of ``token list``).
+    LAST_USED_RESOLUTION = 60.0
+
     def mark_used(self, record: TokenRecord) -> None:
-        self.store.touch(record.id, self._clock())
+        now = self._clock()
+        if record.last_used is None or now - record.last_used >= self.LAST_USED_RESOLUTION:
+            self.store.touch(record.id, now)
 
     # ------------------------------------------------------------ management
 
