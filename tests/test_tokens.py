@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -336,3 +337,29 @@ def test_stoken_tampering(stokens: SubmissionTokens) -> None:
                              parts[5]])
     for bad in (later, other_remote, token[:-1], "st1.t.x", json.dumps({"a": 1})):
         assert isinstance(_stoken_auth(stokens, "user@foo.com", bad), Failure)
+
+
+def test_redis_down_is_temporary_failure_then_recovers(start_redis: Any, ring: KeyRing, tmp_path: Path) -> None:
+    """Verification with the store unreachable fails temporarily (never success), then works again."""
+    from saslkit.mechanisms.ht import HTClient, HTServer
+
+    server = start_redis()
+    service = TokenService(open_token_store(server.url), ring)
+    token, _ = service.mint("alice")
+    ctx = _ctx(service)
+
+    def attempts() -> list[Success | Failure]:
+        remember = run_exchange(RememberMeClient(ClientCredentials("", token)), RememberMeServer(ctx))[0]
+        ht = run_exchange(HTClient("HT2-SHA-256-NONE", ClientCredentials("alice", token)),
+                          HTServer("HT2-SHA-256-NONE", ctx))[0]
+        return [remember, ht]
+
+    assert all(isinstance(r, Success) for r in attempts())
+    server.stop()
+    for result in attempts():
+        assert isinstance(result, Failure) and result.reason == FailureReason.TEMPORARY_FAILURE
+    server.start()  # same port, empty memory: the token's record is gone with it
+    for result in attempts():
+        assert isinstance(result, Failure) and result.reason == FailureReason.AUTHENTICATION_FAILED
+    token, _ = service.mint("alice")  # the same service object works again
+    assert all(isinstance(r, Success) for r in attempts())
