@@ -1,0 +1,628 @@
+"""A sans-IO SMTP/LMTP server session with SASL authentication.
+
+The driver feeds command lines (and DATA lines) to :meth:`SmtpSession.receive_line`
+and sends back the lines of the :class:`Reply` it gets, after ``reply.delay``
+seconds; it starts TLS when ``reply.starttls`` is set (then calls
+:meth:`SmtpSession.tls_started`) and closes when ``reply.close`` is set.
+No sockets, clocks or threads in here: blocking work (argon2, stores) happens
+inside ``receive_line``, so an asyncio driver runs the lines that
+:meth:`SmtpSession.may_block` flags in a worker thread.
+
+Covered: RFC 4954 AUTH (§4, §6 codes, §5 ``AUTH=`` on MAIL FROM), RFC 2034
+enhanced codes, RFC 5321 line limits (§4.5.3.1), RFC 3207 STARTTLS reset,
+RFC 2033 LMTP, draft-melnikov-smtp-rememberme-00 ``REMEMBERME``, and
+draft-slusarz-extra-smtp-submission-token-00 ``GENSTOKEN``/``REVSTOKEN``,
+``RCPT TO`` ``STOKEN=``/``MYSTOKEN=`` and the 2.1.12/2.1.13 replies.
+
+Choices the texts leave open (documented and tested):
+
+* ``REMEMBERME`` success is ``235 2.7.0 <base64 token>`` (the draft's 2.7.X
+  is unassigned); it needs TLS and a non-token login (``534 5.7.9``
+  otherwise).
+* A registered mechanism refused here by policy (PLAIN without TLS) gets
+  ``534 5.7.9``; an unknown or unoffered one ``504 5.5.4``.
+* ``GENSTOKEN``'s optional local address defaults to the authenticated
+  identity (``user@hostname`` if it has no ``@``) and must be that address.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..context import ServerContext
+from ..credentials import UserStore
+from ..errors import MechanismNotAllowed, SaslError, TemporaryFailure, UnknownMechanism, UsageError
+from ..framing import AuthCancelled, InvalidBase64, decode_continuation, decode_initial_response, encode_challenge
+from ..mechanism import Challenge, Failure, ServerMechanism, Success
+from ..registry import Policy, Registry, default_registry
+from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
+from ..tokens.stoken import normalize_address
+
+__all__ = [
+    "AuthThrottle",
+    "Envelope",
+    "Reply",
+    "SmtpConfig",
+    "SmtpSession",
+    "add_submission_token_header",
+    "xtext_decode",
+    "xtext_encode",
+]
+
+MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, CRLF included
+MAX_AUTH_LINE = 12288  # RFC 4954 §4
+MAX_TEXT_LINE = 1000  # RFC 5321 §4.5.3.1.6
+_XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
+_PATH_RE = re.compile(r"<([^<>\s]*)>")
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 §4 xtext, as used by ``AUTH=`` (RFC 4954 §5): ``e+3Dmc2`` -> ``e=mc2``."""
+    if not _XTEXT_RE.fullmatch(value):
+        raise ValueError("invalid xtext")
+    return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def xtext_encode(value: str) -> str:
+    return "".join(ch if 0x21 <= ord(ch) <= 0x7E and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)
+
+
+def add_submission_token_header(message: bytes, token: str) -> bytes:
+    """Prepend ``Submission-Token: <token>`` (draft-slusarz §6.2) to an RFC 5322 message."""
+    if not token or any(ch in token for ch in "\r\n") or not token.isascii():
+        raise UsageError("a submission token is one line of ASCII")
+    return f"Submission-Token: {token}\r\n".encode("ascii") + message
+
+
+@dataclass
+class Reply:
+    """What the driver must do: send ``lines`` (CRLF added by :meth:`wire`) after ``delay`` seconds."""
+
+    lines: list[str] = field(default_factory=list)
+    delay: float = 0.0
+    starttls: bool = False
+    close: bool = False
+
+    def wire(self) -> bytes:
+        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in self.lines)
+
+
+@dataclass
+class Envelope:
+    """One mail transaction, handed to the delivery callback."""
+
+    mail_from: str
+    auth_param: str | None  # decoded AUTH= (RFC 4954 §5), None if absent, "" for <>
+    recipients: list[str] = field(default_factory=list)
+    #: recipient -> the permanent token a remote client offered with MYSTOKEN=
+    their_tokens: dict[str, str] = field(default_factory=dict)
+    data: bytes = b""
+    identity: str | None = None
+
+
+class AuthThrottle(Protocol):
+    """Per-IP / per-user throttling hook (RFC 4954 §9 allows dropping after failures)."""
+
+    def allow(self, peer: str) -> bool:
+        """May ``peer`` try to authenticate now?"""
+        ...
+
+    def record(self, peer: str, identity: str | None, success: bool) -> None:
+        """Note the outcome of one attempt."""
+        ...
+
+
+Deliver = Callable[[Envelope], str]  # returns a delivery id; raise to refuse (451 4.3.0)
+
+
+def _discard(envelope: Envelope) -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass
+class SmtpConfig:
+    """Server-wide settings shared by every session."""
+
+    hostname: str = "localhost"
+    lmtp: bool = False
+    tls_available: bool = False  # offer STARTTLS before TLS is up
+    auth_required: bool = True
+    allow_plaintext_auth: bool = False
+    registry: Registry = field(default_factory=default_registry)
+    policy: Policy | None = None
+    failure_delay: float = 1.0
+    max_auth_failures: int = 3  # RFC 4954 §9: allow at least 3
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+    remember_types: tuple[str, ...] = TOKEN_TYPES
+
+    def effective_policy(self) -> Policy:
+        base = self.policy or Policy()
+        if self.allow_plaintext_auth and not base.allow_plaintext_without_tls:
+            return Policy(True, base.allowed, base.denied)
+        return base
+
+
+#: Commands refused with 530 5.7.0 until AUTH succeeds when authentication is required (RFC 4954 §6).
+_NEEDS_AUTH = {"MAIL", "RCPT", "DATA", "VRFY", "EXPN", "BDAT", "GENSTOKEN", "REVSTOKEN"}
+
+
+class SmtpSession:
+    """One SMTP (or LMTP) connection's state machine."""
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        users: UserStore,
+        server_secret: bytes,
+        *,
+        tokens: TokenService | None = None,
+        stokens: SubmissionTokens | None = None,
+        peer: str = "",
+        tls: bool = False,
+        channel_bindings: Mapping[str, bytes] | None = None,
+        deliver: Deliver = _discard,
+        throttle: AuthThrottle | None = None,
+    ) -> None:
+        self.config = config
+        self.peer = peer
+        self.tls = tls
+        self._users = users
+        self._secret = server_secret
+        self._tokens = tokens
+        self._stokens = stokens
+        self._deliver = deliver
+        self._throttle = throttle
+        self._bindings = dict(channel_bindings or {})
+        self._bindings_used: set[str] = set()
+        self._reset_connection_state()
+
+    # ------------------------------------------------------------ state
+
+    def _reset_connection_state(self) -> None:
+        self.greeted: str | None = None  # EHLO/HELO/LHLO seen
+        self.extended = False
+        self.authenticated: Success | None = None
+        self._auth: ServerMechanism | None = None
+        self._auth_final_pending: Success | None = None
+        self._failures = 0
+        self._envelope: Envelope | None = None
+        self._stoken_rcpts: dict[str, str] = {}  # recipient -> kind ("TEMP"/"PERM")
+        self._in_data = False
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._data_too_big = False
+
+    def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
+        """The driver finished the STARTTLS handshake: forget everything (RFC 3207 §4.2)."""
+        self.tls = True
+        self._bindings = dict(channel_bindings or {})
+        self._bindings_used = set()
+        self._reset_connection_state()
+
+    def greeting(self) -> Reply:
+        return Reply([f"220 {self.config.hostname} {'LMTP' if self.config.lmtp else 'ESMTP'} saslkit ready"])
+
+    @property
+    def in_auth(self) -> bool:
+        return self._auth is not None or self._auth_final_pending is not None
+
+    def may_block(self, line: bytes) -> bool:
+        """Whether handling ``line`` may block (password hashing, store access)."""
+        if self.in_auth or self._in_data:
+            return self.in_auth
+        verb = line[:10].split(b" ", 1)[0].upper()
+        return verb in (b"AUTH", b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
+
+    def _ctx(self) -> ServerContext:
+        return ServerContext(
+            self._users, self._secret, channel_bindings=self._bindings, tls=self.tls, tokens=self._tokens,
+            stokens=self._stokens, bindings_used=self._bindings_used,
+        )
+
+    def offered_mechanisms(self) -> list[str]:
+        names = self.config.registry.offered(
+            tls=self.tls, channel_bindings=self._bindings, policy=self.config.effective_policy()
+        )
+        info = self.config.registry.info
+        return [
+            n for n in names
+            if not (info(n).token_based and n != "STOKEN" and self._tokens is None)
+            and not (n == "STOKEN" and (self._stokens is None or not self.config.lmtp))
+        ]
+
+    # ------------------------------------------------------------ entry point
+
+    def receive_line(self, line: bytes) -> Reply:
+        """Handle one line (without or with its CRLF)."""
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if self._in_data:
+            return self._data_line(line)
+        if self.in_auth:
+            return self._auth_line(line)
+        if len(line) + 2 > MAX_COMMAND_LINE:
+            is_auth = line[:5].upper() in (b"AUTH ", b"AUTH")
+            return self._r(500, "5.5.6" if is_auth else "5.5.2", "Line too long")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._r(500, "5.5.2", "Invalid UTF-8 in command")
+        verb, _, arg = text.partition(" ")
+        verb = verb.upper()
+        if self.config.auth_required and self.authenticated is None and verb in _NEEDS_AUTH:
+            return self._r(530, "5.7.0", "Authentication required")
+        handler = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None
+        if handler is None:
+            return self._r(500, "5.5.1", "Command unrecognized")
+        result: Reply = handler(arg.strip())
+        return result
+
+    # ------------------------------------------------------------ replies
+
+    def _r(self, code: int, status: str | None, text: str, **kw: object) -> Reply:
+        return Reply([f"{code} {status} {text}" if status else f"{code} {text}"], **kw)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ greeting, TLS, misc
+
+    def _hello(self, verb: str, arg: str) -> Reply:
+        lmtp = self.config.lmtp
+        if (verb == "LHLO") != lmtp:
+            return self._r(500, "5.5.1", f"{verb} not accepted here; use {'LHLO' if lmtp else 'EHLO'}")
+        if not arg or " " in arg:
+            return self._r(501, "5.5.4", f"Syntax: {verb} hostname")
+        self._envelope = None
+        self._stoken_rcpts = {}
+        self.greeted = arg
+        self.extended = verb != "HELO"
+        if verb == "HELO":
+            return self._r(250, None, self.config.hostname)
+        lines = [self.config.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME",
+                 f"SIZE {self.config.max_message_size}"]
+        if self.config.tls_available and not self.tls:
+            lines.append("STARTTLS")
+        mechs = self.offered_mechanisms()
+        if mechs:
+            lines.append("AUTH " + " ".join(mechs))
+        if self.tls and self._tokens is not None and self.config.remember_types:
+            lines.append("REMEMBERME " + " ".join(self.config.remember_types))  # rememberme-00 §3: after TLS
+        if lmtp and self.tls and self._stokens is not None:
+            lines.append("STOKEN")  # draft-slusarz §7.3: LHLO only, TLS only
+        lines.append("HELP")
+        return Reply([f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"])
+
+    def _cmd_ehlo(self, arg: str) -> Reply:
+        return self._hello("EHLO", arg)
+
+    def _cmd_helo(self, arg: str) -> Reply:
+        return self._hello("HELO", arg)
+
+    def _cmd_lhlo(self, arg: str) -> Reply:
+        return self._hello("LHLO", arg)
+
+    def _cmd_starttls(self, arg: str) -> Reply:
+        if arg:
+            return self._r(501, "5.5.4", "Syntax: STARTTLS")
+        if self.tls:
+            return self._r(503, "5.5.1", "TLS already active")
+        if not self.config.tls_available:
+            return self._r(454, "4.7.0", "TLS not available")
+        return self._r(220, "2.0.0", "Ready to start TLS", starttls=True)
+
+    def _cmd_noop(self, arg: str) -> Reply:
+        return self._r(250, "2.0.0", "OK")
+
+    def _cmd_rset(self, arg: str) -> Reply:
+        self._envelope = None
+        self._stoken_rcpts = {}
+        return self._r(250, "2.0.0", "OK")
+
+    def _cmd_quit(self, arg: str) -> Reply:
+        return self._r(221, "2.0.0", "Bye", close=True)
+
+    def _cmd_help(self, arg: str) -> Reply:
+        return self._r(214, "2.0.0", "See RFC 5321, RFC 4954 and https://saslkit.invalid/")
+
+    def _cmd_vrfy(self, arg: str) -> Reply:
+        return self._r(252, "2.5.0", "Cannot VRFY user, but will accept message")
+
+    # ------------------------------------------------------------ AUTH (RFC 4954 §4)
+
+    def _cmd_auth(self, arg: str) -> Reply:
+        if not self.extended:
+            return self._r(503, "5.5.1", "Send EHLO first")
+        if self.authenticated is not None:
+            return self._r(503, "5.5.1", "Already authenticated")
+        if self._envelope is not None:
+            return self._r(503, "5.5.1", "AUTH not allowed during a mail transaction")
+        parts = arg.split(" ")
+        if not arg or len(parts) > 2:
+            return self._r(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+        if self._throttle is not None and not self._throttle.allow(self.peer):
+            return self._r(454, "4.7.0", "Too many authentication attempts; try again later")
+        name = parts[0].upper()
+        registry = self.config.registry
+        if name not in registry or name not in self.offered_mechanisms():
+            why = None
+            if name in registry:
+                why = registry.refusal(name, tls=self.tls, channel_bindings=self._bindings,
+                                       policy=self.config.effective_policy())
+            if why is not None:
+                return self._r(534, "5.7.9", f"Authentication mechanism is too weak here: {why}")
+            return self._r(504, "5.5.4", "Unrecognized authentication type")
+        try:
+            response = decode_initial_response(parts[1]) if len(parts) == 2 else None
+        except InvalidBase64:
+            return self._r(501, "5.5.2", "Invalid base64 data")
+        try:
+            self._auth = registry.server(name, self._ctx(), policy=self.config.effective_policy())
+        except (UnknownMechanism, MechanismNotAllowed):
+            return self._r(504, "5.5.4", "Unrecognized authentication type")
+        return self._step(response)
+
+    def _auth_line(self, line: bytes) -> Reply:
+        if len(line) + 2 > MAX_AUTH_LINE:
+            self._end_auth()
+            return self._r(500, "5.5.6", "Authentication Exchange line is too long")
+        try:
+            response = decode_continuation(line)
+        except AuthCancelled:
+            self._end_auth()
+            return self._r(501, "5.0.0", "Authentication cancelled")
+        except InvalidBase64:
+            self._end_auth()
+            return self._r(501, "5.5.2", "Invalid base64 data")
+        if self._auth_final_pending is not None:
+            success = self._auth_final_pending
+            self._end_auth()
+            if response:  # RFC 4422 §5 item 2b: the answer to additional data is empty
+                return self._failed(Failure("authentication-failed", "non-empty response to additional data"))
+            return self._succeeded(success)
+        return self._step(response)
+
+    def _end_auth(self) -> None:
+        self._auth = None
+        self._auth_final_pending = None
+
+    def _step(self, response: bytes | None) -> Reply:
+        assert self._auth is not None
+        try:
+            result = self._auth.step(response)
+        except TemporaryFailure:
+            result = Failure("temporary-failure", "store unavailable")
+        except SaslError as exc:
+            result = Failure("authentication-failed", str(exc))
+        if isinstance(result, Challenge):
+            return Reply([f"334 {encode_challenge(result.data)}"])
+        if isinstance(result, Success):
+            if result.additional_data is not None:
+                # RFC 4954 §4: no additional data with success in SMTP; send it as a 334.
+                self._auth = None
+                self._auth_final_pending = result
+                return Reply([f"334 {encode_challenge(result.additional_data)}"])
+            self._end_auth()
+            return self._succeeded(result)
+        self._end_auth()
+        return self._failed(result)
+
+    def _succeeded(self, success: Success) -> Reply:
+        self.authenticated = success
+        if self._throttle is not None:
+            self._throttle.record(self.peer, success.identity, True)
+        return self._r(235, "2.7.0", "Authentication successful")
+
+    def _failed(self, failure: Failure) -> Reply:
+        if failure.temporary:
+            return self._r(454, "4.7.0", "Temporary authentication failure")
+        self._failures += 1
+        if self._throttle is not None:
+            self._throttle.record(self.peer, None, False)
+        if self._failures >= self.config.max_auth_failures:
+            return Reply(["535 5.7.8 Authentication credentials invalid",
+                          "421 4.7.0 Too many failed authentication attempts; closing"],
+                         delay=self.config.failure_delay, close=True)
+        return self._r(535, "5.7.8", "Authentication credentials invalid", delay=self.config.failure_delay)
+
+    # ------------------------------------------------------------ REMEMBERME (draft-melnikov-smtp-rememberme-00)
+
+    def _cmd_rememberme(self, arg: str) -> Reply:
+        if self._tokens is None or not self.tls:
+            return self._r(502, "5.5.1", "REMEMBERME not available" + ("" if self.tls else " without TLS"))
+        if self.authenticated is None:
+            return self._r(503, "5.5.1", "Authenticate first")
+        if not arg or " " in arg:
+            return self._r(501, "5.5.2", "Syntax: REMEMBERME token-type")
+        kind = arg.upper()
+        if kind not in self.config.remember_types:
+            return self._r(504, "5.5.4", f"Unsupported token type; use one of {' '.join(self.config.remember_types)}")
+        try:
+            token, _ = self._tokens.mint_after(self.authenticated, kind)
+        except TemporaryFailure:
+            return self._r(454, "4.7.0", "Token store unavailable; try again later")
+        except UsageError:
+            return self._r(534, "5.7.9", "Log in with a password-based mechanism to get a token")
+        return self._r(235, "2.7.0", encode_challenge(token.encode("utf-8")))
+
+    # ------------------------------------------------------------ submission tokens (draft-slusarz §5.4)
+
+    def _local_address(self) -> str:
+        assert self.authenticated is not None
+        ident = self.authenticated.identity
+        return ident if "@" in ident else f"{ident}@{self.config.hostname}"
+
+    def _stoken_args(self, arg: str, with_kind: bool) -> tuple[str, str, str] | Reply:
+        if self._stokens is None:
+            return self._r(502, "5.5.1", "Submission tokens not available")
+        words = arg.split()
+        kind = ""
+        if with_kind:
+            if not words or words[0].upper() not in ("PERM", "TEMP"):
+                return self._r(501, "5.5.4", "Syntax: GENSTOKEN (PERM|TEMP) remote-address [local-address]")
+            kind = words.pop(0).upper()
+        if not 1 <= len(words) <= 2:
+            return self._r(501, "5.5.4", "Syntax: remote-address [local-address]")
+        try:
+            remote = normalize_address(words[0])
+        except UsageError:
+            return self._r(501, "5.1.3", "Bad remote address")
+        own = self._local_address().lower()
+        try:
+            local = normalize_address(words[1]) if len(words) == 2 else own
+        except UsageError:
+            return self._r(501, "5.1.7", "Bad local address")
+        if local != own:
+            return self._r(501, "5.1.7", "Local address is not yours")
+        return kind, remote, local
+
+    def _cmd_genstoken(self, arg: str) -> Reply:
+        parsed = self._stoken_args(arg, True)
+        if isinstance(parsed, Reply):
+            return parsed
+        kind, remote, local = parsed
+        assert self._stokens is not None
+        try:
+            token, _ = self._stokens.generate(kind, remote, local)
+        except (TemporaryFailure, SaslError):
+            return self._r(451, "4.5.0", "Could not generate a token for this address pair")
+        return self._r(250, "2.1.11", f"{token} Submission Token Successfully Created")
+
+    def _cmd_revstoken(self, arg: str) -> Reply:
+        parsed = self._stoken_args(arg, False)
+        if isinstance(parsed, Reply):
+            return parsed
+        _, remote, local = parsed
+        assert self._stokens is not None
+        try:
+            self._stokens.revoke(remote, local)
+        except (TemporaryFailure, SaslError):
+            return self._r(451, "4.5.0", "Could not revoke tokens for this address pair")
+        return self._r(250, "2.1.0", "Submission tokens revoked")
+
+    # ------------------------------------------------------------ transaction
+
+    def _cmd_mail(self, arg: str) -> Reply:
+        if not self.greeted:
+            return self._r(503, "5.5.1", "Send EHLO first")
+        if self._envelope is not None:
+            return self._r(503, "5.5.1", "Nested MAIL command")
+        if not arg.upper().startswith("FROM:"):
+            return self._r(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+        m = _PATH_RE.match(arg[5:].lstrip())
+        if m is None:
+            return self._r(501, "5.1.7", "Bad sender address syntax")
+        auth_param: str | None = None
+        for param in arg[5:].lstrip()[m.end():].split():
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "AUTH" and self.extended:
+                try:
+                    auth_param = "" if value == "<>" else xtext_decode(value)
+                except ValueError:
+                    return self._r(501, "5.5.4", "Invalid AUTH= parameter")
+                if self.authenticated is None:
+                    auth_param = ""  # RFC 4954 §5: an unauthenticated client's AUTH= is not trusted
+            elif key == "SIZE" and value.isdigit():
+                if int(value) > self.config.max_message_size:
+                    return self._r(552, "5.3.4", "Message size exceeds fixed limit")
+            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                pass
+            else:
+                return self._r(555, "5.5.4", f"Unsupported parameter {key}")
+        self._envelope = Envelope(m.group(1), auth_param,
+                                  identity=self.authenticated.identity if self.authenticated else None)
+        return self._r(250, "2.1.0", "Sender OK")
+
+    def _cmd_rcpt(self, arg: str) -> Reply:
+        if self._envelope is None:
+            return self._r(503, "5.5.1", "Need MAIL before RCPT")
+        if not arg.upper().startswith("TO:"):
+            return self._r(501, "5.5.4", "Syntax: RCPT TO:<address>")
+        m = _PATH_RE.match(arg[3:].lstrip())
+        if m is None or not m.group(1):
+            return self._r(501, "5.1.3", "Bad recipient address syntax")
+        rcpt = m.group(1)
+        if len(self._envelope.recipients) >= self.config.max_recipients:
+            return self._r(452, "4.5.3", "Too many recipients")
+        params: dict[str, str] = {}
+        for param in arg[3:].lstrip()[m.end():].split():
+            key, _, value = param.partition("=")
+            params[key.upper()] = value
+        unknown = set(params) - {"STOKEN", "MYSTOKEN"}
+        if unknown or (params and not (self.config.lmtp and self._stokens is not None)):
+            return self._r(555, "5.5.4", f"Unsupported parameter {sorted(unknown or params)[0]}")
+        via_stoken = self.authenticated is not None and self.authenticated.mechanism == "STOKEN"
+        if via_stoken or "STOKEN" in params:
+            assert self._stokens is not None or not via_stoken
+            if "STOKEN" not in params or self._stokens is None:
+                return self._r(550, "5.7.1", "A submission token is required for this recipient")
+            try:
+                verified = self._stokens.verify(rcpt, params["STOKEN"])
+            except TemporaryFailure:
+                return self._r(451, "4.5.0", "Token store unavailable")
+            except SaslError:
+                return self._r(550, "5.7.1", "Submission token not valid for this recipient")
+            if self.authenticated is not None and via_stoken and verified.remote != self.authenticated.authcid:
+                return self._r(550, "5.7.1", "Submission token belongs to another sender")
+            self._stoken_rcpts[rcpt] = verified.kind
+        if "MYSTOKEN" in params:
+            self._envelope.their_tokens[rcpt] = params["MYSTOKEN"]
+        self._envelope.recipients.append(rcpt)
+        return self._r(250, "2.1.5", "Recipient OK")
+
+    def _cmd_data(self, arg: str) -> Reply:
+        if self._envelope is None:
+            return self._r(503, "5.5.1", "Need MAIL before DATA")
+        if not self._envelope.recipients:
+            return self._r(503, "5.5.1", "Need RCPT before DATA")
+        self._in_data = True
+        self._data, self._data_size, self._data_too_big = [], 0, False
+        return Reply(["354 End data with <CR><LF>.<CR><LF>"])
+
+    def _data_line(self, line: bytes) -> Reply:
+        if line == b".":
+            self._in_data = False
+            return self._finish_data()
+        if line.startswith(b"."):
+            line = line[1:]  # RFC 5321 §4.5.2 dot-stuffing
+        self._data_size += len(line) + 2
+        if self._data_size > self.config.max_message_size:
+            self._data_too_big = True
+            self._data = []
+        elif not self._data_too_big:
+            self._data.append(line)
+        return Reply()
+
+    def _finish_data(self) -> Reply:
+        envelope = self._envelope
+        assert envelope is not None
+        self._envelope = None
+        stoken_rcpts, self._stoken_rcpts = self._stoken_rcpts, {}
+        count = len(envelope.recipients) if self.config.lmtp else 1
+        if self._data_too_big:
+            return Reply(["552 5.3.4 Message size exceeds fixed limit"] * count)
+        envelope.data = b"\r\n".join(self._data) + (b"\r\n" if self._data else b"")
+        try:
+            delivery_id = self._deliver(envelope)
+        except Exception:  # a delivery callback failing must not kill the session
+            return Reply(["451 4.3.0 Local error in processing"] * count)
+        if not self.config.lmtp:
+            return self._r(250, "2.0.0", f"OK queued as {delivery_id}")
+        lines = []
+        for rcpt in envelope.recipients:
+            kind = stoken_rcpts.get(rcpt)
+            if kind == "TEMP" and self._stokens is not None and self.authenticated is not None:
+                # draft-slusarz §7.4.1.2: a temporary token is replaced by a permanent one.
+                try:
+                    perm, _ = self._stokens.generate("PERM", self.authenticated.authcid, rcpt)
+                    lines.append(f"250 2.1.13 <{rcpt}> {perm} {delivery_id} Saved")
+                    continue
+                except SaslError:
+                    pass
+            lines.append(f"250 2.1.12 <{rcpt}> {delivery_id} Saved")
+        return Reply(lines)
