@@ -12,10 +12,11 @@ import base64
 import binascii
 import os
 import secrets
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -103,12 +104,12 @@ def _timestamp(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {value!r} (POSIX seconds or ISO 8601)") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 
 def _fmt_time(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_secret_line(stream: TextIO) -> str:
@@ -408,6 +409,73 @@ def cmd_stoken(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- servers
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContext, bytes]:
+    """Server TLS context and our certificate (DER); self-signed into the state directory if none given."""
+    import hashlib
+
+    from .smtp.server import ensure_certificate
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if args.tls_cert:
+        cert_path, key_path = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        state_dir = sqlite_path(_db_arg(args)).resolve().parent
+        cert_path, key_path, created = ensure_certificate(state_dir, hostname)
+        if created:
+            print(f"saslkit: created a self-signed certificate {cert_path}", file=sys.stderr)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_path, key_path)
+        der = ssl.PEM_cert_to_DER_cert(cert_path.read_text(encoding="ascii"))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise CliError(f"cannot load the TLS certificate: {exc}") from exc
+    print(f"saslkit: TLS certificate SHA-256 fingerprint {hashlib.sha256(der).hexdigest()}", file=sys.stderr)
+    return context, der
+
+
+def cmd_serve_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    import logging
+
+    from .smtp.server import SmtpServer, discard_delivery, maildir_delivery, run_server
+    from .smtp.session import SmtpConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    host, port = args.listen
+    ring = _keyring(args)
+    tokens, stokens = _token_services(args, ring)
+    context, der = _tls_context(args, args.hostname)
+    config = SmtpConfig(
+        hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
+        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
+    )
+    server = SmtpServer(
+        config, _open_users(args), ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context,
+        certificate_der=der, implicit_tls=args.implicit_tls,
+        deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
+    )
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        _out(stdout, f"saslkit {'lmtp' if args.lmtp else 'smtp'} listening on {bound_host}:{bound_port}")
+
+    try:
+        run_server(server, host, port, ready)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- demo, vectors
 
 
@@ -574,6 +642,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("remote")
     sp.add_argument("local")
     sp.set_defaults(handler=cmd_stoken)
+
+    serve = sub.add_parser("serve", help="run a reference server").add_subparsers(dest="command", required=True)
+    sp = serve.add_parser("smtp", parents=[common], help="SMTP submission (or LMTP) server with SASL AUTH")
+    sp.add_argument("--listen", type=_listen, default=("127.0.0.1", 2525), help="HOST:PORT (default 127.0.0.1:2525)")
+    sp.add_argument("--hostname", default="localhost", help="name in the greeting and the certificate")
+    sp.add_argument("--tls-cert", help="PEM certificate (default: self-signed, made once beside the database)")
+    sp.add_argument("--tls-key", help="PEM private key")
+    sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465 style)")
+    sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
+    sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN and tokens without TLS")
+    sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a 535 (default 1)")
+    sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")
+    sp.set_defaults(handler=cmd_serve_smtp)
 
     vec = sub.add_parser("vectors", help="test vectors").add_subparsers(dest="command", required=True)
     sp = vec.add_parser("check", help="check vector files against the library")

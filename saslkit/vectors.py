@@ -7,7 +7,13 @@ answer byte for byte and verify ``v=``; the values of RFC 5802 §3 are also
 recomputed and compared with any the vector states.  PLAIN vectors check
 RFC 4616 §2 messages, SASLprep vectors RFC 4013 §2 preparation.  HT vectors
 (``HT-*``: draft-schmaus-kitten-sasl-ht-09; ``HT2-*``: draft-ietf-kitten-sasl-ht-01)
-are run on both sides like SCRAM, and their HMACs are recomputed.
+are run on both sides like SCRAM, and their HMACs are recomputed.  REMEMBERME
+vectors (draft-ietf-kitten-sasl-rememberme-00 §3) give a token to a server whose
+token table the vector defines, and check the client's initial response and the
+server's ``e=``/``m=`` failure message.  STOKEN vectors
+(draft-slusarz-extra-smtp-submission-token-00 §7.3.1) give ``recipient NUL token``
+to a server holding the vector's fixed token key and clock, and recompute the
+token MACs.
 
 A malformed file or vector never raises: it yields a failing
 :class:`VectorResult` whose ``detail`` says what is wrong.
@@ -37,12 +43,16 @@ from .credentials import (
     scram_keys,
 )
 from .errors import AuthenticationFailed, PreparationError, ProtocolError, TokenRejected, UsageError
+from .keys import Key, KeyRing
 from .mechanism import Challenge, Failure, Success
 from .mechanisms.ht import HT_MECHANISMS, HTClient, HTServer, HTSpec
 from .mechanisms.plain import PlainClient, PlainServer, parse_plain
+from .mechanisms.rememberme import RememberMeClient, RememberMeServer
 from .mechanisms.scram import ScramClient, ScramServer, scram_hash_of
+from .mechanisms.stoken import StokenClient, StokenServer, parse_stoken_message
 from .saslprep import saslprep
-from .tokens.records import TokenRecord
+from .tokens.records import StokenRecord, TokenRecord
+from .tokens.stoken import PERM_TTL, SubmissionTokens, normalize_address
 
 __all__ = ["VectorResult", "check_file", "check_files", "summarize"]
 
@@ -164,7 +174,11 @@ def _kind_of(v: Mapping[str, Any], default_kind: Any) -> str:
             return "scram"
         if mechanism.upper() in HT_MECHANISMS:
             return "ht"
-        raise _BadVector(f"unsupported mechanism {mechanism!r} (SCRAM-*, PLAIN, HT-* and HT2-* only)")
+        if mechanism.upper() in ("REMEMBERME", "STOKEN"):
+            return mechanism.lower()
+        raise _BadVector(
+            f"unsupported mechanism {mechanism!r} (SCRAM-*, PLAIN, HT-*, HT2-*, REMEMBERME and STOKEN only)"
+        )
     if "input" in v and ("output" in v or "error" in v):
         return "saslprep"
     if "messages" in v or "client_first" in v:
@@ -865,9 +879,417 @@ def _check_ht(v: Mapping[str, Any]) -> tuple[bool, str]:
     return report.verdict(f"{c.spec.name}: rejected by " + ", ".join(f"{n} ({r})" for n, r in rejections.items()))
 
 
+# ---------------------------------------------------------------- REMEMBERME
+
+
+#: The id of the one token a REMEMBERME vector's server holds.
+_RM_RECORD_ID = "vector-rememberme-record"
+#: States a REMEMBERME vector can give its server's token.
+_RM_STATES = ("active", "revoked", "expired")
+
+
+@dataclass(frozen=True)
+class _RememberMeCase:
+    """One REMEMBERME vector (draft-ietf-kitten-sasl-rememberme-00 §3): the token octets
+    the client sends and the server's token table."""
+
+    message: bytes
+    table: Mapping[str, TokenRecord]
+    authcid: str | None
+    error_text: str | None
+
+
+class _VectorRememberMeTokens:
+    """A TokenVerifier whose store is the vector's token table.
+
+    Tokens are compared exactly (never trimmed), so the draft's example octets with
+    their trailing LF are a different token from ``AEC6576576557``.  The state checks
+    and their messages follow :class:`~saslkit.tokens.service.TokenService`.
+    """
+
+    def __init__(self, table: Mapping[str, TokenRecord]) -> None:
+        self._table = table
+        self.used: list[str] = []
+
+    def verify(self, token: str, *, mechanism: str) -> TokenRecord:
+        record = self._table.get(token)
+        if record is None:
+            raise TokenRejected("unknown-user", "unknown token")
+        if record.revoked is not None:
+            raise TokenRejected("revoked", "token was revoked; authenticate with your password to get a new one")
+        if record.expires is not None:
+            raise TokenRejected("expired", "token expired")
+        if record.mechanism is not None and record.mechanism != mechanism.upper():
+            raise TokenRejected("wrong-mechanism", f"token is bound to {record.mechanism}")
+        return record
+
+    def secrets_for(self, user: str, *, mechanism: str) -> list[tuple[TokenRecord, str]]:
+        return []  # REMEMBERME never asks: the token itself is sent
+
+    def mark_used(self, record: TokenRecord) -> None:
+        self.used.append(record.id)
+
+
+def _check_mechanism(v: Mapping[str, Any], name: str) -> None:
+    mechanism = _str(v, "mechanism")
+    if mechanism is not None and mechanism.upper() != name:
+        raise _BadVector(f"mechanism must be {name!r}, not {mechanism!r}")
+
+
+def _parse_rememberme(v: Mapping[str, Any], expect_failure: bool) -> _RememberMeCase:
+    _check_mechanism(v, "REMEMBERME")
+    token, message = _octets(v, "token"), _octets(v, "message")
+    if token is not None and message is not None and token != message:
+        raise _BadVector("token and message disagree")
+    sent = _need(token if token is not None else message, "token or message_b64")
+    user, server_token, pinned = _str(v, "user"), _str(v, "server_token"), _str(v, "pinned_mechanism")
+    state = v.get("state", "active")
+    if state not in _RM_STATES:
+        raise _BadVector(f"state must be one of {list(_RM_STATES)}")
+    if user is None and (server_token is not None or pinned is not None or state != "active"):
+        raise _BadVector("server_token, state and pinned_mechanism describe the token of user: give user")
+    table: dict[str, TokenRecord] = {}
+    if user is not None:
+        if server_token is None:
+            try:
+                server_token = sent.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _BadVector("the token octets are not UTF-8: give server_token") from None
+        table[server_token] = TokenRecord(
+            _RM_RECORD_ID, user, "RANDOM", "vector", 0.0,
+            expires=0.0 if state == "expired" else None,
+            mechanism=pinned.upper() if pinned else None,
+            revoked=0.0 if state == "revoked" else None,
+        )  # fmt: skip
+    authcid = _str(v, "authcid")
+    if not expect_failure and authcid is None:
+        raise _BadVector("missing authcid (the identity the server must report)")
+    return _RememberMeCase(sent, table, authcid, _str(v, "error_text"))
+
+
+def _rememberme_server_final(answer: Failure, report: _Report) -> tuple[str, str] | None:
+    """``(server-error-value, server-error-message-value)`` from ``Failure.data`` (draft §3)."""
+    try:
+        text = (answer.data or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    head, sep, message = text.partition(",m=")
+    if not head.startswith("e=") or len(head) == 2 or not sep or not message:
+        report.problems.append(f"Failure.data is not e=<value>,m=<text>: {_show(answer.data)}")
+        return None
+    return head[2:], message
+
+
+def _run_rememberme_client(c: _RememberMeCase, expect_failure: bool, report: _Report) -> str:
+    """A client holding the token as a string must send exactly the vector's octets."""
+    try:
+        text = c.message.decode("utf-8")
+    except UnicodeDecodeError:
+        return "client skipped (no token string gives octets that are not UTF-8)"
+    try:
+        client = RememberMeClient(ClientCredentials("", text))
+    except UsageError as exc:
+        if not expect_failure:
+            report.problems.append(f"client refuses the token: {exc}")
+        return f"client refuses it ({exc})"
+    report.same("client initial response", client.start(), c.message)
+    if not expect_failure:
+        try:
+            client.finish(None)
+        except ProtocolError as exc:
+            report.problems.append(f"client did not finish: {exc}")
+    return "client sends the same octets"
+
+
+def _check_rememberme(v: Mapping[str, Any]) -> tuple[bool, str]:
+    """REMEMBERME (draft §3): the server's verdict and ``e=``/``m=``, and the client's initial response."""
+    expect_failure, side, error = _expectation(v)
+    if side is not None:
+        raise _BadVector("side is not used by REMEMBERME vectors")
+    c = _parse_rememberme(v, expect_failure)
+    report = _Report()
+    tokens = _VectorRememberMeTokens(c.table)
+    ctx = ServerContext(MemoryUserStore(), server_secret=_FAKE_SALT_KEY, tls=True, tokens=tokens)
+    answer = RememberMeServer(ctx).step(c.message)
+    if isinstance(answer, Success):
+        outcome = f"accepted as {answer.authcid!r}"
+        if expect_failure:
+            report.problems.append(f"server {outcome}")
+        else:
+            report.same("authenticated as", answer.authcid, c.authcid)
+            report.same("authzid", answer.authzid, None)
+            report.same("token id", answer.details.get("token_id"), _RM_RECORD_ID)
+            report.same("tokens marked used", tokens.used, [_RM_RECORD_ID])
+    elif isinstance(answer, Failure):
+        wire = _rememberme_server_final(answer, report)
+        outcome = f"rejected (e={wire[0]})" if wire else f"rejected ({answer.reason})"
+        if not expect_failure:
+            report.problems.append(f"server rejected it: {answer.reason}: {answer.message}")
+        elif wire is not None:
+            if error is not None:
+                report.same("e=", wire[0], error)
+            if c.error_text is not None and c.error_text not in wire[1]:
+                report.problems.append(f"m= {wire[1]!r} does not mention {c.error_text!r}")
+            want = "invalid-encoding" if wire[0] == "invalid-encoding" else "authentication-failed"
+            report.same("Failure.reason", answer.reason, want)
+    else:
+        outcome = "challenged"
+        report.problems.append("server sent a challenge instead of an outcome")
+    client = _run_rememberme_client(c, expect_failure, report)
+    return report.verdict(f"REMEMBERME: {outcome}; {client}")
+
+
+# ---------------------------------------------------------------- STOKEN
+
+
+@dataclass(frozen=True)
+class _StokenCase:
+    """One STOKEN vector (draft-slusarz-extra-smtp-submission-token-00 §7.3.1)."""
+
+    message: bytes | None
+    recipient: str | None
+    token: str | None
+    key: Key | None
+    now: float
+    perm: StokenRecord | None
+    has_parsed: bool
+    parsed: tuple[str, str] | None
+    remote: str | None
+    local: str | None
+    kind: str | None
+    token_error: str | None
+    error_text: str | None
+
+
+class _VectorStokenStore:
+    """A throwaway in-memory TokenStore: the vector's permanent submission token, if any."""
+
+    def __init__(self, records: Iterable[StokenRecord], clock: Callable[[], float]) -> None:
+        self._stokens = {(r.remote, r.local): r for r in records}
+        self._clock = clock
+
+    def put(self, record: TokenRecord) -> None:
+        raise UsageError("STOKEN vectors hold no reauthentication tokens")
+
+    def get(self, token_id: str) -> TokenRecord | None:
+        return None
+
+    def revoke(self, token_id: str, at: float) -> bool:
+        return False
+
+    def revoke_matching(self, at: float, *, user: str | None = None, before: float | None = None) -> int:
+        return 0
+
+    def touch(self, token_id: str, at: float) -> None:
+        pass
+
+    def stoken_get(self, remote: str, local: str) -> StokenRecord | None:
+        record = self._stokens.get((remote, local))
+        return record if record is not None and record.expires > self._clock() else None
+
+    def stoken_put_if_absent(self, record: StokenRecord) -> StokenRecord:
+        existing = self.stoken_get(record.remote, record.local)
+        if existing is not None:
+            return existing
+        self._stokens[(record.remote, record.local)] = record
+        return record
+
+    def stoken_refresh(self, remote: str, local: str, expires: float) -> None:
+        record = self.stoken_get(remote, local)
+        if record is not None:
+            self._stokens[(remote, local)] = StokenRecord(
+                remote, local, record.id, record.key_id, record.created, max(record.expires, expires)
+            )
+
+    def stoken_delete(self, remote: str, local: str) -> bool:
+        return self._stokens.pop((remote, local), None) is not None
+
+    def close(self) -> None:
+        pass
+
+    def list(self, user: str | None = None) -> list[TokenRecord]:
+        return []
+
+
+def _number(v: Mapping[str, Any], key: str) -> float | None:
+    value = v.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise _BadVector(f"{key} must be POSIX seconds (a non-negative number)")
+    return float(value)
+
+
+def _parse_stoken_perm(raw: Any, key: Key | None, now: float) -> StokenRecord | None:
+    """``perm``: the permanent token the server's store holds (``remote``, ``local``, ``id``, ``expires``)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _BadVector("perm must be an object")
+    if key is None:
+        raise _BadVector("perm needs token_key_b64 and token_key_id")
+    fields = [_need(_str(raw, name), f"perm.{name}") for name in ("remote", "local", "id")]
+    try:
+        remote, local = normalize_address(fields[0]), normalize_address(fields[1])
+    except UsageError as exc:
+        raise _BadVector(f"perm: {exc}") from None
+    expires = _number(raw, "expires")
+    return StokenRecord(remote, local, fields[2], key.id, now, now + PERM_TTL if expires is None else expires)
+
+
+def _parse_stoken(v: Mapping[str, Any], expect_failure: bool) -> _StokenCase:
+    _check_mechanism(v, "STOKEN")
+    message, recipient, token = _octets(v, "message"), _str(v, "recipient"), _str(v, "token")
+    if (recipient is None) != (token is None):
+        raise _BadVector("recipient and token must be given together")
+    if message is None and recipient is None:
+        raise _BadVector("missing message_b64 or recipient and token")
+    secret, key_id = _octets(v, "token_key"), _str(v, "token_key_id")
+    if (secret is None) != (key_id is None):
+        raise _BadVector("token_key_b64 and token_key_id must be given together")
+    now = _number(v, "now")
+    if now is None and (secret is not None or v.get("perm") is not None):
+        raise _BadVector("a vector with token_key_b64 or perm needs now")
+    now = now or 0.0
+    key = Key(key_id, "token", secret, now) if key_id is not None and secret is not None else None
+    parsed = v.get("parsed")
+    if parsed is not None:
+        if not isinstance(parsed, dict):
+            raise _BadVector("parsed must be {recipient, token} or null")
+        parsed = (_need(_str(parsed, "recipient"), "parsed.recipient"), _need(_str(parsed, "token"), "parsed.token"))
+    # ``kind`` already selects the vector kind, so the token's kind is ``token_kind``.
+    expected = {name: _str(v, name) for name in ("remote", "local", "token_kind")}
+    if not expect_failure:
+        missing = [name for name, value in expected.items() if value is None]
+        if key is None:
+            missing.append("token_key_b64, token_key_id")
+        if missing:
+            raise _BadVector("missing " + ", ".join(missing))
+    return _StokenCase(
+        message=message,
+        recipient=recipient,
+        token=token,
+        key=key,
+        now=now,
+        perm=_parse_stoken_perm(v.get("perm"), key, now),
+        has_parsed="parsed" in v,
+        parsed=parsed,
+        remote=expected["remote"],
+        local=expected["local"],
+        kind=expected["token_kind"],
+        token_error=_str(v, "token_error"),
+        error_text=_str(v, "error_text"),
+    )
+
+
+def _stoken_service(c: _StokenCase) -> SubmissionTokens:
+    """SubmissionTokens with the vector's key (in memory: no key-ring file), clock and permanent token."""
+    now = c.now
+    ring = KeyRing(Path("(vector key ring)"), [c.key] if c.key is not None else [])
+    store = _VectorStokenStore([c.perm] if c.perm is not None else [], lambda: now)
+    return SubmissionTokens(store, ring, clock=lambda: now)
+
+
+def _stoken_reference(c: _StokenCase, token: str, report: _Report) -> None:
+    """Recompute the token's MAC (saslkit/tokens/stoken.py) straight from RFC 2104 HMAC."""
+    if c.key is None or c.remote is None or c.local is None:
+        return
+    parts = token.split(".")
+    fields: tuple[str, ...]
+    if c.kind == "TEMP" and len(parts) == 6 and parts[:2] == ["st1", "t"]:
+        fields = ("stoken-temp", c.remote, c.local, parts[3])
+        report.same("token key id", parts[2], c.key.id)
+    elif c.kind == "PERM" and len(parts) == 5 and parts[:2] == ["st1", "p"]:
+        fields = ("stoken-perm", parts[2], c.remote, c.local)
+    else:
+        report.problems.append(f"token is not a {c.kind} submission token: {_show(token)}")
+        return
+    b64url = base64.urlsafe_b64encode
+    mac = b64url(hmac.digest(c.key.secret, "\x00".join(fields).encode("utf-8"), "sha256")).rstrip(b"=")
+    labels = ("token has", "recomputed")
+    remote = b64url(c.remote.encode("utf-8")).rstrip(b"=").decode("ascii")
+    report.same("remote address in the token", parts[-2], remote, labels)
+    report.same("token MAC", parts[-1], mac.decode("ascii"), labels)
+
+
+def _stoken_message(c: _StokenCase, expect_failure: bool, report: _Report) -> bytes:
+    """The message: ``message`` and/or what a client with ``recipient`` and ``token`` sends."""
+    if c.recipient is None or c.token is None:
+        return _need(c.message, "message_b64")
+    try:
+        sent = StokenClient(ClientCredentials(c.recipient, c.token)).start()
+    except UsageError as exc:
+        if c.message is None:
+            raise _BadVector(f"the client refuses recipient and token ({exc}): give message_b64") from None
+        (report.notes if expect_failure else report.problems).append(f"client refuses recipient and token: {exc}")
+        return c.message
+    if c.message is not None:
+        report.same("client initial response", sent, c.message)
+        return c.message
+    return sent
+
+
+def _check_stoken(v: Mapping[str, Any]) -> tuple[bool, str]:
+    """STOKEN (draft §7.3.1): message parsing, the token itself, and the server's verdict."""
+    expect_failure, side, error = _expectation(v)
+    if side is not None:
+        raise _BadVector("side is not used by STOKEN vectors")
+    c = _parse_stoken(v, expect_failure)
+    report = _Report()
+    message = _stoken_message(c, expect_failure, report)
+    parsed: tuple[str, str] | None
+    try:
+        parsed = parse_stoken_message(message)
+    except ProtocolError:
+        parsed = None
+    if c.has_parsed:
+        if c.parsed is None and parsed is not None:
+            report.problems.append(f"parse_stoken_message accepted it as {_show(parsed)}, expected an error")
+        elif c.parsed is not None:
+            report.same("parse_stoken_message", parsed, c.parsed)
+    if c.token_error is not None:
+        if parsed is None:
+            report.problems.append("token_error is given but the message does not parse")
+        else:
+            try:
+                verified = _stoken_service(c).verify(*parsed)
+                report.problems.append(f"SubmissionTokens.verify accepted it: {verified}")
+            except TokenRejected as exc:
+                report.same("SubmissionTokens.verify reason", exc.reason, c.token_error)
+    if not expect_failure and parsed is not None:
+        _stoken_reference(c, parsed[1], report)
+    ctx = ServerContext(MemoryUserStore(), server_secret=_FAKE_SALT_KEY, tls=True, stokens=_stoken_service(c))
+    answer = StokenServer(ctx).step(message)
+    if isinstance(answer, Success):
+        local, kind = answer.details.get("stoken_local"), answer.details.get("stoken_kind")
+        outcome = f"accepted: {answer.authcid} may deliver to {local} ({kind})"
+        if expect_failure:
+            report.problems.append(f"server {outcome}")
+        else:
+            report.same("authenticated as (remote address)", answer.authcid, c.remote)
+            report.same("local address", local, c.local)
+            report.same("token kind", kind, c.kind)
+            report.same("authzid", answer.authzid, None)
+    elif isinstance(answer, Failure):
+        outcome = f"rejected ({answer.reason}: {answer.message})"
+        if not expect_failure:
+            report.problems.append(f"server {outcome}")
+        else:
+            if error is not None:
+                report.same("Failure.reason", answer.reason, error)
+            if c.error_text is not None and c.error_text not in answer.message:
+                report.problems.append(f"Failure.message {answer.message!r} does not mention {c.error_text!r}")
+    else:
+        outcome = "challenged"
+        report.problems.append("server sent a challenge instead of an outcome")
+    return report.verdict(f"STOKEN: {outcome}")
+
+
 _CHECKERS: dict[str, Callable[[Mapping[str, Any]], tuple[bool, str]]] = {
     "scram": _check_scram,
     "plain": _check_plain,
     "saslprep": _check_saslprep,
     "ht": _check_ht,
+    "rememberme": _check_rememberme,
+    "stoken": _check_stoken,
 }

@@ -39,7 +39,7 @@ HOSTNAME = "localhost"
 
 def _certificate(key: object, algorithm: hashes.HashAlgorithm | None, **sign_kw: object) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOSTNAME)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
