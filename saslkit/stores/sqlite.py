@@ -50,8 +50,69 @@ CREATE TABLE IF NOT EXISTS scram_credentials (
 """
 
 
-class SQLiteUserStore:
+class _SQLiteFile:
+    """One SQLite file: a WAL connection per thread, and SQLite errors as saslkit errors.
+
+    ``OperationalError`` (locked, busy, cannot open) is a :class:`TemporaryFailure`;
+    any other ``DatabaseError`` (corruption, constraint) a :class:`StoreError`.
+    """
+
+    _what = "store"
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float) -> None:
+        self.path = Path(path)
+        self._timeout = timeout
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> StoreError:
+        if isinstance(exc, sqlite3.OperationalError):
+            return TemporaryFailure(f"{self._what} {self.path} unavailable: {exc}")
+        if isinstance(exc, sqlite3.IntegrityError):
+            return StoreError(f"{self._what} {self.path}: {exc}")
+        return StoreError(f"{self._what} {self.path} is damaged: {exc}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: writers queue up, no upgrade deadlock)."""
+        try:
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return fn(self._connect())
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+
+class SQLiteUserStore(_SQLiteFile):
     """A :class:`~saslkit.credentials.MutableUserStore` in one SQLite file."""
+
+    _what = "user store"
 
     def __init__(
         self,
@@ -61,10 +122,8 @@ class SQLiteUserStore:
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path)
-        self._timeout = timeout
+        super().__init__(path, timeout)
         self._clock = clock
-        self._local = threading.local()
         self._read(lambda db: db.executescript(_SCHEMA))
         with self._tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -78,41 +137,6 @@ class SQLiteUserStore:
                 )
             row = db.execute("SELECT value FROM meta WHERE key='default_iterations'").fetchone()
             self._default_iterations = int(row[0]) if row else DEFAULT_ITERATIONS
-
-    def _connect(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; SQLite errors become saslkit errors."""
-        try:
-            db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure(f"user store {self.path} unavailable: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"user store {self.path} is damaged: {exc}") from exc
-
-    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        try:
-            return fn(self._connect())
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure(f"user store {self.path} unavailable: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"user store {self.path} is damaged: {exc}") from exc
 
     @property
     def default_iterations(self) -> int:
@@ -165,12 +189,6 @@ class SQLiteUserStore:
         query = "SELECT username FROM users ORDER BY username"
         return self._read(lambda db: [r[0] for r in db.execute(query)])
 
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
-
 
 _RECORD_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -204,7 +222,7 @@ _SELECT_STOKEN = (
 )
 
 
-class SQLiteTokenStore:
+class SQLiteTokenStore(_SQLiteFile):
     """A :class:`~saslkit.tokens.records.TokenStore` in one SQLite file.
 
     It may share the user store's file: its schema version is kept under its
@@ -213,13 +231,13 @@ class SQLiteTokenStore:
     :meth:`TokenRecord.active`); expired stokens count as absent.
     """
 
+    _what = "token store"
+
     def __init__(
         self, path: str | os.PathLike[str], *, timeout: float = 5.0, clock: Callable[[], float] = time.time
     ) -> None:
-        self.path = Path(path)
-        self._timeout = timeout
+        super().__init__(path, timeout)
         self._clock = clock
-        self._local = threading.local()
         self._read(lambda db: db.executescript(_RECORD_SCHEMA))
         with self._tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key='token_schema_version'").fetchone()
@@ -227,43 +245,6 @@ class SQLiteTokenStore:
                 db.execute("INSERT INTO meta VALUES ('token_schema_version', ?)", (str(TOKEN_SCHEMA_VERSION),))
             elif int(row[0]) > TOKEN_SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: token schema version {row[0]} is newer than this saslkit")
-
-    # Same connection and error discipline as SQLiteUserStore.
-    def _connect(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE: writers queue up, no upgrade deadlock)."""
-        try:
-            db = self._connect()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            raise StoreError(f"token store {self.path}: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure(f"token store {self.path} unavailable: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"token store {self.path} is damaged: {exc}") from exc
-
-    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        try:
-            return fn(self._connect())
-        except sqlite3.OperationalError as exc:
-            raise TemporaryFailure(f"token store {self.path} unavailable: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"token store {self.path} is damaged: {exc}") from exc
 
     def put(self, record: TokenRecord) -> None:
         """Insert a new record; an id already stored is a :class:`StoreError`."""
@@ -335,9 +316,3 @@ class SQLiteTokenStore:
             row = db.execute("SELECT expires FROM stokens WHERE remote=? AND local=?", (remote, local)).fetchone()
             db.execute("DELETE FROM stokens WHERE remote=? AND local=?", (remote, local))
             return row is not None and row[0] > self._clock()
-
-    def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
