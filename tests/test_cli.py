@@ -7,10 +7,10 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from saslpipe import pipe_exchange
 
 from saslkit.cli import main
 from saslkit.credentials import ScramCredential
@@ -130,36 +130,7 @@ def test_server_framing_errors(db: str) -> None:
 
 
 def _pipe(db: str, mech: str, password: str, *extra: str) -> tuple[int, int, list[str]]:
-    env = dict(os.environ, SASLKIT_DB=db)
-    server = subprocess.Popen([*SASLKIT, "sasl", "server", "--mech", mech, *extra], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    client = subprocess.Popen([*SASLKIT, "sasl", "client", "--mech", mech, "--user", "alice", *extra], env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert client.stdin and client.stdout and server.stdin and server.stdout
-    client.stdin.write(password + "\n")
-    client.stdin.flush()
-    transcript: list[str] = []
-
-    def relay(src: io.TextIOBase, dst: io.TextIOBase, who: str) -> None:
-        for line in src:
-            transcript.append(f"{who}: {line.rstrip()}")
-            try:
-                dst.write(line)
-                dst.flush()
-            except (BrokenPipeError, ValueError):
-                break
-        try:
-            dst.close()
-        except BrokenPipeError:
-            pass
-
-    threads = [threading.Thread(target=relay, args=(client.stdout, server.stdin, "C")),
-               threading.Thread(target=relay, args=(server.stdout, client.stdin, "S"))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return client.wait(timeout=30), server.wait(timeout=30), transcript
+    return pipe_exchange({"SASLKIT_DB": db}, mech, "alice", password, *extra)
 
 
 PASSWORD_MECHANISMS = [n for n in default_registry().names() if not default_registry().info(n).token_based]

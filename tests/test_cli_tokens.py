@@ -10,17 +10,15 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from saslpipe import SASLKIT, pipe_exchange
 
 from saslkit.cli import main
 from saslkit.mechanisms.ht import ht_mechanism_names
 
-SASLKIT = [sys.executable, "-m", "saslkit"]
 CB = {"UNIQ": ("tls-unique", "AAECAwQFBgcICQoL"), "ENDP": ("tls-server-end-point", "E" * 43 + "="),
       "EXPR": ("tls-exporter", "X" * 43 + "=")}
 
@@ -58,36 +56,7 @@ def pipe(env: dict[str, str], mech: str, user: str, secret: str) -> tuple[int, i
     suffix = mech.rsplit("-", 1)[-1]
     if mech.startswith("HT") and suffix in CB:
         extra = ["--cb-type", CB[suffix][0], "--cb-data", CB[suffix][1]]
-    full_env = {**os.environ, **env}
-    server = subprocess.Popen([*SASLKIT, "sasl", "server", "--mech", mech, *extra], env=full_env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    client = subprocess.Popen([*SASLKIT, "sasl", "client", "--mech", mech, "--user", user, *extra], env=full_env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert client.stdin and client.stdout and server.stdin and server.stdout
-    client.stdin.write(secret + "\n")
-    client.stdin.flush()
-    transcript: list[str] = []
-
-    def relay(src: io.TextIOBase, dst: io.TextIOBase, who: str) -> None:
-        for line in src:
-            transcript.append(f"{who}: {line.rstrip()}")
-            try:
-                dst.write(line)
-                dst.flush()
-            except (BrokenPipeError, ValueError):
-                break
-        try:
-            dst.close()
-        except BrokenPipeError:
-            pass
-
-    threads = [threading.Thread(target=relay, args=(client.stdout, server.stdin, "C")),
-               threading.Thread(target=relay, args=(server.stdout, client.stdin, "S"))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return client.wait(timeout=60), server.wait(timeout=60), transcript
+    return pipe_exchange(env, mech, user, secret, *extra)
 
 
 TOKEN_MECHS = ["REMEMBERME", *ht_mechanism_names()]
