@@ -89,8 +89,9 @@ class SmtpServer:
                 try:
                     line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT)
                 except asyncio.LimitOverrunError:
-                    await self._discard_long_line(reader)
-                    line = b"X" * (MAX_AUTH_LINE + 1)  # the session answers 500 for an over-long line
+                    reply = session.line_too_long(await self._discard_long_line(reader))
+                    await self._send(writer, reply)
+                    continue
                 except asyncio.IncompleteReadError:
                     break
                 except TimeoutError:
@@ -127,13 +128,16 @@ class SmtpServer:
                 await writer.wait_closed()
 
     @staticmethod
-    async def _discard_long_line(reader: asyncio.StreamReader) -> None:
+    async def _discard_long_line(reader: asyncio.StreamReader) -> bytes:
+        """Skip the rest of an over-long line; return its first octets (is it an AUTH command?)."""
+        head = b""
         while True:
             try:
                 await reader.readuntil(b"\n")
-                return
+                return head
             except asyncio.LimitOverrunError as exc:
-                await reader.readexactly(exc.consumed)
+                chunk = await reader.readexactly(exc.consumed)
+                head = head or chunk[:16]
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, reply: Reply) -> None:

@@ -21,6 +21,9 @@ Choices the texts leave open (documented and tested):
   otherwise).
 * A registered mechanism refused here by policy (PLAIN without TLS) gets
   ``534 5.7.9``; an unknown or unoffered one ``504 5.5.4``.
+* A third-party mechanism whose server speaks first says so with a
+  ``server_first = True`` attribute; an initial response to it gets
+  ``501 5.7.0`` (RFC 4954 §4).  saslkit's own mechanisms are all client-first.
 * ``GENSTOKEN``'s optional local address defaults to the authenticated
   identity (``user@hostname`` if it has no ``@``) and must be that address.
 """
@@ -196,6 +199,7 @@ class SmtpSession:
         self._data: list[bytes] = []
         self._data_size = 0
         self._data_too_big = False
+        self._data_line_too_long = False
 
     def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
         """The driver finished the STARTTLS handshake: forget everything (RFC 3207 §4.2)."""
@@ -213,8 +217,11 @@ class SmtpSession:
 
     def may_block(self, line: bytes) -> bool:
         """Whether handling ``line`` may block (password hashing, store access)."""
-        if self.in_auth or self._in_data:
-            return self.in_auth
+        if self._in_data:
+            # The final "." delivers (a Maildir write) and may mint submission tokens (store access).
+            return line.rstrip(b"\r\n") == b"."
+        if self.in_auth:
+            return True
         verb = line[:10].split(b" ", 1)[0].upper()
         return verb in (b"AUTH", b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
 
@@ -361,9 +368,13 @@ class SmtpSession:
         except InvalidBase64:
             return self._r(501, "5.5.2", "Invalid base64 data")
         try:
-            self._auth = registry.server(name, self._ctx(), policy=self.config.effective_policy())
+            mechanism = registry.server(name, self._ctx(), policy=self.config.effective_policy())
         except (UnknownMechanism, MechanismNotAllowed):
             return self._r(504, "5.5.4", "Unrecognized authentication type")
+        if response is not None and getattr(mechanism, "server_first", False):
+            # RFC 4954 §4: an initial response to a mechanism where the server speaks first.
+            return self._r(501, "5.7.0", "Initial response not allowed for this mechanism")
+        self._auth = mechanism
         return self._step(response)
 
     def _auth_line(self, line: bytes) -> Reply:
@@ -459,6 +470,8 @@ class SmtpSession:
     def _stoken_args(self, arg: str, with_kind: bool) -> tuple[str, str, str] | Reply:
         if self._stokens is None:
             return self._r(502, "5.5.1", "Submission tokens not available")
+        if self.authenticated is None:
+            return self._r(530, "5.7.0", "Authentication required")
         words = arg.split()
         kind = ""
         if with_kind:
@@ -471,6 +484,10 @@ class SmtpSession:
             remote = normalize_address(words[0])
         except UsageError:
             return self._r(501, "5.1.3", "Bad remote address")
+        assert self.authenticated is not None
+        if self.authenticated.mechanism == "STOKEN":
+            # A remote sender logged in with a submission token has no local address here.
+            return self._r(501, "5.1.7", "Submission tokens are managed by local users only")
         own = self._local_address().lower()
         try:
             local = normalize_address(words[1]) if len(words) == 2 else own
@@ -581,8 +598,23 @@ class SmtpSession:
         if not self._envelope.recipients:
             return self._r(503, "5.5.1", "Need RCPT before DATA")
         self._in_data = True
-        self._data, self._data_size, self._data_too_big = [], 0, False
+        self._data, self._data_size, self._data_too_big, self._data_line_too_long = [], 0, False, False
         return Reply(["354 End data with <CR><LF>.<CR><LF>"])
+
+    def line_too_long(self, head: bytes) -> Reply:
+        """The driver read a line longer than it buffers; ``head`` is its start.
+
+        In DATA the message is refused at its end (``554 5.6.0``); an AUTH
+        exchange line gets ``500 5.5.6`` (RFC 4954 §4), a command ``500 5.5.2``.
+        """
+        if self._in_data:
+            self._data_line_too_long = True
+            self._data = []
+            return Reply()
+        if self.in_auth:
+            self._end_auth()
+            return self._r(500, "5.5.6", "Authentication Exchange line is too long")
+        return self._r(500, "5.5.6" if head[:5].upper() in (b"AUTH ", b"AUTH") else "5.5.2", "Line too long")
 
     def _data_line(self, line: bytes) -> Reply:
         if line == b".":
@@ -606,6 +638,8 @@ class SmtpSession:
         count = len(envelope.recipients) if self.config.lmtp else 1
         if self._data_too_big:
             return Reply(["552 5.3.4 Message size exceeds fixed limit"] * count)
+        if self._data_line_too_long:
+            return Reply([f"554 5.6.0 Message has a line longer than {MAX_AUTH_LINE} octets"] * count)
         envelope.data = b"\r\n".join(self._data) + (b"\r\n" if self._data else b"")
         try:
             delivery_id = self._deliver(envelope)

@@ -1,0 +1,388 @@
+"""aiosmtpd adapter: every saslkit mechanism, ``REMEMBERME`` and ``STOKEN`` in any aiosmtpd server.
+
+Usage (a submission server on port 587 with STARTTLS)::
+
+    import ssl
+    from saslkit.smtp.aiosmtpd import saslkit_controller
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            print("message from", session.auth_data.identity)  # a saslkit Success
+            return "250 2.0.0 OK"
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain("cert.pem", "key.pem")
+    controller = saslkit_controller(
+        Handler(), users=users, server_secret=keys.server_secret, tokens=tokens,
+        certificate="cert.pem",  # for tls-server-end-point (SCRAM-*-PLUS, HT-*-ENDP)
+        hostname="0.0.0.0", port=587, tls_context=tls, require_starttls=True,
+    )
+    controller.start()
+
+:class:`SaslkitSMTP` / :class:`SaslkitLMTP` subclass aiosmtpd's ``SMTP`` /
+``LMTP``; each connection keeps a :class:`~saslkit.smtp.session.SmtpSession`
+beside aiosmtpd's state and hands it the ``AUTH``, ``REMEMBERME``,
+``GENSTOKEN`` and ``REVSTOKEN`` lines, so reply codes, base64 framing,
+failure limits and token rules are the session's own.  ``AUTH``,
+``REMEMBERME`` and ``STOKEN`` in the EHLO/LHLO reply come from it too, and
+replace aiosmtpd's own ``AUTH`` list.  On success ``session.authenticated``
+is ``True`` and ``session.auth_data`` the :class:`~saslkit.mechanism.Success`.
+
+* ``auth_required`` defaults to **True** (aiosmtpd issue #374: with it off,
+  a server that offers AUTH still accepts mail from anyone).
+* Lines that may block (argon2, store access, token minting) run in a
+  thread pool of ``workers`` threads behind an ``asyncio.Semaphore``, so a
+  slow login never stalls other connections.
+* ``MAIL FROM`` accepts ``AUTH=`` (RFC 4954 §5), kept decoded in
+  ``envelope.auth_param`` (``""`` unless the client authenticated).
+* After ``AUTH STOKEN`` (LMTP), ``RCPT TO`` is limited to the local address
+  the token was issued for (``550 5.7.1`` otherwise).  ``RCPT``
+  ``STOKEN=``/``MYSTOKEN=`` and the per-recipient ``2.1.12``/``2.1.13``
+  replies are not handled here (use :mod:`saslkit.smtp.server`).
+* aiosmtpd's ``authenticator``, ``auth_callback``, ``auth_exclude_mechanism``,
+  ``auth_require_tls`` and handler ``auth_*`` methods do not apply: saslkit's
+  registry and :class:`~saslkit.registry.Policy` decide (``allow_plaintext_auth``
+  lifts the TLS requirement of PLAIN and REMEMBERME).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import re
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, AnyStr, TypeVar
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, syntax
+
+from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
+from ..credentials import UserStore
+from ..errors import SaslError, UsageError
+from ..mechanism import Success
+from ..registry import Policy, Registry, default_registry
+from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
+from ..tokens.stoken import normalize_address
+from .session import MAX_AUTH_LINE, AuthThrottle, Reply, SmtpConfig, SmtpSession, xtext_decode
+
+__all__ = ["SaslkitAuth", "SaslkitController", "SaslkitEnvelope", "SaslkitLMTP", "SaslkitSMTP", "saslkit_controller"]
+
+log = logging.getLogger("saslkit.smtp.aiosmtpd")
+T = TypeVar("T")
+
+_KEYWORDS = ("AUTH", "REMEMBERME", "STOKEN")  # EHLO keywords saslkit decides
+_NOT_APPLICABLE = ("authenticator", "auth_callback", "auth_exclude_mechanism", "auth_require_tls")
+_AUTH_PARAM_RE = re.compile(r"\s+AUTH=(\S*)", re.IGNORECASE)
+
+
+@dataclass(eq=False)
+class SaslkitAuth:
+    """Server-wide settings, shared by every connection (and thread-safe).
+
+    ``certificate`` is our TLS certificate (DER/PEM bytes, or a file path),
+    needed for ``tls-server-end-point``; without it only ``tls-unique``
+    (TLS 1.2) can enable the -PLUS mechanisms.  A ``throttle`` is called from
+    worker threads.  :meth:`close` stops the worker threads (new ones start
+    if the object is used again).
+    """
+
+    users: UserStore
+    server_secret: bytes = field(repr=False)
+    tokens: TokenService | None = None
+    stokens: SubmissionTokens | None = None
+    certificate: bytes | str | os.PathLike[str] | None = field(default=None, repr=False)
+    registry: Registry = field(default_factory=default_registry)
+    policy: Policy | None = None
+    allow_plaintext_auth: bool = False
+    remember_types: tuple[str, ...] = TOKEN_TYPES
+    failure_delay: float = 1.0
+    max_auth_failures: int = 3
+    throttle: AuthThrottle | None = None
+    workers: int = 8
+
+    def __post_init__(self) -> None:
+        if len(self.server_secret) < 16:
+            raise UsageError("server_secret must be at least 16 octets")
+        if self.workers < 1:
+            raise UsageError("workers must be at least 1")
+        cert = self.certificate
+        if cert is not None and not isinstance(cert, bytes):
+            cert = Path(cert).read_bytes()
+        self._end_point = tls_server_end_point(cert) if cert else None
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._configs: dict[tuple[str, bool, bool], SmtpConfig] = {}
+
+    def config(self, hostname: str, *, lmtp: bool, auth_required: bool) -> SmtpConfig:
+        key = (hostname, lmtp, auth_required)
+        cfg = self._configs.get(key)
+        if cfg is None:
+            cfg = self._configs[key] = SmtpConfig(
+                hostname=hostname, lmtp=lmtp, auth_required=auth_required,
+                allow_plaintext_auth=self.allow_plaintext_auth, registry=self.registry, policy=self.policy,
+                failure_delay=self.failure_delay, max_auth_failures=self.max_auth_failures,
+                remember_types=self.remember_types,
+            )
+        return cfg
+
+    def session(self, config: SmtpConfig, transport: asyncio.BaseTransport) -> SmtpSession:
+        """A fresh saslkit session for a new connection or a just-started TLS layer."""
+        sslobj = transport.get_extra_info("ssl_object")
+        bindings: dict[str, bytes] = {}
+        if sslobj is not None:
+            try:
+                bindings = channel_bindings_from_ssl(sslobj)  # server side: tls-unique (TLS 1.2) only
+            except SaslError:
+                bindings = {}
+            if self._end_point is not None:
+                bindings["tls-server-end-point"] = self._end_point
+        peer = transport.get_extra_info("peername")
+        return SmtpSession(
+            config, self.users, self.server_secret, tokens=self.tokens, stokens=self.stokens,
+            peer=str(peer[0]) if isinstance(peer, tuple) else str(peer or ""), tls=sslobj is not None,
+            channel_bindings=bindings, throttle=self.throttle,
+        )
+
+    async def run(self, fn: Callable[[bytes], T], arg: bytes) -> T:
+        """Run blocking ``fn(arg)`` in the worker pool, at most ``workers`` at a time per event loop."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            semaphore = self._semaphores.get(loop)
+            if semaphore is None:
+                semaphore = self._semaphores[loop] = asyncio.Semaphore(self.workers)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="saslkit-aiosmtpd")
+            executor = self._executor
+        async with semaphore:
+            return await loop.run_in_executor(executor, fn, arg)
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+
+class SaslkitEnvelope(Envelope):
+    """aiosmtpd's envelope plus the decoded ``AUTH=`` of ``MAIL FROM`` (RFC 4954 §5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.auth_param: str | None = None
+
+
+def _line(verb: str, arg: str | None) -> bytes:
+    return f"{verb} {arg or ''}".encode("utf-8", "surrogateescape")
+
+
+class SaslkitSMTP(SMTP):
+    """aiosmtpd's ``SMTP`` authenticating with saslkit: ``SaslkitSMTP(handler, saslkit=SaslkitAuth(...))``."""
+
+    lmtp = False
+
+    def __init__(self, handler: Any, *, saslkit: SaslkitAuth, auth_required: bool = True, **kwargs: Any) -> None:
+        for name in _NOT_APPLICABLE:
+            if name in kwargs:
+                raise TypeError(f"{name} does not apply: saslkit authenticates (configure SaslkitAuth)")
+        self.saslkit = saslkit
+        # aiosmtpd sizes its StreamReader by line_length_limit (1001 octets), but AUTH
+        # continuation lines may be 12288 (RFC 4954 §4).  DATA still checks each line
+        # against the class's 1001, so only the reader's buffer grows.
+        self.line_length_limit = MAX_AUTH_LINE
+        super().__init__(handler, auth_required=auth_required, **kwargs)
+        del self.line_length_limit
+        # An instance dict (aiosmtpd's is shared by the class); the session checks AUTH lines itself.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=MAX_AUTH_LINE)
+        self._sasl: SmtpSession | None = None
+        self._capture: list[str] | None = None
+
+    # ------------------------------------------------------------ plumbing
+
+    def _create_envelope(self) -> SaslkitEnvelope:
+        return SaslkitEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # Called again with the TLS transport after STARTTLS: start afresh (RFC 3207 §4.2).
+        config = self.saslkit.config(self.hostname, lmtp=self.lmtp, auth_required=self._auth_required)
+        self._sasl = self.saslkit.session(config, transport)
+
+    async def push(self, status: AnyStr) -> None:
+        if self._capture is not None:
+            self._capture.append(status if isinstance(status, str) else status.decode("utf-8", "replace"))
+        else:
+            await super().push(status)
+
+    async def _feed(self, line: bytes) -> Reply:
+        """Hand one line to the saslkit session (off the loop if it may block) and send its reply."""
+        sasl = self._sasl
+        assert sasl is not None
+        reply = await self.saslkit.run(sasl.receive_line, line) if sasl.may_block(line) else sasl.receive_line(line)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        for text in reply.lines:
+            await self.push(text)
+        if reply.close and self.transport is not None:
+            self.transport.close()
+        return reply
+
+    async def _read_auth_line(self) -> bytes:
+        try:
+            return await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:  # over 12288 octets: drain it, the session answers 500 5.5.6
+            await self._reader.read(exc.consumed)
+            while True:
+                try:
+                    await self._reader.readuntil(b"\n")
+                    return b"X" * (MAX_AUTH_LINE + 1)
+                except asyncio.LimitOverrunError as more:
+                    await self._reader.read(more.consumed)
+
+    async def _hello(self, verb: str, arg: str | None, run: Awaitable[None]) -> None:
+        """Run aiosmtpd's EHLO/LHLO, then put saslkit's keywords in place of its AUTH line."""
+        lines: list[str] = []
+        self._capture = lines
+        try:
+            await run
+        finally:
+            self._capture = None
+        if arg and lines and all(x.startswith(("250-", "250 ")) for x in lines):
+            assert self._sasl is not None
+            ours = [x[4:] for x in self._sasl.receive_line(_line(verb, arg.split()[0])).lines
+                    if x[4:].split(" ", 1)[0] in _KEYWORDS]
+            if self.require_starttls and not self._tls_protocol:
+                ours = []  # aiosmtpd refuses everything but EHLO/STARTTLS/NOOP/QUIT until TLS
+            texts = [x[4:] for x in lines if x[4:].split(" ", 1)[0].upper() != "AUTH"]
+            texts[-1:-1] = ours
+            lines = [f"250-{x}" for x in texts[:-1]] + [f"250 {texts[-1]}"]
+        for text in lines:
+            await self.push(text)
+
+    # ------------------------------------------------------------ commands
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self._hello("EHLO", hostname, super().smtp_EHLO(hostname))
+
+    @syntax("AUTH mechanism [initial-response]")
+    async def smtp_AUTH(self, arg: str) -> None:
+        assert self.session is not None and self.envelope is not None
+        if not self.session.extended_smtp:
+            await self.push("503 5.5.1 Send EHLO first")
+            return
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 AUTH not allowed during a mail transaction")
+            return
+        sasl = self._sasl
+        assert sasl is not None
+        reply = await self._feed(_line("AUTH", arg))
+        while sasl.in_auth and not reply.close:
+            reply = await self._feed(await self._read_auth_line())
+        success = sasl.authenticated
+        if success is not None and not self.session.authenticated:
+            self.session.authenticated = True
+            self.session.auth_data = success  # type: ignore[assignment]  # aiosmtpd infers None
+            log.info("auth ok peer=%s mechanism=%s identity=%s", sasl.peer, success.mechanism, success.identity)
+        elif reply.lines and reply.lines[0][:3] in ("535", "454"):
+            log.info("auth failed peer=%s reply=%s", sasl.peer, reply.lines[0][:9])
+
+    @syntax("REMEMBERME token-type")
+    async def smtp_REMEMBERME(self, arg: str) -> None:
+        await self._feed(_line("REMEMBERME", arg))
+
+    async def _stoken_command(self, verb: str, arg: str) -> None:
+        assert self.session is not None
+        if self.saslkit.stokens is not None and not self.session.authenticated:  # the session needs an identity
+            await self.push("530 5.7.0 Authentication required")
+            return
+        await self._feed(_line(verb, arg))
+
+    @syntax("GENSTOKEN (PERM|TEMP) remote-address [local-address]")
+    async def smtp_GENSTOKEN(self, arg: str) -> None:
+        await self._stoken_command("GENSTOKEN", arg)
+
+    @syntax("REVSTOKEN remote-address [local-address]")
+    async def smtp_REVSTOKEN(self, arg: str) -> None:
+        await self._stoken_command("REVSTOKEN", arg)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        assert self.session is not None and self.envelope is not None
+        auth_param: str | None = None
+        m = _AUTH_PARAM_RE.search(arg, max(arg.rfind(">"), 0)) if arg and self.session.extended_smtp else None
+        if arg and m:
+            try:
+                auth_param = "" if m.group(1) == "<>" else xtext_decode(m.group(1))
+            except ValueError:
+                await self.push("501 5.5.4 Invalid AUTH= parameter")
+                return
+            arg = arg[: m.start()] + arg[m.end():]
+        had_sender = bool(self.envelope.mail_from)
+        await super().smtp_MAIL(arg)
+        envelope = self.envelope
+        if m and not had_sender and envelope.mail_from and isinstance(envelope, SaslkitEnvelope):
+            # RFC 4954 §5: an unauthenticated client's AUTH= is treated as AUTH=<>.
+            envelope.auth_param = auth_param if self.session.authenticated else ""
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        assert self.session is not None
+        success = self.session.auth_data
+        if arg and isinstance(success, Success) and success.mechanism == "STOKEN":
+            rest = self._strip_command_keyword("TO:", arg)
+            address = self._getaddr(rest)[0] if rest is not None else None
+            if address and not self._stoken_allows(success, address):
+                await self.push("550 5.7.1 Submission token not valid for this recipient")
+                return
+        await super().smtp_RCPT(arg)
+
+    @staticmethod
+    def _stoken_allows(success: Success, address: str) -> bool:
+        try:
+            return normalize_address(address) == success.details.get("stoken_local")
+        except UsageError:
+            return False
+
+
+class SaslkitLMTP(SaslkitSMTP, LMTP):
+    """aiosmtpd's ``LMTP`` with saslkit: adds ``STOKEN`` (mechanism and LHLO keyword, TLS only)."""
+
+    lmtp = True
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, arg: str) -> None:
+        await self._hello("LHLO", arg, super().smtp_LHLO(arg))
+
+
+class SaslkitController(Controller):
+    """aiosmtpd's threaded ``Controller`` serving :class:`SaslkitSMTP` (or :class:`SaslkitLMTP`)."""
+
+    def __init__(self, handler: Any, saslkit: SaslkitAuth, *, lmtp: bool = False, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.saslkit = saslkit
+        self.server_class: type[SaslkitSMTP] = SaslkitLMTP if lmtp else SaslkitSMTP
+
+    def factory(self) -> SaslkitSMTP:
+        return self.server_class(self.handler, saslkit=self.saslkit, **self.SMTP_kwargs)
+
+    def stop(self, no_assert: bool = False) -> None:
+        super().stop(no_assert)
+        self.saslkit.close()
+
+
+def saslkit_controller(
+    handler: Any, *, users: UserStore, server_secret: bytes, lmtp: bool = False, **kwargs: Any
+) -> SaslkitController:
+    """A :class:`SaslkitController`; keyword arguments naming :class:`SaslkitAuth` fields
+    configure saslkit, the others go to aiosmtpd's ``Controller`` and ``SMTP``."""
+    names = {f.name for f in fields(SaslkitAuth)}
+    auth = SaslkitAuth(users, server_secret, **{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+    return SaslkitController(handler, auth, lmtp=lmtp, **kwargs)
