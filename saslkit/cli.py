@@ -476,6 +476,65 @@ def cmd_serve_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> i
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- client smtp
+
+EXIT_CONNECTION = 3  # `saslkit client smtp`: connection or TLS failure
+
+
+def _server_address(value: str) -> tuple[str, int]:
+    host, port = _listen(value)
+    if port == 0:
+        raise argparse.ArgumentTypeError("expected HOST:PORT with a port from 1 to 65535")
+    return host, port
+
+
+def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """Authenticate to an SMTP server (RFC 4954), optionally get a REMEMBERME token, QUIT.
+
+    Exit 0 authenticated (the token, with --remember, alone on the last stdout
+    line), 1 authentication or REMEMBERME refused, 2 usage, 3 connection or TLS
+    failure.  -v shows each exchanged line on stderr with secrets masked.
+    """
+    from .smtp.client import SmtpAuthError, SmtpClient, SmtpConnectionError, check_token_type, client_tls_context
+
+    host, port = args.server
+    name = args.mech.upper()
+    registry = default_registry()
+    if name not in registry:
+        raise CliError(f"unknown mechanism {args.mech!r} (one of {' '.join(registry.names())})", EXIT_USAGE)
+    remember = check_token_type(args.remember) if args.remember else None
+    secret = _read_secret(args, stdin)
+    context = None if args.tls == "none" else client_tls_context(cafile=args.cafile, insecure=args.insecure)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    token: str | None = None
+    with SmtpClient(host, port, ssl_context=context, timeout=args.timeout, log=log if args.verbose else None) as smtp:
+        try:
+            smtp.connect(args.tls)
+            if remember:
+                smtp.check_remember(remember)
+            if args.tls == "none" and registry.info(name).plaintext:
+                print(f"saslkit: warning: sending {name} credentials without TLS", file=sys.stderr)
+            result = smtp.authenticate(name, args.user, secret, authzid=args.authzid,
+                                       allow_plaintext=args.tls == "none")
+            if remember:
+                token = smtp.remember(remember)
+        except SmtpConnectionError as exc:
+            raise CliError(str(exc), EXIT_CONNECTION) from exc
+        except SmtpAuthError as exc:
+            smtp.quit()
+            raise CliError(str(exc), EXIT_FAIL) from exc
+        smtp.quit()
+    bound = f" (channel binding {result.channel_binding})" if result.channel_binding else ""
+    print(f"saslkit: authenticated to {host}:{port} as {args.user} with {result.mechanism}{bound}", file=sys.stderr)
+    if token is not None:
+        print(f"saslkit: got a {remember} token", file=sys.stderr)
+        _out(stdout, token)  # alone on the last line
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- demo, vectors
 
 
@@ -655,6 +714,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a 535 (default 1)")
     sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")
     sp.set_defaults(handler=cmd_serve_smtp)
+
+    client = sub.add_parser("client", help="interop clients").add_subparsers(dest="command", required=True)
+    sp = client.add_parser("smtp", help="authenticate to an SMTP server (exit 3: connection or TLS failure)")
+    sp.add_argument("server", metavar="HOST:PORT", type=_server_address)
+    sp.add_argument("--mech", required=True, help="SASL mechanism; the server must offer it")
+    sp.add_argument("--user", required=True, help="authentication identity")
+    sp.add_argument("--authzid", help="authorization identity")
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--starttls", dest="tls", action="store_const", const="starttls",
+                      help="STARTTLS after the greeting (default)")
+    mode.add_argument("--implicit-tls", dest="tls", action="store_const", const="implicit",
+                      help="TLS from the first byte (port 465 style)")
+    mode.add_argument("--no-tls", dest="tls", action="store_const", const="none", help="no TLS at all")
+    trust = sp.add_mutually_exclusive_group()
+    trust.add_argument("--cafile", help="trust this PEM certificate or CA bundle (default: system CAs)")
+    trust.add_argument("--insecure", action="store_true", help="skip certificate and hostname verification")
+    sp.add_argument("--secret-file", help="read the password or token here; otherwise the first stdin line")
+    sp.add_argument("--remember", metavar="TYPE", help="after AUTH, request a REMEMBERME token (RANDOM, JWT)")
+    sp.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation (default 30)")
+    sp.add_argument("-v", "--verbose", action="store_true", help="show the exchange on stderr, secrets masked")
+    sp.set_defaults(handler=cmd_client_smtp, tls="starttls")
 
     vec = sub.add_parser("vectors", help="test vectors").add_subparsers(dest="command", required=True)
     sp = vec.add_parser("check", help="check vector files against the library")

@@ -43,6 +43,11 @@ def maildir_delivery(path: str | os.PathLike[str]) -> Deliver:
     return deliver
 
 
+def reader_has_buffered_data(reader: asyncio.StreamReader) -> bool:
+    """Whether bytes are already buffered (StreamReader has no public API for its unread bytes)."""
+    return bool(getattr(reader, "_buffer", b""))
+
+
 def discard_delivery(envelope: Envelope) -> str:
     log.info("accepted and discarded a message from <%s> to %d recipient(s), %d octets",
              envelope.mail_from, len(envelope.recipients), len(envelope.data))
@@ -112,6 +117,11 @@ class SmtpServer:
                 await self._send(writer, reply)
                 if reply.starttls:
                     assert self.ssl_context is not None
+                    if reader_has_buffered_data(reader):
+                        # Plaintext pipelined after STARTTLS must not be read as if it came over TLS
+                        # (RFC 3207 §4.2 "STARTTLS command injection", CVE-2011-0411).
+                        log.info("peer=%s sent data after STARTTLS; closing", peer)
+                        break
                     await writer.start_tls(self.ssl_context)
                     session.tls_started(self._bindings(writer))
                 if reply.close:
