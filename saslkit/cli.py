@@ -445,35 +445,61 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
     return context, der
 
 
-def cmd_serve_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
+    """``serve smtp`` / ``serve imap``: one server on the SQLite (or Redis) stores until SIGTERM/SIGINT."""
     import logging
-
-    from .smtp.server import SmtpServer, discard_delivery, maildir_delivery, run_server
-    from .smtp.session import SmtpConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     host, port = args.listen
     ring = _keyring(args)
     tokens, stokens = _token_services(args, ring)
     context, der = _tls_context(args, args.hostname)
-    config = SmtpConfig(
-        hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
-        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
-    )
-    server = SmtpServer(
-        config, _open_users(args), ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context,
-        certificate_der=der, implicit_tls=args.implicit_tls,
-        deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
-    )
+    users = _open_users(args)
+    run: Callable[[Callable[[str, int], None]], None]
+    if protocol == "imap":
+        from .imap.server import ImapServer, maildir_counter, run_imap_server
+        from .imap.session import ImapConfig
+
+        imap = ImapServer(
+            ImapConfig(hostname=args.hostname, tls_available=not args.implicit_tls,
+                       allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
+                       unauthenticate=args.unauthenticate),
+            users, ring.server_secret, tokens=tokens, ssl_context=context, certificate_der=der,
+            implicit_tls=args.implicit_tls, mailbox=maildir_counter(args.maildir) if args.maildir else None,
+        )
+        def run(ready: Callable[[str, int], None]) -> None:
+            run_imap_server(imap, host, port, ready)
+    else:
+        from .smtp.server import SmtpServer, discard_delivery, maildir_delivery, run_server
+        from .smtp.session import SmtpConfig
+
+        protocol = "lmtp" if args.lmtp else "smtp"
+        smtp = SmtpServer(
+            SmtpConfig(hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
+                       allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay),
+            users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
+            implicit_tls=args.implicit_tls,
+            deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
+        )
+        def run(ready: Callable[[str, int], None]) -> None:
+            run_server(smtp, host, port, ready)
 
     def ready(bound_host: str, bound_port: int) -> None:
-        _out(stdout, f"saslkit {'lmtp' if args.lmtp else 'smtp'} listening on {bound_host}:{bound_port}")
+        _out(stdout, f"saslkit {protocol} listening on {bound_host}:{bound_port}")
 
     try:
-        run_server(server, host, port, ready)
+        run(ready)
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return EXIT_OK
+
+
+def cmd_serve_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    return _serve(args, stdout, "smtp")
+
+
+def cmd_serve_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    return _serve(args, stdout, "imap")
 
 
 # ---------------------------------------------------------------- client smtp
@@ -703,17 +729,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=cmd_stoken)
 
     serve = sub.add_parser("serve", help="run a reference server").add_subparsers(dest="command", required=True)
-    sp = serve.add_parser("smtp", parents=[common], help="SMTP submission (or LMTP) server with SASL AUTH")
-    sp.add_argument("--listen", type=_listen, default=("127.0.0.1", 2525), help="HOST:PORT (default 127.0.0.1:2525)")
-    sp.add_argument("--hostname", default="localhost", help="name in the greeting and the certificate")
-    sp.add_argument("--tls-cert", help="PEM certificate (default: self-signed, made once beside the database)")
-    sp.add_argument("--tls-key", help="PEM private key")
-    sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465 style)")
-    sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
-    sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN and tokens without TLS")
-    sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a 535 (default 1)")
-    sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")
-    sp.set_defaults(handler=cmd_serve_smtp)
+    for proto, default_port in (("smtp", 2525), ("imap", 1143)):
+        sp = serve.add_parser(proto, parents=[common], help=f"{proto.upper()} reference server with SASL")
+        sp.add_argument("--listen", type=_listen, default=("127.0.0.1", default_port),
+                        help=f"HOST:PORT (default 127.0.0.1:{default_port})")
+        sp.add_argument("--hostname", default="localhost", help="name in the greeting and the certificate")
+        sp.add_argument("--tls-cert", help="PEM certificate (default: self-signed, made once beside the database)")
+        sp.add_argument("--tls-key", help="PEM private key")
+        sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465/993 style)")
+        sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN/LOGIN and tokens without TLS")
+        sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
+        if proto == "smtp":
+            sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
+            sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")
+            sp.set_defaults(handler=cmd_serve_smtp)
+        else:
+            sp.add_argument("--maildir", help="Maildir whose message count SELECT INBOX shows (default: empty)")
+            sp.add_argument("--unauthenticate", choices=("always", "after-auth", "off"), default="always",
+                            help="advertise UNAUTHENTICATE always, only once authenticated, or disable it")
+            sp.set_defaults(handler=cmd_serve_imap)
 
     client = sub.add_parser("client", help="interop clients").add_subparsers(dest="command", required=True)
     sp = client.add_parser("smtp", help="authenticate to an SMTP server (exit 3: connection or TLS failure)")

@@ -1,0 +1,84 @@
+"""The reference IMAP server: :class:`~saslkit.imap.session.ImapSession` on the shared asyncio driver.
+
+``maildir_counter`` backs SELECT INBOX with a Maildir's message count, enough
+to make UNAUTHENTICATE's reset observable (RFC 8437 §3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..credentials import UserStore
+from ..serving import LineServer, run_until_signal
+from ..tokens import TokenService
+from .session import MAX_LINE, ImapConfig, ImapReply, ImapSession, Mailbox
+
+__all__ = ["ImapServer", "maildir_counter", "run_imap_server"]
+
+log = logging.getLogger("saslkit.imap")
+
+
+def maildir_counter(path: str | os.PathLike[str]) -> Callable[[str], Mailbox]:
+    """SELECT INBOX shows the number of messages in this Maildir (the same box for every user)."""
+
+    def mailbox_for(user: str) -> Mailbox:
+        try:
+            return Mailbox(len(mailbox.Maildir(os.fspath(path), create=False)))
+        except (OSError, mailbox.Error):
+            return Mailbox()
+
+    return mailbox_for
+
+
+@dataclass
+class ImapServer:
+    """Serve IMAP with saslkit authentication on one listening socket."""
+
+    config: ImapConfig
+    users: UserStore
+    server_secret: bytes
+    tokens: TokenService | None = None
+    ssl_context: ssl.SSLContext | None = None
+    certificate_der: bytes | None = None
+    implicit_tls: bool = False
+    mailbox: Callable[[str], Mailbox] | None = None
+    workers: int = 8
+
+    def __post_init__(self) -> None:
+        self._server = LineServer(
+            self._session, name="imap", ssl_context=self.ssl_context, certificate_der=self.certificate_der,
+            implicit_tls=self.implicit_tls, line_limit=MAX_LINE + 2, workers=self.workers,
+            idle_reply=b"* BYE Idle timeout\r\n", error_reply=b"* BYE Internal error\r\n", observe=self._log_auth,
+        )
+
+    def _session(self, peer: str, tls: bool, bindings: dict[str, bytes]) -> ImapSession:
+        return ImapSession(self.config, self.users, self.server_secret, tokens=self.tokens, peer=peer, tls=tls,
+                           channel_bindings=bindings, mailbox=self.mailbox)
+
+    @staticmethod
+    def _log_auth(peer: str, session: object, reply: object) -> None:
+        """One log line per authentication outcome: mechanism, identity, result; never secrets."""
+        assert isinstance(session, ImapSession) and isinstance(reply, ImapReply)
+        for line in reply.lines:
+            if " OK [CAPABILITY " in line and "] Authenticated" in line and session.authenticated is not None:
+                auth = session.authenticated
+                log.info("auth ok peer=%s mechanism=%s identity=%s", peer, auth.mechanism, auth.identity)
+            elif " NO [AUTHENTICATIONFAILED]" in line or " NO [AUTHORIZATIONFAILED]" in line:
+                log.info("auth failed peer=%s reply=%s", peer, line.split(" ", 1)[1][:30])
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        return await self._server.start(host, port)
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        await self._server.serve_until(stop)
+
+
+def run_imap_server(server: ImapServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
+    """Run until SIGTERM or SIGINT."""
+    run_until_signal(server._server, host, port, on_ready)

@@ -1,0 +1,506 @@
+"""A sans-IO IMAP server session with SASL authentication.
+
+The driver feeds lines to :meth:`ImapSession.receive_line` and sends the lines
+of the :class:`ImapReply` it gets.  When a line ends with a literal
+(``{N}`` or ``{N+}``), the reply's ``literal`` says how many octets to read
+raw and hand to :meth:`ImapSession.receive_literal`; the command then goes on
+with the next line.  ``starttls``/``close`` ask the driver to act.
+
+Covered: CAPABILITY (``AUTH=``, ``SASL-IR``, ``LOGINDISABLED``, ``STARTTLS``,
+``UNAUTHENTICATE``, ``REMEMBERME=<type>``), AUTHENTICATE with and without
+SASL-IR (RFC 4959, RFC 3501/9051 §6.2.2), LOGIN with quoted strings and
+literals, UNAUTHENTICATE (RFC 8437), RFC 5530 response codes, and just
+enough mailbox state to make UNAUTHENTICATE observable (SELECT/EXAMINE INBOX,
+ENABLE, ID, NOOP, CLOSE, UNSELECT, LOGOUT).
+
+Choices (no IMAP REMEMBERME draft was available; designed by analogy with
+draft-melnikov-smtp-rememberme-00 and documented here):
+
+* capability ``REMEMBERME=<type>`` per token type (like ``AUTH=``), after TLS;
+* ``tag REMEMBERME <type>`` in authenticated/selected state answers
+  ``tag OK [REMEMBERME <base64 token>] Token created``; an unknown type or a
+  token-based login gets ``NO [CANNOT]``, a store failure ``NO [UNAVAILABLE]``,
+  a bad argument ``BAD``;
+* a registered mechanism refused here by policy (PLAIN without TLS) gets
+  ``NO [PRIVACYREQUIRED]``, an unknown one ``NO [CANNOT]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..context import ServerContext
+from ..credentials import UserStore
+from ..errors import MechanismNotAllowed, SaslError, TemporaryFailure, UnknownMechanism, UsageError
+from ..framing import AuthCancelled, InvalidBase64, decode_continuation, decode_initial_response, encode_challenge
+from ..mechanism import Challenge, Failure, ServerMechanism, Success
+from ..registry import Policy, Registry, default_registry
+from ..tokens import TOKEN_TYPES, TokenService
+
+__all__ = ["ImapConfig", "ImapReply", "ImapSession", "Mailbox"]
+
+MAX_LINE = 16384
+MAX_LITERAL = 16384
+_TAG_RE = re.compile(r"[\x21\x23-\x27\x2c-\x5b\x5d-\x7a\x7c\x7e]+")  # ASTRING-CHAR minus "+" (RFC 9051 §9)
+_LITERAL_RE = re.compile(rb"\{(\d{1,9})(\+?)\}$")
+
+NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
+
+
+@dataclass
+class ImapReply:
+    """Lines to send (CRLF added by :meth:`wire`) after ``delay`` seconds, and what to do next."""
+
+    lines: list[str] = field(default_factory=list)
+    delay: float = 0.0
+    literal: int | None = None
+    starttls: bool = False
+    close: bool = False
+
+    def wire(self) -> bytes:
+        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in self.lines)
+
+
+@dataclass
+class Mailbox:
+    """What SELECT shows: a count of messages (an empty INBOX, or a Maildir's)."""
+
+    exists: int = 0
+    uidvalidity: int = 1
+
+
+@dataclass
+class ImapConfig:
+    hostname: str = "localhost"
+    tls_available: bool = False
+    allow_plaintext_auth: bool = False
+    #: "always", "after-auth" (RFC 8437 §3 allows advertising it only once authenticated) or "off" (§8)
+    unauthenticate: str = "always"
+    registry: Registry = field(default_factory=default_registry)
+    policy: Policy | None = None
+    remember_types: tuple[str, ...] = TOKEN_TYPES
+    failure_delay: float = 1.0
+    max_auth_failures: int = 3
+    enableable: tuple[str, ...] = ("IMAP4REV2", "UTF8=ACCEPT")
+
+    def effective_policy(self) -> Policy:
+        base = self.policy or Policy()
+        if self.allow_plaintext_auth and not base.allow_plaintext_without_tls:
+            return Policy(True, base.allowed, base.denied)
+        return base
+
+
+class _Syntax(Exception):
+    pass
+
+
+def _tokenize(parts: list[str | bytes]) -> list[str]:
+    """Split command arguments: atoms, quoted strings, and literals already read."""
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            try:
+                out.append(part.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise _Syntax("literal is not UTF-8") from None
+            continue
+        i = 0
+        while i < len(part):
+            ch = part[i]
+            if ch == " ":
+                i += 1
+            elif ch == '"':
+                j, buf = i + 1, []
+                while j < len(part) and part[j] != '"':
+                    if part[j] == "\\":
+                        j += 1
+                        if j >= len(part) or part[j] not in '"\\':
+                            raise _Syntax("bad quoted string")
+                    buf.append(part[j])
+                    j += 1
+                if j >= len(part):
+                    raise _Syntax("unterminated quoted string")
+                out.append("".join(buf))
+                i = j + 1
+            else:
+                j = i
+                while j < len(part) and part[j] != " ":
+                    j += 1
+                out.append(part[i:j])
+                i = j
+    return out
+
+
+class ImapSession:
+    """One IMAP connection's state machine (RFC 9051 §3 states)."""
+
+    def __init__(
+        self,
+        config: ImapConfig,
+        users: UserStore,
+        server_secret: bytes,
+        *,
+        tokens: TokenService | None = None,
+        peer: str = "",
+        tls: bool = False,
+        channel_bindings: Mapping[str, bytes] | None = None,
+        mailbox: Callable[[str], Mailbox] | None = None,
+    ) -> None:
+        self.config = config
+        self.peer = peer
+        self.tls = tls
+        self._users = users
+        self._secret = server_secret
+        self._tokens = tokens
+        self._bindings = dict(channel_bindings or {})
+        self._bindings_used: set[str] = set()  # survives UNAUTHENTICATE: same TLS connection (RFC 9266 §4.1)
+        self._mailbox = mailbox or (lambda user: Mailbox())
+        self._failures = 0
+        self._pending: list[str | bytes] = []
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """Everything but TLS (RFC 8437 §3)."""
+        self.state = NOT_AUTHENTICATED
+        self.authenticated: Success | None = None
+        self.selected: str | None = None
+        self.read_only = False
+        self.enabled: set[str] = set()
+        self._auth: ServerMechanism | None = None
+        self._auth_tag = ""
+        self._auth_final: Success | None = None
+
+    def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
+        self.tls = True
+        self._bindings = dict(channel_bindings or {})
+        self._bindings_used = set()
+
+    # ------------------------------------------------------------ capabilities
+
+    def offered_mechanisms(self) -> list[str]:
+        reg = self.config.registry
+        names = reg.offered(tls=self.tls, channel_bindings=self._bindings, policy=self.config.effective_policy())
+        return [n for n in names if n != "STOKEN" and not (reg.info(n).token_based and self._tokens is None)]
+
+    @property
+    def login_disabled(self) -> bool:
+        return not self.tls and not self.config.allow_plaintext_auth
+
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ENABLE", "ID", "SASL-IR"]
+        if self.state == NOT_AUTHENTICATED:
+            if self.config.tls_available and not self.tls:
+                caps.append("STARTTLS")
+            if self.login_disabled:
+                caps.append("LOGINDISABLED")
+            caps += [f"AUTH={m}" for m in self.offered_mechanisms()]
+        mode = self.config.unauthenticate
+        if mode == "always" or (mode == "after-auth" and self.state != NOT_AUTHENTICATED):
+            caps.append("UNAUTHENTICATE")
+        if self.tls and self._tokens is not None:
+            caps += [f"REMEMBERME={t}" for t in self.config.remember_types]
+        return caps
+
+    def greeting(self) -> ImapReply:
+        return ImapReply([f"* OK [CAPABILITY {' '.join(self.capabilities())}] {self.config.hostname} saslkit IMAP"])
+
+    @property
+    def in_auth(self) -> bool:
+        return self._auth is not None or self._auth_final is not None
+
+    def may_block(self, line: bytes) -> bool:
+        """Whether handling ``line`` may block (password hashing, store access)."""
+        if self.in_auth:
+            return True
+        words = line[:64].split(b" ", 2)
+        return len(words) > 1 and words[1].upper() in (b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT",
+                                                         b"EXAMINE")
+
+    def _ctx(self) -> ServerContext:
+        return ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
+                             tokens=self._tokens, bindings_used=self._bindings_used)
+
+    # ------------------------------------------------------------ input
+
+    def receive_line(self, line: bytes) -> ImapReply:
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if self.in_auth:
+            return self._auth_line(line)
+        if len(line) > MAX_LINE:
+            self._pending = []
+            return ImapReply(["* BAD Line too long"])
+        m = _LITERAL_RE.search(line)
+        if m is not None:
+            size = int(m.group(1))
+            if size > MAX_LITERAL:
+                self._pending = []
+                return ImapReply(["* BAD Literal too large"])
+            try:
+                self._pending.append(line[: m.start()].decode("utf-8"))
+            except UnicodeDecodeError:
+                self._pending = []
+                return ImapReply(["* BAD Invalid UTF-8"])
+            sync = not m.group(2)
+            return ImapReply(["+ Ready for literal data"] if sync else [], literal=size)
+        try:
+            self._pending.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            self._pending = []
+            return ImapReply(["* BAD Invalid UTF-8"])
+        parts, self._pending = self._pending, []
+        return self._command(parts)
+
+    def line_too_long(self, head: bytes) -> ImapReply:
+        """The driver read a line longer than it buffers (``head`` is its start)."""
+        self._pending = []
+        if self.in_auth:
+            tag = self._auth_tag
+            self._end_auth()
+            return self._bad(tag, "Authentication line too long")
+        return ImapReply(["* BAD Line too long"])
+
+    def receive_literal(self, data: bytes) -> ImapReply:
+        self._pending.append(data)
+        return ImapReply()
+
+    def _command(self, parts: list[str | bytes]) -> ImapReply:
+        first = parts[0]
+        assert isinstance(first, str)
+        tag, _, rest = first.partition(" ")
+        if not _TAG_RE.fullmatch(tag):
+            return ImapReply(["* BAD Missing or invalid tag"])
+        name, _, args_text = rest.partition(" ")
+        name = name.upper()
+        handler = getattr(self, f"_cmd_{name.lower()}", None) if name.isalpha() else None
+        if handler is None:
+            return self._bad(tag, "Unknown command")
+        try:
+            args = _tokenize([args_text, *parts[1:]])
+        except _Syntax as exc:
+            return self._bad(tag, f"Syntax error: {exc}")
+        result: ImapReply = handler(tag, args, args_text)
+        return result
+
+    def _ok(self, tag: str, text: str, code: str = "") -> ImapReply:
+        return ImapReply([f"{tag} OK {'[' + code + '] ' if code else ''}{text}"])
+
+    def _no(self, tag: str, text: str, code: str = "", **kw: object) -> ImapReply:
+        return ImapReply([f"{tag} NO {'[' + code + '] ' if code else ''}{text}"], **kw)  # type: ignore[arg-type]
+
+    def _bad(self, tag: str, text: str) -> ImapReply:
+        return ImapReply([f"{tag} BAD {text}"])
+
+    # ------------------------------------------------------------ any state
+
+    def _cmd_capability(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        return ImapReply([f"* CAPABILITY {' '.join(self.capabilities())}", f"{tag} OK CAPABILITY completed"])
+
+    def _cmd_noop(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        return self._ok(tag, "NOOP completed")
+
+    def _cmd_logout(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        self.state = LOGOUT
+        return ImapReply(["* BYE Logging out", f"{tag} OK LOGOUT completed"], close=True)
+
+    def _cmd_id(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        return ImapReply(['* ID ("name" "saslkit")', f"{tag} OK ID completed"])
+
+    # ------------------------------------------------------------ not authenticated
+
+    def _cmd_starttls(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        if self.state != NOT_AUTHENTICATED or self.tls or not self.config.tls_available or args:
+            return self._bad(tag, "STARTTLS not possible now")
+        return ImapReply([f"{tag} OK Begin TLS negotiation now"], starttls=True)
+
+    def _cmd_login(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        if self.state != NOT_AUTHENTICATED:
+            return self._bad(tag, "Already authenticated")
+        if len(args) != 2:
+            return self._bad(tag, "Syntax: LOGIN user password")
+        if self.login_disabled:
+            return self._no(tag, "LOGIN is disabled without TLS", "PRIVACYREQUIRED")
+        from ..mechanisms.plain import PlainServer
+
+        if any("\x00" in a for a in args):
+            return self._bad(tag, "NUL in LOGIN arguments")
+        message = b"\x00" + args[0].encode() + b"\x00" + args[1].encode()
+        self._auth_tag = tag
+        self._auth = PlainServer(self._ctx())
+        return self._step(message)
+
+    def _cmd_authenticate(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        if self.state != NOT_AUTHENTICATED:
+            return self._bad(tag, "Already authenticated")
+        words = raw.split(" ")
+        if not 1 <= len(words) <= 2 or not words[0]:
+            return self._bad(tag, "Syntax: AUTHENTICATE mechanism [initial-response]")
+        name = words[0].upper()
+        reg = self.config.registry
+        if name not in self.offered_mechanisms():
+            if name in reg and reg.refusal(name, tls=self.tls, channel_bindings=self._bindings,
+                                           policy=self.config.effective_policy()):
+                return self._no(tag, "Mechanism not allowed on this connection", "PRIVACYREQUIRED")
+            return self._no(tag, "Unsupported authentication mechanism", "CANNOT")
+        try:
+            response = decode_initial_response(words[1]) if len(words) == 2 else None
+        except InvalidBase64:
+            return self._bad(tag, "Invalid base64 in initial response")
+        try:
+            self._auth = reg.server(name, self._ctx(), policy=self.config.effective_policy())
+        except (UnknownMechanism, MechanismNotAllowed):
+            return self._no(tag, "Unsupported authentication mechanism", "CANNOT")
+        if response is not None and getattr(self._auth, "server_first", False):
+            self._auth = None
+            return self._bad(tag, "Initial response not allowed for this mechanism")  # RFC 4959 §3
+        self._auth_tag = tag
+        return self._step(response)
+
+    def _auth_line(self, line: bytes) -> ImapReply:
+        tag = self._auth_tag
+        if len(line) > MAX_LINE:
+            self._end_auth()
+            return self._bad(tag, "Authentication line too long")
+        try:
+            response = decode_continuation(line)
+        except AuthCancelled:
+            self._end_auth()
+            return self._bad(tag, "Authentication cancelled")
+        except InvalidBase64:
+            self._end_auth()
+            return self._bad(tag, "Invalid base64")
+        if self._auth_final is not None:
+            success = self._auth_final
+            self._end_auth()
+            if response:  # RFC 4422 §5 item 2b
+                return self._failed(tag, Failure("authentication-failed", "non-empty response"))
+            return self._succeeded(tag, success)
+        return self._step(response)
+
+    def _end_auth(self) -> None:
+        self._auth = None
+        self._auth_final = None
+
+    def _step(self, response: bytes | None) -> ImapReply:
+        assert self._auth is not None
+        tag = self._auth_tag
+        try:
+            result = self._auth.step(response)
+        except TemporaryFailure:
+            result = Failure("temporary-failure", "store unavailable")
+        except SaslError as exc:
+            result = Failure("authentication-failed", str(exc))
+        if isinstance(result, Challenge):
+            return ImapReply([f"+ {encode_challenge(result.data)}"])
+        if isinstance(result, Success):
+            if result.additional_data is not None:
+                self._auth = None
+                self._auth_final = result
+                return ImapReply([f"+ {encode_challenge(result.additional_data)}"])
+            self._end_auth()
+            return self._succeeded(tag, result)
+        self._end_auth()
+        return self._failed(tag, result)
+
+    def _succeeded(self, tag: str, success: Success) -> ImapReply:
+        self.authenticated = success
+        self.state = AUTHENTICATED
+        return self._ok(tag, "Authenticated", "CAPABILITY " + " ".join(self.capabilities()))
+
+    def _failed(self, tag: str, failure: Failure) -> ImapReply:
+        if failure.temporary:
+            return self._no(tag, "Authentication temporarily unavailable", "UNAVAILABLE")
+        self._failures += 1
+        code = "AUTHORIZATIONFAILED" if failure.authorization else "AUTHENTICATIONFAILED"
+        reply = self._no(tag, "Authentication failed", code, delay=self.config.failure_delay)
+        if self._failures >= self.config.max_auth_failures:
+            reply.lines.append("* BYE Too many failed authentication attempts")
+            reply.close = True
+        return reply
+
+    # ------------------------------------------------------------ authenticated
+
+    def _need_auth(self, tag: str) -> ImapReply | None:
+        if self.state not in (AUTHENTICATED, SELECTED):
+            return self._bad(tag, "Authenticate first")
+        return None
+
+    def _cmd_unauthenticate(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        if self.config.unauthenticate == "off":
+            return self._bad(tag, "Unknown command")
+        if self.state not in (AUTHENTICATED, SELECTED) or args:
+            return self._bad(tag, "UNAUTHENTICATE is valid only when authenticated")  # RFC 8437 §3: never NO
+        self._reset_state()  # mailbox closed without expunge, ENABLE and identity gone; TLS kept
+        return self._ok(tag, "Unauthenticated")
+
+    def _cmd_enable(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        if self.state != AUTHENTICATED or not args:
+            return self._bad(tag, "ENABLE is valid in authenticated state with arguments")
+        newly = [a for a in (x.upper() for x in args) if a in self.config.enableable and a not in self.enabled]
+        self.enabled.update(newly)
+        return ImapReply([f"* ENABLED {' '.join(newly)}".rstrip(), f"{tag} OK ENABLE completed"])
+
+    def _select(self, tag: str, args: list[str], read_only: bool) -> ImapReply:
+        denied = self._need_auth(tag)
+        if denied is not None:
+            return denied
+        if len(args) != 1:
+            return self._bad(tag, "Syntax: SELECT mailbox")
+        self.selected = None
+        self.state = AUTHENTICATED
+        if args[0].upper() != "INBOX":
+            return self._no(tag, "No such mailbox", "NONEXISTENT")
+        assert self.authenticated is not None
+        box = self._mailbox(self.authenticated.identity)
+        self.selected, self.read_only = "INBOX", read_only
+        self.state = SELECTED
+        lines = [f"* {box.exists} EXISTS", "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+                 "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)] Flags permitted",
+                 f"* OK [UIDVALIDITY {box.uidvalidity}] UIDs valid",
+                 f"* OK [UIDNEXT {box.exists + 1}] Predicted next UID",
+                 '* LIST () "/" INBOX']
+        if "IMAP4REV2" not in self.enabled:
+            lines.insert(1, "* 0 RECENT")
+        lines.append(f"{tag} OK [{'READ-ONLY' if read_only else 'READ-WRITE'}] "
+                     f"{'EXAMINE' if read_only else 'SELECT'} completed")
+        return ImapReply(lines)
+
+    def _cmd_select(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        return self._select(tag, args, False)
+
+    def _cmd_examine(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        return self._select(tag, args, True)
+
+    def _cmd_close(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        if self.state != SELECTED:
+            return self._bad(tag, "No mailbox selected")
+        self.selected, self.state = None, AUTHENTICATED
+        return self._ok(tag, "CLOSE completed")
+
+    _cmd_unselect = _cmd_close
+
+    def _cmd_rememberme(self, tag: str, args: list[str], raw: str) -> ImapReply:
+        denied = self._need_auth(tag)
+        if denied is not None:
+            return denied
+        if len(args) != 1 or not re.fullmatch(r"[A-Za-z0-9_-]+", args[0]):
+            return self._bad(tag, "Syntax: REMEMBERME token-type")
+        if self._tokens is None or not self.tls:
+            return self._no(tag, "Tokens are not available on this connection", "CANNOT")
+        kind = args[0].upper()
+        if kind not in self.config.remember_types:
+            return self._no(tag, f"Unsupported token type; use one of {' '.join(self.config.remember_types)}",
+                            "CANNOT")
+        assert self.authenticated is not None
+        try:
+            token, _ = self._tokens.mint_after(self.authenticated, kind)
+        except TemporaryFailure:
+            return self._no(tag, "Token store unavailable", "UNAVAILABLE")
+        except UsageError:
+            return self._no(tag, "Log in with a password-based mechanism to get a token", "CANNOT")
+        return self._ok(tag, "Token created", f"REMEMBERME {encode_challenge(token.encode('utf-8'))}")
+
