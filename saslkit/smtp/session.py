@@ -36,11 +36,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..binding import LineExchange
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import MechanismNotAllowed, SaslError, TemporaryFailure, UnknownMechanism, UsageError
-from ..framing import AuthCancelled, InvalidBase64, decode_continuation, decode_initial_response, encode_challenge
-from ..mechanism import Challenge, Failure, ServerMechanism, Success
+from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
+from ..mechanism import Challenge, Failure, ServerStep, Success
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
@@ -190,8 +191,7 @@ class SmtpSession:
         self.greeted: str | None = None  # EHLO/HELO/LHLO seen
         self.extended = False
         self.authenticated: Success | None = None
-        self._auth: ServerMechanism | None = None
-        self._auth_final_pending: Success | None = None
+        self._auth: LineExchange | None = None
         self._failures = 0
         self._envelope: Envelope | None = None
         self._stoken_rcpts: dict[str, str] = {}  # recipient -> kind ("TEMP"/"PERM")
@@ -213,7 +213,7 @@ class SmtpSession:
 
     @property
     def in_auth(self) -> bool:
-        return self._auth is not None or self._auth_final_pending is not None
+        return self._auth is not None
 
     def may_block(self, line: bytes) -> bool:
         """Whether handling ``line`` may block (password hashing, store access)."""
@@ -374,52 +374,30 @@ class SmtpSession:
         if response is not None and getattr(mechanism, "server_first", False):
             # RFC 4954 §4: an initial response to a mechanism where the server speaks first.
             return self._r(501, "5.7.0", "Initial response not allowed for this mechanism")
-        self._auth = mechanism
-        return self._step(response)
+        self._auth = LineExchange(mechanism)
+        return self._outcome(self._auth.start(response))
 
     def _auth_line(self, line: bytes) -> Reply:
+        assert self._auth is not None
         if len(line) + 2 > MAX_AUTH_LINE:
-            self._end_auth()
+            self._auth = None
             return self._r(500, "5.5.6", "Authentication Exchange line is too long")
         try:
-            response = decode_continuation(line)
+            return self._outcome(self._auth.receive(line))
         except AuthCancelled:
-            self._end_auth()
+            self._auth = None
             return self._r(501, "5.0.0", "Authentication cancelled")
         except InvalidBase64:
-            self._end_auth()
+            self._auth = None
             return self._r(501, "5.5.2", "Invalid base64 data")
-        if self._auth_final_pending is not None:
-            success = self._auth_final_pending
-            self._end_auth()
-            if response:  # RFC 4422 §5 item 2b: the answer to additional data is empty
-                return self._failed(Failure("authentication-failed", "non-empty response to additional data"))
-            return self._succeeded(success)
-        return self._step(response)
 
-    def _end_auth(self) -> None:
-        self._auth = None
-        self._auth_final_pending = None
-
-    def _step(self, response: bytes | None) -> Reply:
-        assert self._auth is not None
-        try:
-            result = self._auth.step(response)
-        except TemporaryFailure:
-            result = Failure("temporary-failure", "store unavailable")
-        except SaslError as exc:
-            result = Failure("authentication-failed", str(exc))
+    def _outcome(self, result: ServerStep) -> Reply:
+        """Map one exchange step to a reply; additional data already arrives as a challenge."""
         if isinstance(result, Challenge):
             return Reply([f"334 {encode_challenge(result.data)}"])
+        self._auth = None
         if isinstance(result, Success):
-            if result.additional_data is not None:
-                # RFC 4954 §4: no additional data with success in SMTP; send it as a 334.
-                self._auth = None
-                self._auth_final_pending = result
-                return Reply([f"334 {encode_challenge(result.additional_data)}"])
-            self._end_auth()
             return self._succeeded(result)
-        self._end_auth()
         return self._failed(result)
 
     def _succeeded(self, success: Success) -> Reply:
@@ -612,7 +590,7 @@ class SmtpSession:
             self._data = []
             return Reply()
         if self.in_auth:
-            self._end_auth()
+            self._auth = None
             return self._r(500, "5.5.6", "Authentication Exchange line is too long")
         return self._r(500, "5.5.6" if head[:5].upper() in (b"AUTH ", b"AUTH") else "5.5.2", "Line too long")
 
