@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .credentials import UserStore
+from .errors import UsageError
 
 if TYPE_CHECKING:
     from .tokens.records import TokenVerifier
@@ -66,7 +67,7 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         if len(self.server_secret) < 16:
-            raise ValueError("server_secret must be at least 16 octets")
+            raise UsageError("server_secret must be at least 16 octets")
 
 
 @dataclass

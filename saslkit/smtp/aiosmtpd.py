@@ -66,7 +66,7 @@ from aiosmtpd.smtp import SMTP, Envelope, syntax
 
 from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
 from ..credentials import UserStore
-from ..errors import SaslError, UsageError
+from ..errors import ProtocolError, SaslError, UsageError
 from ..mechanism import Success
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
@@ -322,7 +322,7 @@ class SaslkitSMTP(SMTP):
         if arg and m:
             try:
                 auth_param = "" if m.group(1) == "<>" else xtext_decode(m.group(1))
-            except ValueError:
+            except ProtocolError:
                 await self.push("501 5.5.4 Invalid AUTH= parameter")
                 return
             arg = arg[: m.start()] + arg[m.end():]

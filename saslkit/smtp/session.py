@@ -39,7 +39,7 @@ from typing import Protocol
 from ..binding import LineExchange
 from ..context import ServerContext
 from ..credentials import UserStore
-from ..errors import MechanismNotAllowed, SaslError, TemporaryFailure, UnknownMechanism, UsageError
+from ..errors import MechanismNotAllowed, ProtocolError, SaslError, TemporaryFailure, UnknownMechanism, UsageError
 from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
 from ..mechanism import Challenge, Failure, ServerStep, Success
 from ..registry import Policy, Registry, default_registry
@@ -67,7 +67,7 @@ _PATH_RE = re.compile(r"<([^<>\s]*)>")
 def xtext_decode(value: str) -> str:
     """RFC 3461 §4 xtext, as used by ``AUTH=`` (RFC 4954 §5): ``e+3Dmc2`` -> ``e=mc2``."""
     if not _XTEXT_RE.fullmatch(value):
-        raise ValueError("invalid xtext")
+        raise ProtocolError("invalid-xtext", "invalid xtext")
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
 
 
@@ -518,7 +518,7 @@ class SmtpSession:
             if key == "AUTH" and self.extended:
                 try:
                     auth_param = "" if value == "<>" else xtext_decode(value)
-                except ValueError:
+                except ProtocolError:
                     return self._r(501, "5.5.4", "Invalid AUTH= parameter")
                 if self.authenticated is None:
                     auth_param = ""  # RFC 4954 §5: an unauthenticated client's AUTH= is not trusted
