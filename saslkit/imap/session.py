@@ -43,7 +43,8 @@ __all__ = ["ImapConfig", "ImapReply", "ImapSession", "Mailbox"]
 
 MAX_LINE = 16384
 MAX_LITERAL = 16384
-_TAG_RE = re.compile(r"[\x21\x23-\x27\x2c-\x5b\x5d-\x7a\x7c\x7e]+")  # ASTRING-CHAR minus "+" (RFC 9051 §9)
+MAX_COMMAND = MAX_LINE + 2 * MAX_LITERAL  # one command's lines and literals together (LOGIN takes two)
+_TAG_RE = re.compile(r"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+")  # ASTRING-CHAR minus "+" (RFC 9051 §9)
 _LITERAL_RE = re.compile(rb"\{(\d{1,9})(\+?)\}$")
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
@@ -237,15 +238,13 @@ class ImapSession:
         m = _LITERAL_RE.search(line)
         if m is not None:
             size = int(m.group(1))
-            if size > MAX_LITERAL:
-                self._pending = []
-                return ImapReply(["* BAD Literal too large"])
+            sync = not m.group(2)
+            if size > MAX_LITERAL or sum(map(len, self._pending)) + len(line) + size > MAX_COMMAND:
+                return self._refuse_literal(line, sync, "Literal too large")
             try:
                 self._pending.append(line[: m.start()].decode("utf-8"))
             except UnicodeDecodeError:
-                self._pending = []
-                return ImapReply(["* BAD Invalid UTF-8"])
-            sync = not m.group(2)
+                return self._refuse_literal(line, sync, "Invalid UTF-8")
             return ImapReply(["+ Ready for literal data"] if sync else [], literal=size)
         try:
             self._pending.append(line.decode("utf-8"))
@@ -254,6 +253,19 @@ class ImapSession:
             return ImapReply(["* BAD Invalid UTF-8"])
         parts, self._pending = self._pending, []
         return self._command(parts)
+
+    def _refuse_literal(self, line: bytes, sync: bool, text: str) -> ImapReply:
+        """Refuse a command at its literal: tagged BAD so the client sends no more of it (RFC 9051 §2.2.2).
+
+        A non-synchronizing (LITERAL+) literal's octets are already on their way and would otherwise
+        be read as commands, so that connection is closed with BYE instead.
+        """
+        first = self._pending[0] if self._pending else line.decode("utf-8", "replace")
+        self._pending = []
+        if not sync:
+            return ImapReply([f"* BYE {text}"], close=True)
+        tag = str(first).split(" ", 1)[0]
+        return ImapReply([f"{tag if _TAG_RE.fullmatch(tag) else '*'} BAD {text}"])
 
     def line_too_long(self, head: bytes) -> ImapReply:
         """The driver read a line longer than it buffers (``head`` is its start)."""
