@@ -31,11 +31,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..binding import LineExchange
 from ..context import ServerContext
 from ..credentials import UserStore
-from ..errors import MechanismNotAllowed, SaslError, TemporaryFailure, UnknownMechanism, UsageError
-from ..framing import AuthCancelled, InvalidBase64, decode_continuation, decode_initial_response, encode_challenge
-from ..mechanism import Challenge, Failure, ServerMechanism, Success
+from ..errors import MechanismNotAllowed, TemporaryFailure, UnknownMechanism, UsageError
+from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
+from ..mechanism import Challenge, Failure, ServerStep, Success
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, TokenService
 
@@ -169,9 +170,8 @@ class ImapSession:
         self.selected: str | None = None
         self.read_only = False
         self.enabled: set[str] = set()
-        self._auth: ServerMechanism | None = None
+        self._auth: LineExchange | None = None
         self._auth_tag = ""
-        self._auth_final: Success | None = None
 
     def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
         self.tls = True
@@ -209,7 +209,7 @@ class ImapSession:
 
     @property
     def in_auth(self) -> bool:
-        return self._auth is not None or self._auth_final is not None
+        return self._auth is not None
 
     def may_block(self, line: bytes) -> bool:
         """Whether handling ``line`` may block (password hashing, store access)."""
@@ -272,7 +272,7 @@ class ImapSession:
         self._pending = []
         if self.in_auth:
             tag = self._auth_tag
-            self._end_auth()
+            self._auth = None
             return self._bad(tag, "Authentication line too long")
         return ImapReply(["* BAD Line too long"])
 
@@ -342,8 +342,8 @@ class ImapSession:
             return self._bad(tag, "NUL in LOGIN arguments")
         message = b"\x00" + args[0].encode() + b"\x00" + args[1].encode()
         self._auth_tag = tag
-        self._auth = PlainServer(self._ctx())
-        return self._step(message)
+        self._auth = LineExchange(PlainServer(self._ctx()))
+        return self._outcome(self._auth.start(message))
 
     def _cmd_authenticate(self, tag: str, args: list[str], raw: str) -> ImapReply:
         if self.state != NOT_AUTHENTICATED:
@@ -363,60 +363,38 @@ class ImapSession:
         except InvalidBase64:
             return self._bad(tag, "Invalid base64 in initial response")
         try:
-            self._auth = reg.server(name, self._ctx(), policy=self.config.effective_policy())
+            mechanism = reg.server(name, self._ctx(), policy=self.config.effective_policy())
         except (UnknownMechanism, MechanismNotAllowed):
             return self._no(tag, "Unsupported authentication mechanism", "CANNOT")
-        if response is not None and getattr(self._auth, "server_first", False):
-            self._auth = None
+        if response is not None and getattr(mechanism, "server_first", False):
             return self._bad(tag, "Initial response not allowed for this mechanism")  # RFC 4959 §3
         self._auth_tag = tag
-        return self._step(response)
+        self._auth = LineExchange(mechanism)
+        return self._outcome(self._auth.start(response))
 
     def _auth_line(self, line: bytes) -> ImapReply:
-        tag = self._auth_tag
-        if len(line) > MAX_LINE:
-            self._end_auth()
-            return self._bad(tag, "Authentication line too long")
-        try:
-            response = decode_continuation(line)
-        except AuthCancelled:
-            self._end_auth()
-            return self._bad(tag, "Authentication cancelled")
-        except InvalidBase64:
-            self._end_auth()
-            return self._bad(tag, "Invalid base64")
-        if self._auth_final is not None:
-            success = self._auth_final
-            self._end_auth()
-            if response:  # RFC 4422 §5 item 2b
-                return self._failed(tag, Failure("authentication-failed", "non-empty response"))
-            return self._succeeded(tag, success)
-        return self._step(response)
-
-    def _end_auth(self) -> None:
-        self._auth = None
-        self._auth_final = None
-
-    def _step(self, response: bytes | None) -> ImapReply:
         assert self._auth is not None
         tag = self._auth_tag
+        if len(line) > MAX_LINE:
+            self._auth = None
+            return self._bad(tag, "Authentication line too long")
         try:
-            result = self._auth.step(response)
-        except TemporaryFailure:
-            result = Failure("temporary-failure", "store unavailable")
-        except SaslError as exc:
-            result = Failure("authentication-failed", str(exc))
+            return self._outcome(self._auth.receive(line))
+        except AuthCancelled:
+            self._auth = None
+            return self._bad(tag, "Authentication cancelled")
+        except InvalidBase64:
+            self._auth = None
+            return self._bad(tag, "Invalid base64")
+
+    def _outcome(self, result: ServerStep) -> ImapReply:
+        """Map one exchange step to a reply; additional data already arrives as a challenge."""
         if isinstance(result, Challenge):
             return ImapReply([f"+ {encode_challenge(result.data)}"])
+        self._auth = None
         if isinstance(result, Success):
-            if result.additional_data is not None:
-                self._auth = None
-                self._auth_final = result
-                return ImapReply([f"+ {encode_challenge(result.additional_data)}"])
-            self._end_auth()
-            return self._succeeded(tag, result)
-        self._end_auth()
-        return self._failed(tag, result)
+            return self._succeeded(self._auth_tag, result)
+        return self._failed(self._auth_tag, result)
 
     def _succeeded(self, tag: str, success: Success) -> ImapReply:
         self.authenticated = success
