@@ -29,6 +29,7 @@ from .channel_binding import channel_bindings_from_ssl
 __all__ = ["LineServer", "LineSession", "ensure_certificate", "run_until_signal"]
 
 IDLE_TIMEOUT = 300.0
+SHUTDOWN_GRACE = 1.0  # seconds open connections get to end by themselves when the server stops
 
 
 class SessionReply(Protocol):
@@ -86,6 +87,7 @@ class LineServer:
         self.observe = observe
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"saslkit-{name}")
         self._server: asyncio.AbstractServer | None = None
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     def bindings(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
         sslobj = writer.get_extra_info("ssl_object")
@@ -94,6 +96,10 @@ class LineServer:
         return channel_bindings_from_ssl(sslobj, server_certificate=self.certificate_der)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # serve_until lets open connections end before returning
+            self._connections[task] = writer
+            task.add_done_callback(lambda done: self._connections.pop(done, None))
         peername = writer.get_extra_info("peername")
         peer = peername[0] if isinstance(peername, tuple) else str(peername)
         session = self.make_session(peer, self.implicit_tls, self.bindings(writer) if self.implicit_tls else {})
@@ -178,7 +184,27 @@ class LineServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self._end_connections()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _end_connections(self) -> None:
+        """Let open connections end on their own, then drop the ones still open.
+
+        Python 3.11's ``Server.wait_closed()`` does not wait for connections,
+        and ``asyncio.run()`` would then cancel their handlers; 3.11's
+        ``StreamReaderProtocol`` logs every cancelled handler as "Exception in
+        callback ... CancelledError".  Aborting the transport instead makes the
+        handler's read fail, so it returns normally through its ``finally``.
+        """
+        if not self._connections:
+            return
+        _, pending = await asyncio.wait(set(self._connections), timeout=SHUTDOWN_GRACE)
+        for task in pending:
+            writer = self._connections.get(task)
+            if writer is not None:
+                writer.transport.abort()
+        if pending:
+            await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
 
 
 def run_until_signal(server: LineServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:

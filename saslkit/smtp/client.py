@@ -57,15 +57,23 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Literal
 
-from ..channel_binding import channel_bindings_from_ssl
-from ..context import ClientCredentials
+# Connection, TLS, channel-binding and error plumbing shared with the IMAP client (re-exported names kept).
+from ..clientbase import (
+    DEFAULT_TIMEOUT,
+    ClientAuthError,
+    ClientConnectionError,
+    ClientError,
+    LineClient,
+    Log,
+    TlsMode,
+    client_tls_context,
+    pick_channel_binding,
+)
 from ..errors import SaslError, UsageError
 from ..framing import decode_continuation, encode_challenge, encode_initial_response
 from ..redact import redact
-from ..registry import Registry, default_registry
+from ..registry import Registry
 
 __all__ = [
     "AuthResult",
@@ -83,31 +91,21 @@ __all__ = [
 MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, CRLF included
 MAX_LINE = 12288  # RFC 4954 §4, CRLF included
 MAX_REPLY_LINES = 256
-DEFAULT_TIMEOUT = 30.0
-
-#: ``starttls`` (RFC 3207, the default), ``implicit`` (TLS from the first byte, RFC 8314) or ``none``.
-TlsMode = Literal["starttls", "implicit", "none"]
-TLS_MODES = ("starttls", "implicit", "none")
-
-#: Preference among channel-binding types for mechanisms that take any (SCRAM-*-PLUS).
-CB_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
 
 _REPLY_RE = re.compile(rb"([2-5][0-9][0-9])([ -]|$)")
 _ENHANCED_RE = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}")
 _ATOM_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 
-Log = Callable[[str], None]
 
-
-class SmtpClientError(Exception):
+class SmtpClientError(ClientError):
     """Base class of the client's errors."""
 
 
-class SmtpConnectionError(SmtpClientError):
+class SmtpConnectionError(SmtpClientError, ClientConnectionError):
     """Connection, TLS or protocol failure (CLI exit 3)."""
 
 
-class SmtpAuthError(SmtpClientError):
+class SmtpAuthError(SmtpClientError, ClientAuthError):
     """Authentication (or REMEMBERME) refused or not possible (CLI exit 1)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
@@ -140,39 +138,6 @@ class AuthResult:
     extensions: dict[str, str] = field(default_factory=dict)
 
 
-def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
-    """A client context: system trust (or ``cafile``) with hostname checks, or no checks at all."""
-    if cafile and insecure:
-        raise UsageError("cafile and insecure exclude each other")
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load CA file {cafile}: {exc}") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def pick_channel_binding(
-    registry: Registry, mechanism: str, bindings: dict[str, bytes]
-) -> tuple[str, bytes] | None:
-    """The ``(type, data)`` to give ``mechanism``'s client, from what this connection has.
-
-    A mechanism bound to one type (HT-*-ENDP) gets that type or ``None``; one
-    that takes any (SCRAM-*-PLUS) gets the first of :data:`CB_PREFERENCE`;
-    others get the same preference (a non-PLUS SCRAM client needs to know it
-    *could* bind, for its ``y``/``n`` flag).
-    """
-    info = registry.info(mechanism)
-    if info.channel_binding_types is not None:
-        usable = [t for t in CB_PREFERENCE if t in info.channel_binding_types and t in bindings]
-    else:
-        usable = [t for t in CB_PREFERENCE if t in bindings]
-    return (usable[0], bindings[usable[0]]) if usable else None
-
-
 def check_token_type(token_type: str) -> str:
     """A REMEMBERME token type is an RFC 5321 atom (rememberme-00 §4); raise :class:`UsageError` if not."""
     if not _ATOM_RE.fullmatch(token_type):
@@ -191,8 +156,13 @@ def _address_literal(sock: socket.socket) -> str:
     return f"[{address}]" if address else "localhost"
 
 
-class SmtpClient:
+class SmtpClient(LineClient):
     """One blocking SMTP connection (see the module docstring)."""
+
+    protocol = "SMTP"
+    max_line = MAX_LINE
+    connection_error = SmtpConnectionError
+    auth_error = SmtpAuthError
 
     def __init__(
         self,
@@ -205,93 +175,14 @@ class SmtpClient:
         registry: Registry | None = None,
         ehlo_name: str | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.ssl_context = ssl_context
-        self.timeout = timeout
-        self.registry = registry or default_registry()
-        self._log = log
+        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout, log=log, registry=registry)
         self._ehlo_name = ehlo_name
-        self._sock: socket.socket | None = None
-        self._buf = bytearray()
         #: EHLO keywords (upper case) -> their parameters, from the latest EHLO.
         self.extensions: dict[str, str] = {}
         self.greeting: Reply | None = None
-        self.channel_bindings: dict[str, bytes] = {}
         self.authenticated: AuthResult | None = None
 
-    # ------------------------------------------------------------ context manager
-
-    def __enter__(self) -> SmtpClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-            self._sock = None
-
-    @property
-    def tls(self) -> bool:
-        return isinstance(self._sock, ssl.SSLSocket)
-
-    @property
-    def tls_version(self) -> str | None:
-        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket) else None
-
-    # ------------------------------------------------------------ transcript
-
-    def _show(self, direction: str, text: str) -> None:
-        if self._log is not None:
-            self._log(f"{direction} {text}")
-
     # ------------------------------------------------------------ wire
-
-    def _send(self, line: str, shown: str | None = None) -> None:
-        if self._sock is None:
-            raise SmtpConnectionError("not connected")
-        if "\r" in line or "\n" in line:
-            raise UsageError("an SMTP command line cannot contain CR or LF")
-        self._show("C:", line if shown is None else shown)
-        data = line.encode("utf-8") + b"\r\n"
-        try:
-            self._sock.sendall(data)
-        except TimeoutError:
-            raise SmtpConnectionError(f"timed out sending to {self.host}:{self.port}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise SmtpConnectionError(f"connection to {self.host}:{self.port} failed: {exc}") from exc
-
-    def _recv_line(self) -> bytes:
-        """One line without its CRLF (a bare LF is tolerated), at most :data:`MAX_LINE` octets."""
-        assert self._sock is not None
-        while True:
-            end = self._buf.find(b"\n")
-            if end >= 0:
-                if end + 1 > MAX_LINE:
-                    raise SmtpConnectionError(f"reply line longer than {MAX_LINE} octets")
-                line = bytes(self._buf[:end])
-                del self._buf[: end + 1]
-                return line[:-1] if line.endswith(b"\r") else line
-            if len(self._buf) >= MAX_LINE:
-                raise SmtpConnectionError(f"reply line longer than {MAX_LINE} octets")
-            try:
-                chunk = self._sock.recv(4096)
-            except TimeoutError:
-                raise SmtpConnectionError(
-                    f"timed out after {self.timeout:g} s waiting for {self.host}:{self.port}"
-                ) from None
-            except (OSError, ssl.SSLError) as exc:
-                raise SmtpConnectionError(f"connection to {self.host}:{self.port} failed: {exc}") from exc
-            if not chunk:
-                raise SmtpConnectionError(f"{self.host}:{self.port} closed the connection")
-            self._buf += chunk
 
     def read_reply(self, shown: Callable[[int, str], str] | None = None) -> Reply:
         """Read one (possibly multi-line) reply; ``shown(code, text)`` renders a line for the transcript."""
@@ -319,41 +210,9 @@ class SmtpClient:
 
     # ------------------------------------------------------------ connection
 
-    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
-        if self.ssl_context is None:
-            raise UsageError("TLS requested without an SSL context")
-        try:
-            tls = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-        except ssl.SSLCertVerificationError as exc:
-            raise SmtpConnectionError(f"TLS certificate verification failed: {exc.verify_message or exc}") from exc
-        except TimeoutError:
-            raise SmtpConnectionError("timed out during the TLS handshake") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise SmtpConnectionError(f"TLS handshake failed: {exc}") from exc
-        try:
-            self.channel_bindings = channel_bindings_from_ssl(tls)
-        except SaslError:
-            self.channel_bindings = {}
-        self._show("*", f"TLS established: {tls.version()} {(tls.cipher() or ('?',))[0]}, channel bindings: "
-                        f"{', '.join(sorted(self.channel_bindings)) or 'none'}")
-        return tls
-
     def connect(self, tls_mode: TlsMode = "starttls") -> dict[str, str]:
         """Connect, read the greeting, EHLO (and STARTTLS + EHLO); return the EHLO keywords."""
-        if tls_mode not in TLS_MODES:
-            raise UsageError(f"tls_mode must be one of {', '.join(TLS_MODES)}")
-        if tls_mode != "none" and self.ssl_context is None:
-            self.ssl_context = client_tls_context()
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        except TimeoutError:
-            raise SmtpConnectionError(f"timed out connecting to {self.host}:{self.port}") from None
-        except OSError as exc:
-            raise SmtpConnectionError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from exc
-        self._sock = sock
-        self._show("*", f"connected to {self.host}:{self.port}")
-        if tls_mode == "implicit":
-            self._sock = self._wrap(sock)
+        self._open(tls_mode)
         greeting = self.read_reply()
         if greeting.code != 220:
             raise SmtpConnectionError(f"server refused the connection: {greeting}")
@@ -384,10 +243,7 @@ class SmtpClient:
         reply = self.command("STARTTLS")
         if reply.code != 220:
             raise SmtpConnectionError(f"STARTTLS refused: {reply}")
-        if self._buf:
-            raise SmtpConnectionError("the server sent data after its STARTTLS reply (response injection)")
-        assert self._sock is not None
-        self._sock = self._wrap(self._sock)
+        self._start_tls()
         self.extensions = {}
         self.ehlo()
 
@@ -407,6 +263,9 @@ class SmtpClient:
     def offered_mechanisms(self) -> list[str]:
         return self.extensions.get("AUTH", "").upper().split()
 
+    def _offer_text(self, offered: list[str]) -> str:
+        return f"AUTH {' '.join(offered) or 'not advertised'}"
+
     def authenticate(
         self,
         mechanism: str,
@@ -418,23 +277,8 @@ class SmtpClient:
     ) -> AuthResult:
         """Run one RFC 4954 AUTH exchange with saslkit's client mechanism; raise unless it succeeded."""
         name = mechanism.upper()
-        info = self.registry.info(name)  # UnknownMechanism (a UsageError) for names saslkit lacks
-        offered = self.offered_mechanisms
-        if name not in offered:
-            raise SmtpAuthError(
-                f"the server does not offer {name} here (AUTH {' '.join(offered) or 'not advertised'})"
-            )
-        if info.plaintext and not self.tls and not allow_plaintext:
-            raise SmtpAuthError(f"refusing to send {name} credentials without TLS")
-        cb = pick_channel_binding(self.registry, name, self.channel_bindings)
-        if info.channel_binding and cb is None:
-            raise SmtpAuthError(f"{name} needs channel binding this connection cannot provide")
-        plus_offered = any(self.registry.info(m).channel_binding for m in offered if m in self.registry)
-        creds = ClientCredentials(
-            username, secret, authzid=authzid, channel_binding=cb,
-            server_offers_plus=plus_offered,
-        )
-        client = self.registry.client(name, creds)
+        client, info, cb = self.prepare_mechanism(name, self.offered_mechanisms, username, secret,
+                                                  authzid=authzid, allow_plaintext=allow_plaintext)
 
         def render(data: bytes | None) -> str:
             return redact(name, data)

@@ -1,0 +1,316 @@
+"""What the blocking SMTP and IMAP clients share: sockets, TLS, channel binding, errors, masking.
+
+:class:`LineClient` is one line-oriented connection (plain sockets and
+:mod:`ssl`, every operation under a timeout): connect with ``starttls``,
+``implicit`` or no TLS, send a command line, read a line of at most
+``max_line`` octets, upgrade to TLS refusing any plaintext the server sent
+after its go-ahead (a response-injection attempt, CVE-2011-0411), and take the
+channel-binding data from the TLS socket.  :meth:`LineClient.prepare_mechanism`
+builds saslkit's client mechanism the way both protocols need it: the
+mechanism must be offered, a plaintext one (PLAIN, REMEMBERME, STOKEN) is used
+without TLS only with consent, and the channel binding is picked by
+:func:`pick_channel_binding`.
+
+The protocol clients raise their own subclasses of :class:`ClientConnectionError`
+(CLI exit 3) and :class:`ClientAuthError` (CLI exit 1), set as the class
+attributes ``connection_error`` and ``auth_error``.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+from types import TracebackType
+from typing import Literal, Self
+
+from .channel_binding import channel_bindings_from_ssl
+from .context import ClientCredentials
+from .errors import SaslError, UsageError
+from .mechanism import ClientMechanism
+from .registry import MechanismInfo, Registry, default_registry
+
+__all__ = [
+    "CB_PREFERENCE",
+    "DEFAULT_TIMEOUT",
+    "TLS_MODES",
+    "ClientAuthError",
+    "ClientConnectionError",
+    "ClientError",
+    "LineClient",
+    "Log",
+    "TlsMode",
+    "client_tls_context",
+    "pick_channel_binding",
+]
+
+DEFAULT_TIMEOUT = 30.0
+
+#: ``starttls`` (the default), ``implicit`` (TLS from the first byte, RFC 8314) or ``none``.
+TlsMode = Literal["starttls", "implicit", "none"]
+TLS_MODES = ("starttls", "implicit", "none")
+
+#: Preference among channel-binding types for mechanisms that take any (SCRAM-*-PLUS).
+CB_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
+
+Log = Callable[[str], None]
+
+
+class ClientError(Exception):
+    """Base class of the protocol clients' errors."""
+
+
+class ClientConnectionError(ClientError):
+    """Connection, TLS or protocol failure (CLI exit 3)."""
+
+
+class ClientAuthError(ClientError):
+    """Authentication (or a token request) refused or not possible (CLI exit 1)."""
+
+
+def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
+    """A client context: system trust (or ``cafile``) with hostname checks, or no checks at all."""
+    if cafile and insecure:
+        raise UsageError("cafile and insecure exclude each other")
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load CA file {cafile}: {exc}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def pick_channel_binding(
+    registry: Registry, mechanism: str, bindings: dict[str, bytes]
+) -> tuple[str, bytes] | None:
+    """The ``(type, data)`` to give ``mechanism``'s client, from what this connection has.
+
+    A mechanism bound to one type (HT-*-ENDP) gets that type or ``None``; one
+    that takes any (SCRAM-*-PLUS) gets the first of :data:`CB_PREFERENCE`;
+    others get the same preference (a non-PLUS SCRAM client needs to know it
+    *could* bind, for its ``y``/``n`` flag).
+    """
+    info = registry.info(mechanism)
+    if info.channel_binding_types is not None:
+        usable = [t for t in CB_PREFERENCE if t in info.channel_binding_types and t in bindings]
+    else:
+        usable = [t for t in CB_PREFERENCE if t in bindings]
+    return (usable[0], bindings[usable[0]]) if usable else None
+
+
+class LineClient:
+    """One blocking line-protocol connection; subclasses speak the protocol."""
+
+    #: Name used in messages ("SMTP", "IMAP").
+    protocol = "line"
+    #: The longest line accepted from the server, terminator included.
+    max_line = 16384
+    connection_error: type[ClientConnectionError] = ClientConnectionError
+    auth_error: type[ClientAuthError] = ClientAuthError
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        log: Log | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self.registry = registry or default_registry()
+        self._log = log
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+        self.channel_bindings: dict[str, bytes] = {}
+
+    # ------------------------------------------------------------ context manager
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    @property
+    def tls(self) -> bool:
+        return isinstance(self._sock, ssl.SSLSocket)
+
+    @property
+    def tls_version(self) -> str | None:
+        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket) else None
+
+    # ------------------------------------------------------------ transcript
+
+    def _show(self, direction: str, text: str) -> None:
+        if self._log is not None:
+            self._log(f"{direction} {text}")
+
+    # ------------------------------------------------------------ wire
+
+    def _send_lines(self, lines: list[tuple[str, str | None]]) -> None:
+        """Send ``(line, shown)`` pairs in one write (pipelined); ``shown`` replaces a line in the transcript."""
+        if self._sock is None:
+            raise self.connection_error("not connected")
+        data = bytearray()
+        for line, _shown in lines:
+            if "\r" in line or "\n" in line:
+                raise UsageError(f"an {self.protocol} command line cannot contain CR or LF")
+            data += line.encode("utf-8") + b"\r\n"
+        for line, shown in lines:
+            self._show("C:", line if shown is None else shown)
+        try:
+            self._sock.sendall(data)
+        except TimeoutError:
+            raise self.connection_error(f"timed out sending to {self.host}:{self.port}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise self.connection_error(f"connection to {self.host}:{self.port} failed: {exc}") from exc
+
+    def _send(self, line: str, shown: str | None = None) -> None:
+        self._send_lines([(line, shown)])
+
+    def _fill(self) -> None:
+        """Read more octets into the buffer; the server closing is an error."""
+        assert self._sock is not None
+        try:
+            chunk = self._sock.recv(65536)
+        except TimeoutError:
+            raise self.connection_error(
+                f"timed out after {self.timeout:g} s waiting for {self.host}:{self.port}"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise self.connection_error(f"connection to {self.host}:{self.port} failed: {exc}") from exc
+        if not chunk:
+            raise self.connection_error(self._closed_message())
+        self._buf += chunk
+
+    def _closed_message(self) -> str:
+        return f"{self.host}:{self.port} closed the connection"
+
+    def _recv_line(self) -> bytes:
+        """One line without its CRLF (a bare LF is tolerated), at most :attr:`max_line` octets."""
+        if self._sock is None:
+            raise self.connection_error("not connected")
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                if end + 1 > self.max_line:
+                    raise self.connection_error(f"reply line longer than {self.max_line} octets")
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self._buf) >= self.max_line:
+                raise self.connection_error(f"reply line longer than {self.max_line} octets")
+            self._fill()
+
+    def _recv_exactly(self, size: int) -> bytes:
+        """``size`` raw octets (an IMAP literal)."""
+        while len(self._buf) < size:
+            self._fill()
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    # ------------------------------------------------------------ connection and TLS
+
+    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+        if self.ssl_context is None:
+            raise UsageError("TLS requested without an SSL context")
+        try:
+            tls = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise self.connection_error(
+                f"TLS certificate verification failed: {exc.verify_message or exc}"
+            ) from exc
+        except TimeoutError:
+            raise self.connection_error("timed out during the TLS handshake") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise self.connection_error(f"TLS handshake failed: {exc}") from exc
+        try:
+            self.channel_bindings = channel_bindings_from_ssl(tls)
+        except SaslError:
+            self.channel_bindings = {}
+        self._show("*", f"TLS established: {tls.version()} {(tls.cipher() or ('?',))[0]}, channel bindings: "
+                        f"{', '.join(sorted(self.channel_bindings)) or 'none'}")
+        return tls
+
+    def _open(self, tls_mode: TlsMode) -> None:
+        """TCP connect (and the TLS handshake for ``implicit``); a default TLS context unless ``none``."""
+        if tls_mode not in TLS_MODES:
+            raise UsageError(f"tls_mode must be one of {', '.join(TLS_MODES)}")
+        if tls_mode != "none" and self.ssl_context is None:
+            self.ssl_context = client_tls_context()
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        except TimeoutError:
+            raise self.connection_error(f"timed out connecting to {self.host}:{self.port}") from None
+        except OSError as exc:
+            raise self.connection_error(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._show("*", f"connected to {self.host}:{self.port}")
+        if tls_mode == "implicit":
+            self._sock = self._wrap(sock)
+
+    def _start_tls(self) -> None:
+        """Upgrade after the server's go-ahead; anything it sent behind that in clear text is refused."""
+        if self._buf:
+            raise self.connection_error("the server sent data after its STARTTLS reply (response injection)")
+        assert self._sock is not None
+        self._sock = self._wrap(self._sock)
+
+    # ------------------------------------------------------------ SASL
+
+    def prepare_mechanism(
+        self,
+        mechanism: str,
+        offered: list[str],
+        username: str,
+        secret: str,
+        *,
+        authzid: str | None = None,
+        allow_plaintext: bool = False,
+    ) -> tuple[ClientMechanism, MechanismInfo, tuple[str, bytes] | None]:
+        """saslkit's client for ``mechanism`` on this connection: ``(client, info, channel binding)``.
+
+        Raises :attr:`auth_error` if the server does not offer it, if it would
+        send a plaintext secret without TLS (unless ``allow_plaintext``), or if
+        it needs a channel binding this connection lacks.
+        """
+        name = mechanism.upper()
+        info = self.registry.info(name)  # UnknownMechanism (a UsageError) for names saslkit lacks
+        if name not in offered:
+            raise self.auth_error(f"the server does not offer {name} here "
+                                  f"({self._offer_text(offered) or 'no mechanisms advertised'})")
+        if info.plaintext and not self.tls and not allow_plaintext:
+            raise self.auth_error(f"refusing to send {name} credentials without TLS")
+        cb = pick_channel_binding(self.registry, name, self.channel_bindings)
+        if info.channel_binding and cb is None:
+            raise self.auth_error(f"{name} needs channel binding this connection cannot provide")
+        plus_offered = any(self.registry.info(m).channel_binding for m in offered if m in self.registry)
+        creds = ClientCredentials(username, secret, authzid=authzid, channel_binding=cb,
+                                  server_offers_plus=plus_offered)
+        return self.registry.client(name, creds), info, cb
+
+    def _offer_text(self, offered: list[str]) -> str:
+        """How the server's offer is shown in an error message."""
+        return " ".join(offered)
