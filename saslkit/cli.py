@@ -559,7 +559,8 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     context = _client_tls_context(args)
 
     token: str | None = None
-    with SmtpClient(host, port, ssl_context=context, timeout=args.timeout, log=_client_log(args)) as smtp:
+    with SmtpClient(host, port, ssl_context=context, timeout=args.timeout, log=_client_log(args),
+                    lmtp=args.lmtp) as smtp:
         try:
             smtp.connect(args.tls)
             if remember:
@@ -867,6 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "the same connection (RFC 8437), showing the selected mailbox and ENABLE state reset")
             sp.add_argument("--reauth-mech", metavar="MECH", help="mechanism for --reauth-as (default: --mech)")
             sp.add_argument("--reauth-secret-file", help="USER2's password or token; otherwise the next stdin line")
+        else:
+            sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO), e.g. for AUTH STOKEN")
 
     vec = sub.add_parser("vectors", help="test vectors").add_subparsers(dest="command", required=True)
     sp = vec.add_parser("check", help="check vector files against the library")

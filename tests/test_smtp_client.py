@@ -39,7 +39,7 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("SASLKIT_")}
 ENV["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 SASLKIT = [sys.executable, "-m", "saslkit"]
 PASSWORD = "pencil"
-READY_RE = re.compile(r"saslkit smtp listening on (\S+):(\d+)")
+READY_RE = re.compile(r"saslkit (?:smtp|lmtp) listening on (\S+):(\d+)")
 
 #: Every password mechanism of the registry; after STARTTLS the server offers all of them (-PLUS via
 #: tls-server-end-point, the only binding both stdlib ends have on TLS 1.3).
@@ -476,3 +476,22 @@ def test_multiline_replies_are_joined() -> None:
         assert smtp.greeting is not None and smtp.greeting.lines == ("peer ESMTP", "second line", "third")
     peer.finish()
     assert extensions == {"SIZE": "100", "AUTH": "PLAIN", "REMEMBERME": "RANDOM"}
+
+
+def test_stoken_over_lmtp(db: Path) -> None:
+    """AUTH STOKEN needs LMTP (draft-slusarz §7.3): the client speaks LHLO with --lmtp."""
+    srv = SaslkitServer(db, "--lmtp")
+    try:
+        gen = saslkit_run("stoken", "gen", "TEMP", "friend@example.net", "alice@localhost", "--db", str(db))
+        assert gen.returncode == 0, gen.stderr
+        token = gen.stdout.splitlines()[-1]
+        MINTED.append(token)
+        ok = client(srv, "STOKEN", token, "--lmtp", user="alice@localhost")
+        assert ok.returncode == 0, ok.stderr
+        assert "LHLO" in ok.stderr
+        wrong = client(srv, "STOKEN", token, "--lmtp", user="bob@localhost")
+        assert wrong.returncode == 1, wrong.stderr
+        no_lmtp = client(srv, "STOKEN", token, user="alice@localhost")
+        assert no_lmtp.returncode == 3  # an LMTP server refuses EHLO (RFC 2033 §4.1)
+    finally:
+        assert srv.stop() == 0

@@ -174,9 +174,12 @@ class SmtpClient(LineClient):
         log: Log | None = None,
         registry: Registry | None = None,
         ehlo_name: str | None = None,
+        lmtp: bool = False,
     ) -> None:
         super().__init__(host, port, ssl_context=ssl_context, timeout=timeout, log=log, registry=registry)
         self._ehlo_name = ehlo_name
+        #: Speak LMTP (RFC 2033 §4.1: LHLO instead of EHLO), e.g. for STOKEN submission.
+        self.lmtp = lmtp
         #: EHLO keywords (upper case) -> their parameters, from the latest EHLO.
         self.extensions: dict[str, str] = {}
         self.greeting: Reply | None = None
@@ -225,9 +228,10 @@ class SmtpClient(LineClient):
     def ehlo(self) -> dict[str, str]:
         assert self._sock is not None
         name = self._ehlo_name or _address_literal(self._sock)
-        reply = self.command(f"EHLO {name}")
+        verb = "LHLO" if self.lmtp else "EHLO"
+        reply = self.command(f"{verb} {name}")
         if reply.code != 250:
-            raise SmtpConnectionError(f"EHLO refused: {reply}")
+            raise SmtpConnectionError(f"{verb} refused: {reply}")
         extensions: dict[str, str] = {}
         for text in reply.lines[1:]:
             keyword, _, params = text.strip().partition(" ")
