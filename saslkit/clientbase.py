@@ -18,16 +18,21 @@ attributes ``connection_error`` and ``auth_error``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import socket
 import ssl
 from collections.abc import Callable
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Self, TypedDict
 
 from .channel_binding import channel_bindings_from_ssl
 from .context import ClientCredentials
 from .errors import SaslError, UsageError
+from .framing import decode_continuation
 from .mechanism import ClientMechanism
+from .redact import redact
 from .registry import MechanismInfo, Registry, default_registry
 
 __all__ = [
@@ -37,11 +42,14 @@ __all__ = [
     "ClientAuthError",
     "ClientConnectionError",
     "ClientError",
+    "ClientOptions",
     "LineClient",
     "Log",
     "TlsMode",
+    "checked_token_type",
     "client_tls_context",
     "pick_channel_binding",
+    "show_payload",
 ]
 
 DEFAULT_TIMEOUT = 30.0
@@ -54,6 +62,15 @@ TLS_MODES = ("starttls", "implicit", "none")
 CB_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
 
 Log = Callable[[str], None]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options every :class:`LineClient` takes (the protocol clients pass them through)."""
+
+    ssl_context: ssl.SSLContext | None
+    timeout: float
+    log: Log | None
+    registry: Registry | None
 
 
 class ClientError(Exception):
@@ -101,6 +118,27 @@ def pick_channel_binding(
     return (usable[0], bindings[usable[0]]) if usable else None
 
 
+def checked_token_type(pattern: re.Pattern[str], token_type: str) -> str:
+    """``token_type`` upper-cased if ``pattern`` matches all of it (the protocol's atom); else :class:`UsageError`."""
+    if not pattern.fullmatch(token_type):
+        raise UsageError(f"not a token type: {token_type!r}")
+    return token_type.upper()
+
+
+def show_payload(mechanism: str, text: str, *, strip: bool = False) -> str:
+    """A base64 SASL payload as the transcript shows it: redacted, ``""`` when empty, or its size if not base64.
+
+    With ``strip`` the payload is taken without surrounding white space (the size shown is still ``text``'s).
+    """
+    encoded = text.strip() if strip else text
+    if not encoded:
+        return ""
+    try:
+        return redact(mechanism, decode_continuation(encoded))
+    except SaslError:
+        return f"<{len(text)} octets, not base64>"
+
+
 class LineClient:
     """One blocking line-protocol connection; subclasses speak the protocol."""
 
@@ -108,6 +146,7 @@ class LineClient:
     protocol = "line"
     #: The longest line accepted from the server, terminator included.
     max_line = 16384
+    client_error: type[ClientError] = ClientError
     connection_error: type[ClientConnectionError] = ClientConnectionError
     auth_error: type[ClientAuthError] = ClientAuthError
 
@@ -148,6 +187,20 @@ class LineClient:
             except OSError:
                 pass
             self._sock = None
+
+    def command(self, line: str, shown: str | None = None) -> object:
+        """Send one command line and read the server's answer to it (the protocol's reply type)."""
+        raise NotImplementedError
+
+    def _sign_off(self, verb: str) -> None:
+        """Send ``verb`` (QUIT, LOGOUT) politely and close; the protocol's errors on the way out are ignored."""
+        if self._sock is None:
+            return
+        try:
+            self.command(verb)
+        except self.client_error:
+            pass
+        self.close()
 
     @property
     def tls(self) -> bool:
@@ -219,6 +272,16 @@ class LineClient:
             if len(self._buf) >= self.max_line:
                 raise self.connection_error(f"reply line longer than {self.max_line} octets")
             self._fill()
+
+    def _decode_token(self, encoded: str, malformed: str) -> str:
+        """A REMEMBERME token from its base64 (UTF-8, one line, not empty); ``malformed`` starts the error."""
+        try:
+            token = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise self.connection_error(f"{malformed}: the token is not base64 of UTF-8") from None
+        if not token or any(ch in token for ch in "\r\n"):
+            raise self.connection_error(f"{malformed}: empty or multi-line token")
+        return token
 
     def _recv_exactly(self, size: int) -> bytes:
         """``size`` raw octets (an IMAP literal)."""

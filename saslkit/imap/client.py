@@ -64,28 +64,25 @@ prove itself).  Both are :class:`ImapClientError`, and the shared
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, Unpack
 
 from ..clientbase import (
-    DEFAULT_TIMEOUT,
     ClientAuthError,
     ClientConnectionError,
     ClientError,
+    ClientOptions,
     LineClient,
-    Log,
     TlsMode,
+    checked_token_type,
     client_tls_context,
+    show_payload,
 )
 from ..errors import SaslError, UsageError
 from ..framing import decode_continuation, encode_challenge, encode_initial_response
 from ..redact import redact
-from ..registry import Registry
 
 __all__ = [
     "AuthResult",
@@ -185,9 +182,7 @@ class AuthResult:
 
 def check_token_type(token_type: str) -> str:
     """A REMEMBERME token type is an IMAP atom; raise :class:`UsageError` if not.  Returns it upper-cased."""
-    if not _TOKEN_TYPE_RE.fullmatch(token_type):
-        raise UsageError(f"not a token type: {token_type!r}")
-    return token_type.upper()
+    return checked_token_type(_TOKEN_TYPE_RE, token_type)
 
 
 def _astring(value: str) -> str:
@@ -218,6 +213,7 @@ class ImapClient(LineClient):
 
     protocol = "IMAP"
     max_line = MAX_LINE
+    client_error = ImapClientError
     connection_error = ImapConnectionError
     auth_error = ImapAuthError
 
@@ -226,13 +222,11 @@ class ImapClient(LineClient):
         host: str,
         port: int,
         *,
-        ssl_context: ssl.SSLContext | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        log: Log | None = None,
-        registry: Registry | None = None,
         tag_prefix: str = "a",
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout, log=log, registry=registry)
+        """``options``: ``ssl_context``, ``timeout``, ``log`` and ``registry``, as :class:`LineClient` takes them."""
+        super().__init__(host, port, **options)
         if not re.fullmatch(r"[A-Za-z]{1,8}", tag_prefix):
             raise UsageError("tag_prefix must be 1 to 8 letters")
         self._tag_prefix = tag_prefix
@@ -397,13 +391,7 @@ class ImapClient(LineClient):
 
     def logout(self) -> None:
         """LOGOUT politely; errors on the way out are ignored."""
-        if self._sock is None:
-            return
-        try:
-            self.command("LOGOUT")
-        except ImapClientError:
-            pass
-        self.close()
+        self._sign_off("LOGOUT")
 
     # ------------------------------------------------------------ AUTHENTICATE
 
@@ -472,12 +460,7 @@ class ImapClient(LineClient):
             return redact(name, data)
 
         def show_challenge(text: str) -> str:
-            if not text:
-                return ""
-            try:
-                return render(decode_continuation(text))
-            except SaslError:
-                return f"<{len(text)} octets, not base64>"
+            return show_payload(name, text)
 
         first = client.start()
         lines: list[tuple[str, str | None]] = []
@@ -576,13 +559,7 @@ class ImapClient(LineClient):
         words = (response.tagged.code or "").split()
         if len(words) != 2 or words[0].upper() != "REMEMBERME":
             raise ImapConnectionError("malformed REMEMBERME response: expected OK [REMEMBERME <base64 token>]")
-        try:
-            token = base64.b64decode(words[1], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ImapConnectionError("malformed REMEMBERME response: the token is not base64 of UTF-8") from None
-        if not token or any(ch in token for ch in "\r\n"):
-            raise ImapConnectionError("malformed REMEMBERME response: empty or multi-line token")
-        return token
+        return self._decode_token(words[1], "malformed REMEMBERME response")
 
     # ------------------------------------------------------------ mailbox state
 

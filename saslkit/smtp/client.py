@@ -50,30 +50,28 @@ itself).  Both are :class:`SmtpClientError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import socket
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Unpack
 
 # Connection, TLS, channel-binding and error plumbing shared with the IMAP client (re-exported names kept).
 from ..clientbase import (
-    DEFAULT_TIMEOUT,
     ClientAuthError,
     ClientConnectionError,
     ClientError,
+    ClientOptions,
     LineClient,
-    Log,
     TlsMode,
+    checked_token_type,
     client_tls_context,
     pick_channel_binding,
+    show_payload,
 )
-from ..errors import SaslError, UsageError
+from ..errors import SaslError
 from ..framing import decode_continuation, encode_challenge, encode_initial_response
 from ..redact import redact
-from ..registry import Registry
 
 __all__ = [
     "AuthResult",
@@ -140,9 +138,7 @@ class AuthResult:
 
 def check_token_type(token_type: str) -> str:
     """A REMEMBERME token type is an RFC 5321 atom (rememberme-00 §4); raise :class:`UsageError` if not."""
-    if not _ATOM_RE.fullmatch(token_type):
-        raise UsageError(f"not a token type: {token_type!r}")
-    return token_type.upper()
+    return checked_token_type(_ATOM_RE, token_type)
 
 
 def _address_literal(sock: socket.socket) -> str:
@@ -161,6 +157,7 @@ class SmtpClient(LineClient):
 
     protocol = "SMTP"
     max_line = MAX_LINE
+    client_error = SmtpClientError
     connection_error = SmtpConnectionError
     auth_error = SmtpAuthError
 
@@ -169,14 +166,12 @@ class SmtpClient(LineClient):
         host: str,
         port: int,
         *,
-        ssl_context: ssl.SSLContext | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        log: Log | None = None,
-        registry: Registry | None = None,
         ehlo_name: str | None = None,
         lmtp: bool = False,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout, log=log, registry=registry)
+        """``options``: ``ssl_context``, ``timeout``, ``log`` and ``registry``, as :class:`LineClient` takes them."""
+        super().__init__(host, port, **options)
         self._ehlo_name = ehlo_name
         #: Speak LMTP (RFC 2033 §4.1: LHLO instead of EHLO), e.g. for STOKEN submission.
         self.lmtp = lmtp
@@ -253,13 +248,7 @@ class SmtpClient(LineClient):
 
     def quit(self) -> None:
         """QUIT politely; errors on the way out are ignored."""
-        if self._sock is None:
-            return
-        try:
-            self.command("QUIT")
-        except SmtpClientError:
-            pass
-        self.close()
+        self._sign_off("QUIT")
 
     # ------------------------------------------------------------ AUTH
 
@@ -288,12 +277,7 @@ class SmtpClient(LineClient):
             return redact(name, data)
 
         def show_challenge(code: int, text: str) -> str:
-            if code != 334:
-                return text
-            try:
-                return render(decode_continuation(text.strip())) if text.strip() else ""
-            except SaslError:
-                return f"<{len(text)} octets, not base64>"
+            return show_payload(name, text, strip=True) if code == 334 else text
 
         first = client.start()
         pending: bytes | None = None
@@ -370,10 +354,4 @@ class SmtpClient(LineClient):
             words = words[1:]
         if len(words) != 1:
             raise SmtpConnectionError("malformed REMEMBERME reply: expected 235 [2.7.x] <base64 token>")
-        try:
-            token = base64.b64decode(words[0], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise SmtpConnectionError("malformed REMEMBERME reply: the token is not base64 of UTF-8") from None
-        if not token or any(ch in token for ch in "\r\n"):
-            raise SmtpConnectionError("malformed REMEMBERME reply: empty or multi-line token")
-        return token
+        return self._decode_token(words[0], "malformed REMEMBERME reply")
