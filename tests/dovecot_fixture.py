@@ -43,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -285,3 +286,22 @@ def running_dovecot(tmp_path_factory: pytest.TempPathFactory, protocol: str) -> 
         if server is not None:
             server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def dovecot_fixture(protocol: str) -> Any:
+    """A module-scoped ``dovecot`` fixture running Dovecot's ``protocol`` service (``submission``, ``imap``)."""
+
+    @pytest.fixture(scope="module")
+    def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+        with running_dovecot(tmp_path_factory, protocol) as server:
+            yield server
+
+    return dovecot
+
+
+def dovecot_client(
+    protocol: str, dovecot: Dovecot, mech: str, secret: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``saslkit client <protocol> -v`` as alice against the running Dovecot."""
+    return saslkit_run("client", protocol, f"127.0.0.1:{dovecot.port}", "--mech", mech, "--user", "alice", "-v",
+                       *extra, stdin=secret + "\n")

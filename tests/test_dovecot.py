@@ -10,23 +10,18 @@ with the IMAP interop tests (``test_dovecot_imap.py``).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
-from dovecot_fixture import PASSWORD, Dovecot, running_dovecot, saslkit_run
+from dovecot_fixture import PASSWORD, Dovecot, dovecot_client, dovecot_fixture
 
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture(scope="module")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
-    with running_dovecot(tmp_path_factory, "submission") as server:
-        yield server
+dovecot = dovecot_fixture("submission")
 
 
 def client(dovecot: Dovecot, mech: str, secret: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return saslkit_run("client", "smtp", f"127.0.0.1:{dovecot.port}", "--mech", mech, "--user", "alice", "-v",
-                       *extra, stdin=secret + "\n")
+    return dovecot_client("smtp", dovecot, mech, secret, *extra)
 
 
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "PLAIN"])

@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 
 import pytest
-from dovecot_fixture import PASSWORD, Dovecot, running_dovecot, saslkit_run
+from dovecot_fixture import PASSWORD, Dovecot, dovecot_client, dovecot_fixture, saslkit_run
 
 pytestmark = pytest.mark.interop
 
 
-@pytest.fixture(scope="module")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
-    with running_dovecot(tmp_path_factory, "imap") as server:
-        yield server
+dovecot = dovecot_fixture("imap")
 
 
 def client(dovecot: Dovecot, mech: str, secret: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return saslkit_run("client", "imap", f"127.0.0.1:{dovecot.port}", "--mech", mech, "--user", "alice", "-v",
-                       *extra, stdin=secret + "\n")
+    return dovecot_client("imap", dovecot, mech, secret, *extra)
 
 
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "PLAIN"])

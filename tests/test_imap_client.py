@@ -13,14 +13,9 @@ STARTTLS data, no SASL-IR, a server that keeps state across UNAUTHENTICATE).
 from __future__ import annotations
 
 import base64
-import json
-import os
 import re
-import select
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,76 +24,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
+from servers import PASSWORD_MECHS, TOKEN_MECHS, ServerProcess, run_client, saslkit_run, token_id
 
-import saslkit
 from saslkit.imap.client import ImapAuthError, ImapClient, ImapConnectionError
 from saslkit.registry import MechanismInfo, Registry, default_registry
 
-REPO = Path(saslkit.__file__).resolve().parent.parent
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("SASLKIT_")}
-ENV["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-SASLKIT = [sys.executable, "-m", "saslkit"]
 PASSWORD = "pencil"
 BOB_PASSWORD = "bobs-own-secret"
-READY_RE = re.compile(r"saslkit imap listening on (\S+):(\d+)")
-
-#: Every password mechanism of the registry; after STARTTLS the server offers all of them (-PLUS via
-#: tls-server-end-point, the only binding both stdlib ends have on TLS 1.3).
-PASSWORD_MECHS = [
-    "SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
-    "SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN",
-]
-#: The token mechanisms a TLS 1.3 connection can use (no tls-unique, and no tls-exporter in the stdlib).
-TOKEN_MECHS = ["REMEMBERME"] + [
-    f"{family}-{h}-{cb}" for family in ("HT", "HT2") for h in ("SHA-256", "SHA-512", "SHA3-512")
-    for cb in ("NONE", "ENDP")
-]
 
 
-def saslkit_run(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SASLKIT, *args], input=stdin, capture_output=True, text=True, env=ENV,
-                          timeout=timeout, check=False)
-
-
-class SaslkitImapServer:
+class SaslkitImapServer(ServerProcess):
     """``saslkit serve imap`` as a subprocess on a free loopback port; stderr goes to a log file."""
 
-    def __init__(self, db: Path, *extra: str) -> None:
-        self.db = db
-        self.log = db.parent / f"imap-{'-'.join(a.strip('-') for a in extra) or 'starttls'}.log"
-        self._log_fh = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [*SASLKIT, "serve", "imap", "--listen", "127.0.0.1:0", "--db", str(db), "--failure-delay", "0", *extra],
-            stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, text=True, env=ENV,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline() if ready else ""
-        m = READY_RE.fullmatch(line.strip())
-        if m is None:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"no ready line from saslkit serve imap (got {line!r}): {self.log.read_text()}")
-        self.address = f"{m.group(1)}:{m.group(2)}"
-        self.port = int(m.group(2))
-
-    @property
-    def certificate(self) -> Path:
-        return self.db.parent / "saslkit-tls.crt"
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait; the exit status (None if it had to be killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self._log_fh.close()
-                return None
-        self._log_fh.close()
-        return self.proc.returncode
+    protocol = "imap"
+    log_prefix = "imap"
 
 
 #: Every token minted in this module, to check that no log ever shows one.
@@ -106,12 +46,7 @@ MINTED: list[str] = []
 
 
 def assert_clean_exit(server: SaslkitImapServer) -> None:
-    assert server.stop() == 0, f"saslkit serve imap did not exit cleanly on SIGTERM: {server.log.read_text()}"
-    log = server.log.read_text()
-    assert "auth ok" in log or "auth failed" in log  # it logs authentications ...
-    assert PASSWORD not in log and BOB_PASSWORD not in log  # ... never secrets
-    for token in MINTED:
-        assert token not in log
+    servers.assert_clean_exit(server, [PASSWORD, BOB_PASSWORD, *MINTED])
 
 
 @pytest.fixture(scope="module")
@@ -137,28 +72,13 @@ def client(
     trust: Sequence[str] | None = None, stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``saslkit client imap`` with ``-v``; trusts the server's own certificate unless ``trust`` says otherwise."""
-    if isinstance(server, SaslkitImapServer):
-        address, default_trust = server.address, ["--cafile", str(server.certificate)]
-    else:
-        address, default_trust = server, []
-    return saslkit_run("client", "imap", address, "--mech", mech, "--user", user, "-v",
-                       *(default_trust if trust is None else trust), *extra,
-                       stdin=secret + "\n" if stdin is None else stdin)
+    return run_client("imap", server, mech, secret, *extra, user=user, trust=trust, stdin=stdin)
 
 
 def run_many(calls: list[tuple[Any, ...]]) -> list[subprocess.CompletedProcess[str]]:
     """Run independent clients side by side (the server serves connections concurrently)."""
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(lambda call: client(*call), calls))  # each call: (server, mech, secret, *extra)
-
-
-def token_id(token: str) -> str:
-    """The id ``saslkit token revoke`` takes: the middle of ``sk1.<id>.<mac>``, or a JWT's ``jti``."""
-    if token.startswith("sk1."):
-        return token.split(".")[1]
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return str(claims["jti"])
 
 
 def client_lines(transcript: str) -> list[str]:

@@ -26,18 +26,19 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import SEEN, DownTokenStore, DownUserStore
 
-from saslkit import ClientCredentials, MechanismInfo, Policy, Registry, default_registry
+from saslkit import ClientCredentials, Policy, Registry, default_registry
 from saslkit.credentials import MemoryUserStore, make_user
-from saslkit.errors import TemporaryFailure
 from saslkit.imap.session import (
     AUTHENTICATED,
     MAX_COMMAND,
@@ -51,7 +52,6 @@ from saslkit.imap.session import (
     Mailbox,
 )
 from saslkit.keys import KeyRing
-from saslkit.mechanism import Challenge, Failure, ServerStep, Success
 from saslkit.mechanisms.ht import HTClient
 from saslkit.stores.sqlite import SQLiteTokenStore
 from saslkit.tokens import TokenService
@@ -82,84 +82,12 @@ USERS = MemoryUserStore(
 )
 
 
-# --------------------------------------------------------------------------- stores that fail
-
-
-class DownUserStore:
-    """A credential store that cannot be reached: every lookup raises TemporaryFailure."""
-
-    default_iterations = 4096
-
-    def get_user(self, username: str) -> None:
-        raise TemporaryFailure("user store unreachable")
-
-
-class DownTokenStore:
-    """A TokenStore whose backend is down: every method raises TemporaryFailure."""
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        def down(*args: object, **kwargs: object) -> Any:
-            raise TemporaryFailure(f"token store unreachable ({name})")
-
-        return down
-
-
 # --------------------------------------------------------------------------- toy mechanisms
-
-SEEN: list[bytes | None] = []  # what the ECHO mechanism was handed, in order
-
-
-class EchoServer:
-    """Client-first toy: records each response; no initial response gets an empty challenge."""
-
-    name = "ECHO"
-
-    def __init__(self, ctx: object) -> None:
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def step(self, response: bytes | None) -> ServerStep:
-        SEEN.append(response)
-        if response is None:
-            return Challenge(b"")
-        self._done = True
-        if response == b"fail":
-            return Failure("authentication-failed", "told to fail")
-        return Success("alice", mechanism="ECHO")
-
-
-class ServerFirstServer:
-    """Server-first toy (like CRAM-MD5): an initial response is a syntax error (tagged BAD)."""
-
-    name = "X-SFIRST"
-    server_first = True
-
-    def __init__(self, ctx: object) -> None:
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def step(self, response: bytes | None) -> ServerStep:
-        if response is None:
-            return Challenge(b"<1896.697170952@imap.example.net>")
-        self._done = True
-        return Success("alice", mechanism="X-SFIRST")
-
-
-def _no_client(creds: ClientCredentials) -> Any:
-    raise NotImplementedError
 
 
 def toy_registry() -> Registry:
-    reg = default_registry()
-    reg.register(MechanismInfo("ECHO", EchoServer, _no_client, strength=1))
-    reg.register(MechanismInfo("X-SFIRST", ServerFirstServer, _no_client, strength=1))
-    return reg
+    """ECHO and X-SFIRST on top of the default registry; X-SFIRST's challenge names ``HOST``."""
+    return servers.toy_registry(HOST)
 
 
 # --------------------------------------------------------------------------- reply form
