@@ -301,6 +301,24 @@ class _Side:
     stopped: str = ""
 
 
+def _rejection_verdict(
+    report: _Report, sides: Mapping[str, _Side], side_name: str | None, error: str | None, mechanism: str
+) -> tuple[bool, str]:
+    """Verdict for a failure vector run on both sides: someone must reject, nobody may accept."""
+    rejections = {name: side.rejected for name, side in sides.items() if side.rejected is not None}
+    for name, side in sides.items():
+        # With a named side its messages must match; without one, a mismatch may be the fault itself.
+        (report.problems if side_name else report.notes).extend(side.report.problems)
+        if side.success:
+            report.problems.append(f"{name} accepted the exchange")
+    if not rejections and not any(side.success for side in sides.values()):
+        stops = "; ".join(f"{name}: {side.stopped}" for name, side in sides.items())
+        report.problems.append(f"no side rejected ({stops})")
+    elif error is not None and error not in rejections.values():
+        report.problems.append(f"rejected with {_show(sorted(rejections.values()))}, expected {error!r}")
+    return report.verdict(f"{mechanism}: rejected by " + ", ".join(f"{n} ({r})" for n, r in rejections.items()))
+
+
 def _flatten_scram(v: Mapping[str, Any]) -> dict[str, Any]:
     """Map the nested shape (``messages``, ``derived``, ``channel_binding``…) onto flat keys."""
     flat = dict(v)
@@ -571,19 +589,7 @@ def _check_scram(v: Mapping[str, Any]) -> tuple[bool, str]:
                 report.notes.append(f"{name} side partial: {side.stopped}")
         whole = all(side.success for side in sides.values())
         return report.verdict(f"{c.mechanism}: " + ("both sides match" if whole else "sides match as far as they run"))
-    # expect failure
-    rejections = {name: side.rejected for name, side in sides.items() if side.rejected is not None}
-    for name, side in sides.items():
-        # With a named side its messages must match; without one, a mismatch may be the fault itself.
-        (report.problems if side_name else report.notes).extend(side.report.problems)
-        if side.success:
-            report.problems.append(f"{name} accepted the exchange")
-    if not rejections and not any(side.success for side in sides.values()):
-        stops = "; ".join(f"{name}: {side.stopped}" for name, side in sides.items())
-        report.problems.append(f"no side rejected ({stops})")
-    elif error is not None and error not in rejections.values():
-        report.problems.append(f"rejected with {_show(sorted(rejections.values()))}, expected {error!r}")
-    return report.verdict(f"{c.mechanism}: rejected by " + ", ".join(f"{n} ({r})" for n, r in rejections.items()))
+    return _rejection_verdict(report, sides, side_name, error, c.mechanism)
 
 
 # ---------------------------------------------------------------- PLAIN
@@ -865,18 +871,7 @@ def _check_ht(v: Mapping[str, Any]) -> tuple[bool, str]:
             elif not side.success:
                 report.problems.append(f"{name} side did not complete: {side.stopped}")
         return report.verdict(f"{c.spec.name}: both sides match")
-    rejections = {name: side.rejected for name, side in sides.items() if side.rejected is not None}
-    for name, side in sides.items():
-        # With a named side its messages must match; without one, a mismatch may be the fault itself.
-        (report.problems if side_name else report.notes).extend(side.report.problems)
-        if side.success:
-            report.problems.append(f"{name} accepted the exchange")
-    if not rejections and not any(side.success for side in sides.values()):
-        stops = "; ".join(f"{name}: {side.stopped}" for name, side in sides.items())
-        report.problems.append(f"no side rejected ({stops})")
-    elif error is not None and error not in rejections.values():
-        report.problems.append(f"rejected with {_show(sorted(rejections.values()))}, expected {error!r}")
-    return report.verdict(f"{c.spec.name}: rejected by " + ", ".join(f"{n} ({r})" for n, r in rejections.items()))
+    return _rejection_verdict(report, sides, side_name, error, c.spec.name)
 
 
 # ---------------------------------------------------------------- REMEMBERME
