@@ -85,6 +85,9 @@ class Failure:
     reason: str
     message: str = ""
     data: bytes | None = field(default=None, repr=False)
+    #: The identity the client tried (prepared), when the mechanism got that far: for logs and
+    #: the per-user auth penalty only, never shown to the peer.
+    authcid: str | None = None
 
     @property
     def temporary(self) -> bool:

@@ -144,7 +144,7 @@ class SQLiteUserStore(_SQLiteFile):
 
     def get_user(self, username: str) -> UserRecord | None:
         def q(db: sqlite3.Connection) -> UserRecord | None:
-            row = db.execute("SELECT password_hash FROM users WHERE username=?", (username,)).fetchone()
+            row = db.execute("SELECT password_hash, updated FROM users WHERE username=?", (username,)).fetchone()
             if row is None:
                 return None
             scram = {
@@ -155,7 +155,7 @@ class SQLiteUserStore(_SQLiteFile):
                     (username,),
                 )
             }
-            return UserRecord(username, scram, row[0])
+            return UserRecord(username, scram, row[0], changed=row[1])
 
         try:
             return self._read(q)
