@@ -197,7 +197,7 @@ class UserRecord:
     password_hash: str | None = field(default=None, repr=False)  # argon2id PHC string
     #: When the credentials were last set (POSIX seconds), if the store knows: a token
     #: minted before this time must not authenticate (a password change ends old sessions).
-    changed: float | None = None
+    changed: float | None = field(default=None, compare=False)
 
     def scram_for(self, hash_name: str) -> ScramCredential | None:
         return self.scram.get(hash_name)
