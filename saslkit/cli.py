@@ -412,6 +412,22 @@ def cmd_stoken(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 # ---------------------------------------------------------------- servers
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e9:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return seconds
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("expected a positive whole number")
+    return int(value)
+
+
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -450,6 +466,12 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    from .penalty import parse_auth_penalty
+
+    try:
+        penalty = parse_auth_penalty(args.auth_penalty)
+    except UsageError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
     host, port = args.listen
     ring = _keyring(args)
     tokens, stokens = _token_services(args, ring)
@@ -466,6 +488,8 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
                        unauthenticate=args.unauthenticate),
             users, ring.server_secret, tokens=tokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls, mailbox=maildir_counter(args.maildir) if args.maildir else None,
+            idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
         def run(ready: Callable[[str, int], None]) -> None:
             run_imap_server(imap, host, port, ready)
@@ -480,6 +504,8 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
             users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls,
             deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
+            idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
         def run(ready: Callable[[str, int], None]) -> None:
             run_server(smtp, host, port, ready)
@@ -831,6 +857,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465/993 style)")
         sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN/LOGIN and tokens without TLS")
         sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
+        sp.add_argument("--auth-penalty", default="2:15", metavar="BASE:CAP",
+                        help="after failures from an IP or for a user, delay the next attempt's reply BASE "
+                             "seconds, doubling up to CAP (default 2:15); off to disable")
+        sp.add_argument("--idle-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
+                        help="close a connection that sends nothing for this long (default 300)")
+        sp.add_argument("--login-timeout", type=_positive_seconds, default=60.0, metavar="SECONDS",
+                        help="close a connection not authenticated after this long (default 60)")
+        sp.add_argument("--max-connections", type=_positive_int, default=1000, metavar="N",
+                        help="connections served at once; more are refused (default 1000)")
+        sp.add_argument("--max-connections-per-ip", type=_positive_int, default=20, metavar="N",
+                        help="connections from one address at once (default 20)")
         if proto == "smtp":
             sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
             sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")

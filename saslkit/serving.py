@@ -7,6 +7,15 @@ other connections.  STARTTLS upgrades the stream in place, refusing any
 plaintext pipelined behind the command (RFC 3207 §4.2, RFC 9051 §6.2.1;
 CVE-2011-0411), and gives the session the new connection's channel-binding
 data.  IMAP literals are read raw when the session asks for them.
+
+Every read and write is bounded in time: ``idle_timeout`` per read (a line,
+the rest of an over-long line, a literal, a TLS handshake) and per write, and
+``login_timeout`` for the whole unauthenticated phase (Postfix's and Dovecot's
+login timeouts), after which the session gets ``login_reply`` and is closed.
+At most ``max_connections`` connections are served, ``max_connections_per_ip``
+per remote address; the next one gets ``busy_reply`` and is closed at once,
+without a session.  Accept errors at the file-descriptor limit are logged at
+most once per :data:`LOG_INTERVAL` seconds, with a count.
 """
 
 from __future__ import annotations
@@ -14,22 +23,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import ipaddress
 import logging
 import os
 import signal
 import ssl
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from .channel_binding import channel_bindings_from_ssl
+from .mechanism import Success
 
 __all__ = ["LineServer", "LineSession", "ensure_certificate", "run_until_signal"]
 
 IDLE_TIMEOUT = 300.0
+LOGIN_TIMEOUT = 60.0
+MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS_PER_IP = 20
 SHUTDOWN_GRACE = 1.0  # seconds open connections get to end by themselves when the server stops
+LOG_INTERVAL = 10.0  # at most one line per this many seconds for floods (accept errors, refused connections)
+FD_RESERVE = 64  # descriptors kept for the listening socket, stores, logs and refused connections
+_ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+T = TypeVar("T")
 
 
 class SessionReply(Protocol):
@@ -44,6 +65,8 @@ class SessionReply(Protocol):
 class LineSession(Protocol):
     """What :class:`LineServer` needs from a sans-IO session (SMTP or IMAP)."""
 
+    authenticated: Success | None  # None during the login phase (bounded by ``login_timeout``)
+
     def greeting(self) -> SessionReply: ...
 
     def receive_line(self, line: bytes) -> SessionReply: ...
@@ -57,6 +80,69 @@ class LineSession(Protocol):
 
 SessionFactory = Callable[[str, bool, dict[str, bytes]], LineSession]  # (peer, tls, channel bindings)
 Observer = Callable[[str, LineSession, SessionReply], None]
+
+
+class RateLimitedLog:
+    """Log one line per ``interval`` seconds at most, saying how many were suppressed since the last."""
+
+    def __init__(self, log: logging.Logger, interval: float = LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log = log
+        self.interval = interval
+        self._clock = clock
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: object) -> bool:
+        """Log ``message % args`` unless one was logged less than ``interval`` ago; True if logged."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.interval:
+            self.suppressed += 1
+            return False
+        if self.suppressed and self._last is not None:
+            message += f" ({self.suppressed} similar suppressed in the last {now - self._last:.0f} s)"
+        self._last, self.suppressed = now, 0
+        self.log.log(level, message, *args)
+        return True
+
+
+class _Expired(Exception):
+    """A read ran out of time; ``reply`` (idle or login timeout) goes to the peer before closing."""
+
+    def __init__(self, reply: bytes, what: str) -> None:
+        super().__init__(what)
+        self.reply = reply
+
+
+class _Clock:
+    """One connection's time limits: ``idle_timeout`` per read, ``login_timeout`` while unauthenticated."""
+
+    def __init__(self, server: LineServer, session: LineSession) -> None:
+        self.server = server
+        self.session = session
+        self.loop = asyncio.get_running_loop()
+        self.login_deadline: float | None = None
+
+    def limit(self) -> tuple[float, bytes, str]:
+        """How long the next read may take, what to send if it does not end in time, and why."""
+        server = self.server
+        if server.login_timeout is None or self.session.authenticated is not None:
+            self.login_deadline = None  # a new budget if the session ever goes back (IMAP UNAUTHENTICATE)
+            return server.idle_timeout, server.idle_reply, "idle timeout"
+        now = self.loop.time()
+        if self.login_deadline is None:
+            self.login_deadline = now + server.login_timeout
+        remaining = self.login_deadline - now
+        if remaining < server.idle_timeout:
+            return max(remaining, 0.0), server.login_reply or server.idle_reply, "login timeout"
+        return server.idle_timeout, server.idle_reply, "idle timeout"
+
+    async def bounded(self, awaitable: Awaitable[T]) -> T:
+        timeout, reply, what = self.limit()
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except TimeoutError:
+            raise _Expired(reply, what) from None
 
 
 class LineServer:
@@ -75,7 +161,17 @@ class LineServer:
         idle_reply: bytes = b"",
         error_reply: bytes = b"",
         observe: Observer | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        login_timeout: float | None = LOGIN_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP,
+        login_reply: bytes = b"",
+        busy_reply: bytes = b"",
     ) -> None:
+        if idle_timeout <= 0 or (login_timeout is not None and login_timeout <= 0):
+            raise ValueError("timeouts must be positive")
+        if max_connections < 1 or max_connections_per_ip < 1:
+            raise ValueError("connection limits must be at least 1")
         self.make_session = make_session
         self.log = logging.getLogger(f"saslkit.{name}")
         self.ssl_context = ssl_context
@@ -85,9 +181,19 @@ class LineServer:
         self.idle_reply = idle_reply
         self.error_reply = error_reply
         self.observe = observe
+        self.idle_timeout = idle_timeout
+        self.login_timeout = login_timeout
+        self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.login_reply = login_reply
+        self.busy_reply = busy_reply
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"saslkit-{name}")
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._open = 0
+        self._per_ip: Counter[str] = Counter()
+        self._refusals = RateLimitedLog(self.log)
+        self._accept_errors = RateLimitedLog(self.log)
 
     def bindings(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
         sslobj = writer.get_extra_info("ssl_object")
@@ -96,27 +202,59 @@ class LineServer:
         return channel_bindings_from_ssl(sslobj, server_certificate=self.certificate_der)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = peername[0] if isinstance(peername, tuple) else str(peername)
+        if self._open >= self.max_connections or self._per_ip[peer] >= self.max_connections_per_ip:
+            await self._refuse(writer, peer)
+            return
+        self._open += 1
+        self._per_ip[peer] += 1
         task = asyncio.current_task()
         if task is not None:  # serve_until lets open connections end before returning
             self._connections[task] = writer
             task.add_done_callback(lambda done: self._connections.pop(done, None))
-        peername = writer.get_extra_info("peername")
-        peer = peername[0] if isinstance(peername, tuple) else str(peername)
-        session = self.make_session(peer, self.implicit_tls, self.bindings(writer) if self.implicit_tls else {})
-        loop = asyncio.get_running_loop()
         try:
+            await self._converse(reader, writer, peer)
+        finally:
+            self._open -= 1
+            self._per_ip[peer] -= 1
+            if self._per_ip[peer] <= 0:
+                del self._per_ip[peer]
+            with contextlib.suppress(Exception):
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), self.idle_timeout)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, peer: str) -> None:
+        """Over a connection limit: say so (in plaintext only) and close, without a session."""
+        self._refusals(logging.WARNING, "refused a connection from %s: %d open (at most %d, %d per address)",
+                       peer, self._open, self.max_connections, self.max_connections_per_ip)
+        with contextlib.suppress(Exception):
+            if self.busy_reply and not self.implicit_tls:
+                writer.write(self.busy_reply)
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 5.0)
+        if not writer.transport.is_closing():
+            writer.transport.abort()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        loop = asyncio.get_running_loop()
+        session: LineSession | None = None
+        try:
+            if self.implicit_tls:
+                assert self.ssl_context is not None
+                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=min(
+                    self.idle_timeout, self.login_timeout or self.idle_timeout))
+            session = self.make_session(peer, self.implicit_tls, self.bindings(writer) if self.implicit_tls else {})
+            clock = _Clock(self, session)
             await self._send(writer, session.greeting())
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readuntil(b"\n"), IDLE_TIMEOUT)
+                    line = await clock.bounded(reader.readuntil(b"\n"))
                 except asyncio.LimitOverrunError:
-                    await self._send(writer, session.line_too_long(await self._discard_long_line(reader)))
+                    head = await self._discard_long_line(reader, clock)
+                    await self._send(writer, session.line_too_long(head))
                     continue
                 except asyncio.IncompleteReadError:
-                    break
-                except TimeoutError:
-                    if self.idle_reply:
-                        writer.write(self.idle_reply)
                     break
                 if session.may_block(line):
                     reply = await loop.run_in_executor(self._pool, session.receive_line, line)
@@ -129,7 +267,7 @@ class LineServer:
                     await asyncio.sleep(reply.delay)
                 await self._send(writer, reply)
                 if literal is not None:
-                    data = await asyncio.wait_for(reader.readexactly(literal), IDLE_TIMEOUT)
+                    data = await clock.bounded(reader.readexactly(literal))
                     await self._send(writer, session.receive_literal(data))  # type: ignore[attr-defined]
                     continue
                 if reply.starttls:
@@ -137,45 +275,91 @@ class LineServer:
                     if reader._buffer:  # type: ignore[attr-defined]  # no public API for unread bytes
                         self.log.info("peer=%s sent data after STARTTLS; closing", peer)
                         break
-                    await writer.start_tls(self.ssl_context)
+                    timeout, _, _ = clock.limit()
+                    await writer.start_tls(self.ssl_context, ssl_handshake_timeout=max(timeout, 0.001))
                     session.tls_started(self.bindings(writer))
                 if reply.close:
                     break
+        except _Expired as exc:
+            self.log.info("peer=%s %s; closing", peer, exc)
+            with contextlib.suppress(Exception):
+                if exc.reply and session is not None:
+                    writer.write(exc.reply)
         except (ConnectionError, ssl.SSLError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             self.log.debug("connection from %s ended: %s", peer, exc)
         except Exception:  # never let one connection's bug take the server down
             self.log.exception("internal error on a connection from %s", peer)
             with contextlib.suppress(Exception):
                 writer.write(self.error_reply)
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-                await writer.wait_closed()
 
     @staticmethod
-    async def _discard_long_line(reader: asyncio.StreamReader) -> bytes:
-        """Skip the rest of an over-long line; return its first octets."""
+    async def _discard_long_line(reader: asyncio.StreamReader, clock: _Clock) -> bytes:
+        """Skip the rest of an over-long line, each read bounded by the clock; return its first octets."""
         head = b""
         while True:
             try:
-                await reader.readuntil(b"\n")
+                await clock.bounded(reader.readuntil(b"\n"))
                 return head
             except asyncio.LimitOverrunError as exc:
-                chunk = await reader.readexactly(exc.consumed)
+                chunk = await clock.bounded(reader.readexactly(exc.consumed))
                 head = head or chunk[:16]
 
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, reply: SessionReply) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, reply: SessionReply) -> None:
         if reply.lines:
             writer.write(reply.wire())
-            await writer.drain()
+            transport = writer.transport
+            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                await asyncio.wait_for(writer.drain(), self.idle_timeout)  # a peer that does not read
+            else:
+                # drain() returns at once here; wait_for would yield to the loop, which could read
+                # the peer's TLS ClientHello into the buffer checked after STARTTLS.
+                await writer.drain()
+
+    def _effective_max_connections(self) -> int:
+        """``max_connections``, lowered (with a warning) to what RLIMIT_NOFILE leaves after a reserve."""
+        try:
+            import resource
+        except ImportError:  # not POSIX
+            return self.max_connections
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        needed = self.max_connections + FD_RESERVE
+        if soft != resource.RLIM_INFINITY and soft < needed and (hard == resource.RLIM_INFINITY or hard > soft):
+            raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+        if soft == resource.RLIM_INFINITY or soft >= needed:
+            return self.max_connections
+        allowed = max(1, soft - FD_RESERVE)
+        self.log.warning("max-connections %d exceeds the open-file limit (%d); serving at most %d",
+                         self.max_connections, soft, allowed)
+        return allowed
+
+    def _loop_exception(self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+                        ) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+        """A loop exception handler that rate-limits accept errors (EMFILE...) and passes the rest on."""
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if str(context.get("message", "")).startswith("socket.accept()") or (
+                isinstance(exc, OSError) and exc.errno in _ACCEPT_ERRNOS
+            ):
+                self._accept_errors(logging.ERROR, "cannot accept connections: %s", exc)
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        return handle
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound address (port 0 picks a free one)."""
-        self._server = await asyncio.start_server(
-            self._handle, host, port, limit=self.line_limit,
-            ssl=self.ssl_context if self.implicit_tls else None,
-        )
+        self.max_connections = self._effective_max_connections()
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self._loop_exception(loop.get_exception_handler()))
+        # Implicit TLS is started in the handler, after the connection limits and under the time limits.
+        self._server = await asyncio.start_server(self._handle, host, port, limit=self.line_limit)
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 

@@ -55,6 +55,7 @@ class ServerProcess:
     """``saslkit serve <protocol>`` as a subprocess on a free loopback port; stderr goes to a log file.
 
     Subclasses set ``protocol`` (``smtp`` or ``imap``) and ``log_prefix`` (the log file's name start).
+    The auth penalty is off (the tests fail logins on purpose) unless ``extra`` gives ``--auth-penalty``.
     """
 
     protocol: ClassVar[str]
@@ -66,7 +67,7 @@ class ServerProcess:
         self._log_fh = self.log.open("w")
         self.proc = subprocess.Popen(
             [*SASLKIT, "serve", self.protocol, "--listen", "127.0.0.1:0", "--db", str(db), "--failure-delay", "0",
-             *extra],
+             *(() if "--auth-penalty" in extra else ("--auth-penalty", "off")), *extra],
             stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, text=True, env=ENV,
         )
         assert self.proc.stdout is not None

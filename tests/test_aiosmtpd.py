@@ -123,6 +123,7 @@ def serve(tmp_path: Path, pki: Pki, users: MemoryUserStore) -> Iterator[Callable
         handler, port = Recorder(), _free_port()
         kwargs.setdefault("certificate", pki.cert)
         kwargs.setdefault("tls_context", pki.server)
+        kwargs.setdefault("auth_penalty", None)  # the tests fail logins on purpose; test_auth_penalty_* turn it on
         controller = saslkit_controller(
             handler, users=users, server_secret=keys.server_secret, tokens=tokens, stokens=stokens, lmtp=lmtp,
             failure_delay=0.0, hostname=HOST, port=port, server_hostname="mx.test",

@@ -12,10 +12,11 @@ import mailbox
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..credentials import UserStore
-from ..serving import LineServer, run_until_signal
+from ..penalty import AuthPenalty
+from ..serving import IDLE_TIMEOUT, LOGIN_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, LineServer, run_until_signal
 from ..tokens import TokenService
 from .session import MAX_LINE, ImapConfig, ImapReply, ImapSession, Mailbox
 
@@ -38,7 +39,12 @@ def maildir_counter(path: str | os.PathLike[str]) -> Callable[[str], Mailbox]:
 
 @dataclass
 class ImapServer:
-    """Serve IMAP with saslkit authentication on one listening socket."""
+    """Serve IMAP with saslkit authentication on one listening socket.
+
+    Time and connection limits are :class:`~saslkit.serving.LineServer`'s; ``auth_penalty``
+    (on by default, None to turn it off) delays authentication replies after failures
+    (:mod:`saslkit.penalty`).
+    """
 
     config: ImapConfig
     users: UserStore
@@ -49,17 +55,25 @@ class ImapServer:
     implicit_tls: bool = False
     mailbox: Callable[[str], Mailbox] | None = None
     workers: int = 8
+    idle_timeout: float = IDLE_TIMEOUT
+    login_timeout: float = LOGIN_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
+    auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
 
     def __post_init__(self) -> None:
         self._server = LineServer(
             self._session, name="imap", ssl_context=self.ssl_context, certificate_der=self.certificate_der,
             implicit_tls=self.implicit_tls, line_limit=MAX_LINE + 2, workers=self.workers,
             idle_reply=b"* BYE Idle timeout\r\n", error_reply=b"* BYE Internal error\r\n", observe=self._log_auth,
+            idle_timeout=self.idle_timeout, login_timeout=self.login_timeout, max_connections=self.max_connections,
+            max_connections_per_ip=self.max_connections_per_ip, login_reply=b"* BYE Login timeout\r\n",
+            busy_reply=b"* BYE Too many connections; try again later\r\n",
         )
 
     def _session(self, peer: str, tls: bool, bindings: dict[str, bytes]) -> ImapSession:
         return ImapSession(self.config, self.users, self.server_secret, tokens=self.tokens, peer=peer, tls=tls,
-                           channel_bindings=bindings, mailbox=self.mailbox)
+                           channel_bindings=bindings, mailbox=self.mailbox, penalty=self.auth_penalty)
 
     @staticmethod
     def _log_auth(peer: str, session: object, reply: object) -> None:

@@ -37,6 +37,7 @@ from ..credentials import UserStore
 from ..errors import MechanismNotAllowed, TemporaryFailure, UnknownMechanism, UsageError
 from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
 from ..mechanism import Challenge, Failure, ServerStep, Success
+from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, TokenService
 
@@ -149,6 +150,7 @@ class ImapSession:
         tls: bool = False,
         channel_bindings: Mapping[str, bytes] | None = None,
         mailbox: Callable[[str], Mailbox] | None = None,
+        penalty: AuthPenalty | None = None,
     ) -> None:
         self.config = config
         self.peer = peer
@@ -156,6 +158,7 @@ class ImapSession:
         self._users = users
         self._secret = server_secret
         self._tokens = tokens
+        self._penalty = penalty
         self._bindings = dict(channel_bindings or {})
         self._bindings_used: set[str] = set()  # survives UNAUTHENTICATE: same TLS connection (RFC 9266 §4.1)
         self._mailbox = mailbox or (lambda user: Mailbox())
@@ -212,12 +215,21 @@ class ImapSession:
         return self._auth is not None
 
     def may_block(self, line: bytes) -> bool:
-        """Whether handling ``line`` may block (password hashing, store access)."""
+        """Whether handling ``line`` may block (password hashing, store access).
+
+        Decided on the line that completes the command: a line ending in a literal only
+        announces more, and the last line of ``a LOGIN {5}`` ... names no command, so the
+        command's first line (pending since its literals) decides.
+        """
         if self.in_auth:
             return True
-        words = line[:64].split(b" ", 2)
-        return len(words) > 1 and words[1].upper() in (b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT",
-                                                         b"EXAMINE")
+        if _LITERAL_RE.search(line.rstrip(b"\r\n")) is not None:
+            return False  # the command goes on after the literal (refusing one never blocks)
+        first = self._pending[0] if self._pending else line
+        head = first[:64].encode("utf-8") if isinstance(first, str) else first[:64]
+        words = head.split(b" ", 2)
+        return len(words) > 1 and words[1].upper().rstrip(b"\r\n") in (
+            b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT", b"EXAMINE")
 
     def _ctx(self) -> ServerContext:
         return ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
@@ -396,17 +408,30 @@ class ImapSession:
             return self._succeeded(self._auth_tag, result)
         return self._failed(self._auth_tag, result)
 
+    def _penalty_delay(self, authcid: str | None, success: bool | None) -> float:
+        """The auth penalty of this attempt's final reply (:mod:`saslkit.penalty`); records the outcome
+        unless it is temporary (``success`` None)."""
+        if self._penalty is None:
+            return 0.0
+        if success is None:
+            return self._penalty.delay(self.peer, authcid)
+        return self._penalty.settle(self.peer, authcid, success)
+
     def _succeeded(self, tag: str, success: Success) -> ImapReply:
         self.authenticated = success
         self.state = AUTHENTICATED
-        return self._ok(tag, "Authenticated", "CAPABILITY " + " ".join(self.capabilities()))
+        reply = self._ok(tag, "Authenticated", "CAPABILITY " + " ".join(self.capabilities()))
+        reply.delay = self._penalty_delay(success.authcid, True)
+        return reply
 
     def _failed(self, tag: str, failure: Failure) -> ImapReply:
         if failure.temporary:
-            return self._no(tag, "Authentication temporarily unavailable", "UNAVAILABLE")
+            return self._no(tag, "Authentication temporarily unavailable", "UNAVAILABLE",
+                            delay=self._penalty_delay(failure.authcid, None))
         self._failures += 1
         code = "AUTHORIZATIONFAILED" if failure.authorization else "AUTHENTICATIONFAILED"
-        reply = self._no(tag, "Authentication failed", code, delay=self.config.failure_delay)
+        reply = self._no(tag, "Authentication failed", code,
+                         delay=self.config.failure_delay + self._penalty_delay(failure.authcid, False))
         if self._failures >= self.config.max_auth_failures:
             reply.lines.append("* BYE Too many failed authentication attempts")
             reply.close = True

@@ -39,6 +39,13 @@ is ``True`` and ``session.auth_data`` the :class:`~saslkit.mechanism.Success`.
   the token was issued for (``550 5.7.1`` otherwise).  ``RCPT``
   ``STOKEN=``/``MYSTOKEN=`` and the per-recipient ``2.1.12``/``2.1.13``
   replies are not handled here (use :mod:`saslkit.smtp.server`).
+* The auth penalty (:mod:`saslkit.penalty`, ``auth_penalty``, on by
+  default; None turns it off) delays authentication replies after failures
+  from the same address or for the same user, across connections.
+* An unexpected exception never reaches the client as text (aiosmtpd's
+  default ``500 Error: (Type) text``): it is logged and the client gets
+  ``421 4.3.0 Internal error; closing``; a handler's own
+  ``handle_exception`` still decides when it has one.
 * aiosmtpd's ``authenticator``, ``auth_callback``, ``auth_exclude_mechanism``,
   ``auth_require_tls`` and handler ``auth_*`` methods do not apply: saslkit's
   registry and :class:`~saslkit.registry.Policy` decide (``allow_plaintext_auth``
@@ -68,6 +75,7 @@ from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, UsageError
 from ..mechanism import Success
+from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
@@ -89,8 +97,8 @@ class SaslkitAuth:
 
     ``certificate`` is our TLS certificate (DER/PEM bytes, or a file path),
     needed for ``tls-server-end-point``; without it only ``tls-unique``
-    (TLS 1.2) can enable the -PLUS mechanisms.  A ``throttle`` is called from
-    worker threads.  :meth:`close` stops the worker threads (new ones start
+    (TLS 1.2) can enable the -PLUS mechanisms.  A ``throttle`` and the
+    ``auth_penalty`` (None: off) are called from worker threads.  :meth:`close` stops the worker threads (new ones start
     if the object is used again).
     """
 
@@ -107,6 +115,7 @@ class SaslkitAuth:
     max_auth_failures: int = 3
     throttle: AuthThrottle | None = None
     workers: int = 8
+    auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
 
     def __post_init__(self) -> None:
         if len(self.server_secret) < 16:
@@ -151,7 +160,7 @@ class SaslkitAuth:
         return SmtpSession(
             config, self.users, self.server_secret, tokens=self.tokens, stokens=self.stokens,
             peer=str(peer[0]) if isinstance(peer, tuple) else str(peer or ""), tls=sslobj is not None,
-            channel_bindings=bindings, throttle=self.throttle,
+            channel_bindings=bindings, throttle=self.throttle, penalty=self.auth_penalty,
         )
 
     async def run(self, fn: Callable[[bytes], T], arg: bytes) -> T:
@@ -223,6 +232,23 @@ class SaslkitSMTP(SMTP):
             self._capture.append(status if isinstance(status, str) else status.decode("utf-8", "replace"))
         else:
             await super().push(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Log an unexpected exception; the client only learns that something went wrong, then the
+        connection closes (a half-done exchange must not go on)."""
+        handler = getattr(self.event_handler, "handle_exception", None)
+        if handler is not None:
+            try:
+                status: str = await handler(error)
+                return status
+            except Exception:
+                log.exception("exception in the handler's handle_exception()")
+        else:
+            peer = self._sasl.peer if self._sasl is not None else "?"
+            log.error("internal error on a connection from %s", peer, exc_info=error)
+        if self.transport is not None:
+            asyncio.get_running_loop().call_soon(self.transport.close)  # after the reply is written
+        return "421 4.3.0 Internal error; closing"
 
     async def _feed(self, line: bytes) -> Reply:
         """Hand one line to the saslkit session (off the loop if it may block) and send its reply."""

@@ -11,10 +11,19 @@ import mailbox
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..credentials import UserStore
-from ..serving import LineServer, ensure_certificate, run_until_signal
+from ..penalty import AuthPenalty
+from ..serving import (
+    IDLE_TIMEOUT,
+    LOGIN_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
+    LineServer,
+    ensure_certificate,
+    run_until_signal,
+)
 from ..tokens import SubmissionTokens, TokenService
 from .session import MAX_AUTH_LINE, Deliver, Envelope, Reply, SmtpConfig, SmtpSession
 
@@ -41,7 +50,12 @@ def discard_delivery(envelope: Envelope) -> str:
 
 @dataclass
 class SmtpServer:
-    """Serve SMTP (or LMTP) with saslkit authentication on one listening socket."""
+    """Serve SMTP (or LMTP) with saslkit authentication on one listening socket.
+
+    Time and connection limits are :class:`~saslkit.serving.LineServer`'s (the login timeout
+    applies only when ``config.auth_required``); ``auth_penalty`` (on by default, None to turn
+    it off) delays authentication replies after failures (:mod:`saslkit.penalty`).
+    """
 
     config: SmtpConfig
     users: UserStore
@@ -53,6 +67,11 @@ class SmtpServer:
     implicit_tls: bool = False
     deliver: Deliver = discard_delivery
     workers: int = 8
+    idle_timeout: float = IDLE_TIMEOUT
+    login_timeout: float = LOGIN_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
+    auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
 
     def __post_init__(self) -> None:
         self._server = LineServer(
@@ -60,11 +79,16 @@ class SmtpServer:
             certificate_der=self.certificate_der, implicit_tls=self.implicit_tls, line_limit=MAX_AUTH_LINE + 2,
             workers=self.workers, idle_reply=b"421 4.4.2 Idle timeout; closing\r\n",
             error_reply=b"421 4.3.0 Internal error; closing\r\n", observe=self._log_auth,
+            idle_timeout=self.idle_timeout, login_timeout=self.login_timeout if self.config.auth_required else None,
+            max_connections=self.max_connections, max_connections_per_ip=self.max_connections_per_ip,
+            login_reply=b"421 4.4.2 Login timeout; closing\r\n",
+            busy_reply=b"421 4.7.0 Too many connections; try again later\r\n",
         )
 
     def _session(self, peer: str, tls: bool, bindings: dict[str, bytes]) -> SmtpSession:
         return SmtpSession(self.config, self.users, self.server_secret, tokens=self.tokens, stokens=self.stokens,
-                           peer=peer, tls=tls, channel_bindings=bindings, deliver=self.deliver)
+                           peer=peer, tls=tls, channel_bindings=bindings, deliver=self.deliver,
+                           penalty=self.auth_penalty)
 
     @staticmethod
     def _log_auth(peer: str, session: object, reply: object) -> None:

@@ -42,6 +42,7 @@ from ..credentials import UserStore
 from ..errors import MechanismNotAllowed, ProtocolError, SaslError, TemporaryFailure, UnknownMechanism, UsageError
 from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
 from ..mechanism import Challenge, Failure, ServerStep, Success
+from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
@@ -171,6 +172,7 @@ class SmtpSession:
         channel_bindings: Mapping[str, bytes] | None = None,
         deliver: Deliver = _discard,
         throttle: AuthThrottle | None = None,
+        penalty: AuthPenalty | None = None,
     ) -> None:
         self.config = config
         self.peer = peer
@@ -181,6 +183,7 @@ class SmtpSession:
         self._stokens = stokens
         self._deliver = deliver
         self._throttle = throttle
+        self._penalty = penalty
         self._bindings = dict(channel_bindings or {})
         self._bindings_used: set[str] = set()
         self._reset_connection_state()
@@ -400,23 +403,34 @@ class SmtpSession:
             return self._succeeded(result)
         return self._failed(result)
 
+    def _penalty_delay(self, authcid: str | None, success: bool | None) -> float:
+        """The auth penalty of this attempt's final reply (:mod:`saslkit.penalty`); records the outcome
+        unless it is temporary (``success`` None)."""
+        if self._penalty is None:
+            return 0.0
+        if success is None:
+            return self._penalty.delay(self.peer, authcid)
+        return self._penalty.settle(self.peer, authcid, success)
+
     def _succeeded(self, success: Success) -> Reply:
         self.authenticated = success
         if self._throttle is not None:
             self._throttle.record(self.peer, success.identity, True)
-        return self._r(235, "2.7.0", "Authentication successful")
+        return self._r(235, "2.7.0", "Authentication successful", delay=self._penalty_delay(success.authcid, True))
 
     def _failed(self, failure: Failure) -> Reply:
         if failure.temporary:
-            return self._r(454, "4.7.0", "Temporary authentication failure")
+            return self._r(454, "4.7.0", "Temporary authentication failure",
+                           delay=self._penalty_delay(failure.authcid, None))
         self._failures += 1
         if self._throttle is not None:
-            self._throttle.record(self.peer, None, False)
+            self._throttle.record(self.peer, failure.authcid, False)
+        delay = self.config.failure_delay + self._penalty_delay(failure.authcid, False)
         if self._failures >= self.config.max_auth_failures:
             return Reply(["535 5.7.8 Authentication credentials invalid",
                           "421 4.7.0 Too many failed authentication attempts; closing"],
-                         delay=self.config.failure_delay, close=True)
-        return self._r(535, "5.7.8", "Authentication credentials invalid", delay=self.config.failure_delay)
+                         delay=delay, close=True)
+        return self._r(535, "5.7.8", "Authentication credentials invalid", delay=delay)
 
     # ------------------------------------------------------------ REMEMBERME (draft-melnikov-smtp-rememberme-00)
 
