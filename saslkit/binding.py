@@ -7,15 +7,27 @@ answer must be empty (RFC 4422 §5 item 2b), then the success.  Continuation
 lines are decoded strictly (``*`` cancels) by :mod:`saslkit.framing`; store
 outages become a temporary :class:`Failure`, never an exception.  The
 binding only turns the three outcomes into its own reply lines.
+
+Defence in depth: an exception from a mechanism that is no
+:class:`~saslkit.errors.SaslError` is a bug, but it must not reach the
+server (a ``421``/``BYE`` with a traceback, or its text on the wire): it is
+logged once on the ``saslkit`` logger, by type and code location only (no
+message, which may quote the peer's data or a secret), and the exchange ends
+in an ordinary authentication :class:`Failure`.
 """
 
 from __future__ import annotations
+
+import logging
+import traceback
 
 from .errors import SaslError, TemporaryFailure
 from .framing import decode_continuation
 from .mechanism import Challenge, Failure, FailureReason, ServerMechanism, ServerStep, Success
 
 __all__ = ["LineExchange"]
+
+_log = logging.getLogger("saslkit")
 
 
 class LineExchange:
@@ -52,6 +64,11 @@ class LineExchange:
             result = Failure(FailureReason.TEMPORARY_FAILURE, "store unavailable")
         except SaslError as exc:
             result = Failure(FailureReason.AUTHENTICATION_FAILED, str(exc))
+        except Exception as exc:  # a bug in a mechanism: never a traceback for the peer
+            where = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)[-3:]))
+            _log.error("internal error in mechanism %s: %s (message withheld)\n%s",
+                       getattr(self.mechanism, "name", "?"), type(exc).__name__, where.rstrip())
+            result = Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
         if isinstance(result, Success) and result.additional_data is not None:
             self._pending = result
             return Challenge(result.additional_data)

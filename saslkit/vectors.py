@@ -767,6 +767,18 @@ def _ht_reference(c: _HTCase) -> dict[str, bytes]:
     return {"initiator": name + b"\0" + mac_i, "responder": mac_r}
 
 
+def _token_users(names: Iterable[str]) -> MemoryUserStore:
+    """The users the vector's tokens belong to (token checks confirm the user); unpreparable names stay unknown."""
+    records = []
+    for name in names:
+        try:
+            if saslprep(name) == name:
+                records.append(UserRecord(name))
+        except PreparationError:
+            pass
+    return MemoryUserStore(records)
+
+
 def _run_ht_server(c: _HTCase) -> _Side:
     """Feed the initiator-msg to an HTServer holding the vector's token; compare its answer."""
     side = _Side()
@@ -785,7 +797,7 @@ def _run_ht_server(c: _HTCase) -> _Side:
         record = TokenRecord(_HT_RECORD_ID, user, "RANDOM", "vector", 0.0, mechanism=pin)
     tokens = _VectorTokens(record, c.token or "")
     ctx = ServerContext(
-        MemoryUserStore(),
+        _token_users([record.user] if record is not None else []),
         server_secret=_FAKE_SALT_KEY,
         channel_bindings=dict([c.cb]) if c.cb is not None and c.server_cb else {},
         tls=True,
@@ -1004,7 +1016,8 @@ def _check_rememberme(v: Mapping[str, Any]) -> tuple[bool, str]:
     c = _parse_rememberme(v, expect_failure)
     report = _Report()
     tokens = _VectorRememberMeTokens(c.table)
-    ctx = ServerContext(MemoryUserStore(), server_secret=_FAKE_SALT_KEY, tls=True, tokens=tokens)
+    ctx = ServerContext(_token_users({r.user for r in c.table.values()}), server_secret=_FAKE_SALT_KEY, tls=True,
+                        tokens=tokens)
     answer = RememberMeServer(ctx).step(c.message)
     if isinstance(answer, Success):
         outcome = f"accepted as {answer.authcid!r}"

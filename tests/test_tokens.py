@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from saslkit.context import ClientCredentials, ServerContext
-from saslkit.credentials import MemoryUserStore
+from saslkit.credentials import MemoryUserStore, UserRecord
 from saslkit.errors import TokenRejected, UsageError
 from saslkit.exchange import run_exchange
 from saslkit.keys import KeyRing
@@ -66,8 +66,12 @@ def service(store: TokenStore, ring: KeyRing, clock: Clock) -> TokenService:
     return TokenService(store, ring, clock=clock)
 
 
+#: The users tokens are minted for here: token checks confirm the user still exists.
+USERS = MemoryUserStore([UserRecord("alice"), UserRecord("bob")])
+
+
 def _ctx(service: TokenService | None = None, stokens: SubmissionTokens | None = None) -> ServerContext:
-    return ServerContext(MemoryUserStore(), b"k" * 32, tls=True, tokens=service, stokens=stokens)
+    return ServerContext(USERS, b"k" * 32, tls=True, tokens=service, stokens=stokens)
 
 
 def _remember(service: TokenService, token: str) -> Success | Failure:

@@ -30,9 +30,16 @@ Decisions (where the drafts leave room):
   NUL (HT-09 requires accepting 255), extra values at most 1024 octets of
   ietf-01 §3.1 ``key-value-pairs`` (``k=v`` joined by ``,``; ``k`` and ``v``
   are 1* of ``ALPHA DIGIT / + - _``).  Anything else is ``invalid-encoding``.
-* HMACs are compared with :func:`hmac.compare_digest`.  Every candidate token
-  of the user is tried (all of them, so the time does not depend on which one
-  matches); an unknown user costs one dummy HMAC.
+* HMACs are compared with :func:`hmac.compare_digest`.  The work does not
+  depend on who asks: exactly ``max_tokens_per_user`` (the verifier's cap on
+  live tokens per user, default 20) candidate HMACs are computed, padded with
+  dummy tokens, so an unknown user, a user with one token and a user at the
+  cap cost the same (the verifier's ``secrets_for`` derives that many token
+  strings in the same way).  The user is then looked up in ``ctx.users``
+  whether a token matched or not: a matching token of a deleted user, or one
+  minted before the user's last credential change
+  (:func:`~saslkit.tokens.records.token_user_current`), fails exactly like a
+  wrong token.  :attr:`Failure.authcid` is the prepared authcid.
 * Unknown user and wrong token give the *same* :class:`Failure`
   (``authentication-failed``, HT2 data ``%x01 "invalid-token"``), per the
   RFC 4422 §3.6 advice and ietf-01 §3.3.2; an authcid that fails SASLprep
@@ -80,17 +87,20 @@ import re
 from dataclasses import dataclass
 
 from ..context import ClientCredentials, ServerContext
+from ..credentials import UserRecord
 from ..errors import (
     AuthenticationFailed,
     PreparationError,
     ProtocolError,
+    StoreError,
     TemporaryFailure,
     TokenRejected,
     UsageError,
 )
 from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
 from ..saslprep import saslprep
-from ..tokens.records import TokenRecord
+from ..tokens.records import TokenRecord, token_user_current
+from ..tokens.service import DEFAULT_MAX_TOKENS_PER_USER
 
 __all__ = [
     "CB_SUFFIXES",
@@ -132,6 +142,8 @@ MAX_RESPONDER = MAX_EXTRA_VALUES + 2 + 64
 
 INITIATOR_LABEL = b"Initiator"
 RESPONDER_LABEL = b"Responder"
+#: HMAC key of the padding candidates: shaped like a RANDOM token (same length, same HMAC work).
+_DUMMY_TOKEN = b"sk1." + b"A" * 43 + b"." + b"A" * 43
 
 # ietf-01 §3.3.2 failure-description values
 UNKNOWN_USER = "unknown-user"
@@ -323,6 +335,7 @@ class HTServer:
         self._state = 0  # 0: want initiator-msg, 1: empty challenge sent, 2: done
         #: The client's extra-initiator-values once verified (HT2), else "".
         self.peer_extra_values = ""
+        self._authcid: str | None = None  # the prepared authcid, for Failure.authcid
 
     @property
     def done(self) -> bool:
@@ -345,7 +358,7 @@ class HTServer:
 
     def _fail(self, reason: str, message: str, description: str = OTHER_ERROR) -> Failure:
         data = b"\x01" + description.encode("utf-8") if self.spec.extended else None
-        return Failure(reason, message, data)
+        return Failure(reason, message, data, authcid=self._authcid)
 
     def _auth_failed(self) -> Failure:
         return self._fail(FailureReason.AUTHENTICATION_FAILED, "authentication failed", INVALID_TOKEN)
@@ -378,34 +391,37 @@ class HTServer:
             user = saslprep(authcid)
         except PreparationError:
             user = ""
+        self._authcid = user or None
         candidates: list[tuple[TokenRecord, str]] = []
+        user_record: UserRecord | None = None
         if user:
             try:
                 candidates = list(tokens.secrets_for(user, mechanism=self.name))
+                user_record = ctx.users.get_user(user)  # asked whatever matches: same work for every name
             except TemporaryFailure:
                 return self._fail(FailureReason.TEMPORARY_FAILURE, "token store temporarily unavailable")
             except TokenRejected as exc:
                 return self._rejected(exc)
         extra_bytes = extra.encode("ascii")
         match: tuple[TokenRecord, str] | None = None
-        if not candidates:
-            # Same work for an unknown user as for one token (RFC 4422 §3.6 advice).
-            _hmac(spec, b"saslkit-ht-dummy-token", INITIATOR_LABEL, cb_data, extra_bytes)
-        for record, token in candidates:
-            if record.mechanism is not None and record.mechanism.upper() != self.name:
-                continue  # HT-09 §5: a token pinned to another mechanism must fail
+        # Exactly the cap's number of HMACs, whatever the user has (RFC 4422 §3.6 advice).
+        cap = int(getattr(tokens, "max_tokens_per_user", DEFAULT_MAX_TOKENS_PER_USER))
+        for i in range(max(cap, len(candidates))):
+            if i >= len(candidates):
+                _hmac(spec, _DUMMY_TOKEN, INITIATOR_LABEL, cb_data, extra_bytes)
+                continue
+            record, token = candidates[i]
             expected = _hmac(spec, token.encode("utf-8"), INITIATOR_LABEL, cb_data, extra_bytes)
-            if hmac.compare_digest(expected, received) and match is None:
-                match = (record, token)
-        if match is None:
+            pinned_elsewhere = record.mechanism is not None and record.mechanism.upper() != self.name
+            if hmac.compare_digest(expected, received) and match is None and not pinned_elsewhere:
+                match = (record, token)  # HT-09 §5: a token pinned to another mechanism must fail
+        if match is None or not token_user_current(match[0], user_record):
             return self._auth_failed()
         record, token = match
         try:
-            tokens.mark_used(record)
-        except TemporaryFailure:
-            return self._fail(FailureReason.TEMPORARY_FAILURE, "token store temporarily unavailable")
-        except TokenRejected as exc:
-            return self._rejected(exc)
+            tokens.mark_used(record)  # best effort (TokenVerifier.mark_used): never fails the login
+        except StoreError:
+            pass
         if spec.cb_type is not None:
             ctx.bindings_used.add(spec.cb_type)
         digest = _hmac(spec, token.encode("utf-8"), RESPONDER_LABEL, cb_data, self._extra)

@@ -7,13 +7,21 @@ that can carry it; the reasons are ``invalid-encoding``, ``unknown-user`` and
 ``other-error`` (§3), and the text explains a revocation (§5 item 3).  The
 draft's example token carries a trailing LF (PROTOCOLS.md §7.1): tokens are
 compared exactly, never trimmed.
+
+After the token service accepts a token, the user must still exist in
+``ctx.users`` and the token must not predate the user's last credential
+change (:func:`~saslkit.tokens.records.token_user_current`); otherwise the
+failure is the one of an unknown token.  :attr:`Failure.authcid` names the
+token's user once the token was identified (found in the store).
 """
 
 from __future__ import annotations
 
 from ..context import ClientCredentials, ServerContext
-from ..errors import ProtocolError, TemporaryFailure, TokenRejected, UsageError
+from ..errors import ProtocolError, StoreError, TemporaryFailure, TokenRejected, UsageError
 from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..tokens.records import token_user_current
+from ..tokens.service import identified, rejected_user
 
 __all__ = ["MAX_TOKEN", "RememberMeClient", "RememberMeServer"]
 
@@ -60,12 +68,19 @@ class RememberMeServer:
                            _server_final("other-error", "tokens are not enabled here"))
         try:
             record = self._ctx.tokens.verify(token, mechanism=NAME)
+            if not token_user_current(record, self._ctx.users.get_user(record.user)):
+                # Deleted user, or token older than a password change: same as an unknown token.
+                raise identified(TokenRejected("unknown-user", "unknown token"), record.user)
         except TokenRejected as exc:
             wire = "unknown-user" if exc.reason == "unknown-user" else "other-error"
-            return Failure(FailureReason.AUTHENTICATION_FAILED, str(exc), _server_final(wire, str(exc)))
+            return Failure(FailureReason.AUTHENTICATION_FAILED, str(exc), _server_final(wire, str(exc)),
+                           authcid=rejected_user(exc))
         except TemporaryFailure:
             return Failure(FailureReason.TEMPORARY_FAILURE, "token store unavailable")
-        self._ctx.tokens.mark_used(record)
+        try:
+            self._ctx.tokens.mark_used(record)  # best effort (TokenVerifier.mark_used): never fails the login
+        except StoreError:
+            pass
         return Success(record.user, None, None, NAME, {"token_id": record.id, "token_type": record.type})
 
 

@@ -10,7 +10,9 @@ no real address (which never holds ``\\0`` before a token) is misread.
 
 Success names the remote address as the authentication identity and gives
 the local address and token kind in :attr:`Success.details`, so the binding
-can limit ``RCPT TO`` to that recipient.
+can limit ``RCPT TO`` to that recipient.  A failure names in
+:attr:`Failure.authcid` the remote address a well-formed token claims
+(unverified; for logs and the per-identity auth penalty only).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from ..context import ClientCredentials, ServerContext
 from ..errors import ProtocolError, TemporaryFailure, TokenRejected, UsageError
 from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..tokens.stoken import stoken_remote
 
 __all__ = ["StokenClient", "StokenServer", "parse_stoken_message"]
 
@@ -71,9 +74,9 @@ class StokenServer:
         try:
             verified = self._ctx.stokens.verify(recipient, token)
         except TokenRejected as exc:
-            return Failure(FailureReason.AUTHENTICATION_FAILED, str(exc))
+            return Failure(FailureReason.AUTHENTICATION_FAILED, str(exc), authcid=stoken_remote(token))
         except TemporaryFailure:
-            return Failure(FailureReason.TEMPORARY_FAILURE, "token store unavailable")
+            return Failure(FailureReason.TEMPORARY_FAILURE, "token store unavailable", authcid=stoken_remote(token))
         return Success(
             verified.remote, None, None, NAME, {"stoken_local": verified.local, "stoken_kind": verified.kind}
         )

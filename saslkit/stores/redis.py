@@ -256,6 +256,11 @@ class RedisTokenStore:
         return int(n)
 
     def touch(self, token_id: str, at: float) -> None:
+        """Best effort (:meth:`TokenService.mark_used` ignores its errors): one script, no retry.
+
+        Redis takes no lock a client could wait on, and the socket timeout
+        bounds the call; an error is raised as usual for the caller to skip.
+        """
         with self._errors():
             self._set_field(keys=[self._token_key(token_id)], args=["last_used", repr(at)])
 

@@ -282,8 +282,22 @@ class SQLiteTokenStore(_SQLiteFile):
             ).rowcount
 
     def touch(self, token_id: str, at: float) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE tokens SET last_used=? WHERE id=?", (at, token_id))
+        """Best effort, never waits: while another connection holds the write lock it fails at once.
+
+        A login must not wait behind another process's write (issue 8 item 9):
+        this one statement runs with ``busy_timeout`` 0 (restored after), so a
+        busy database raises :class:`TemporaryFailure` at once and
+        :meth:`TokenService.mark_used` skips the write.
+        """
+        try:
+            db = self._connect()
+            db.execute("PRAGMA busy_timeout=0")
+            try:
+                db.execute("UPDATE tokens SET last_used=? WHERE id=?", (at, token_id))
+            finally:
+                db.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
 
     def stoken_get(self, remote: str, local: str) -> StokenRecord | None:
         row = self._read(lambda db: db.execute(_SELECT_STOKEN, (remote, local, self._clock())).fetchone())

@@ -10,10 +10,14 @@ ring.  Permanent submission tokens (draft-slusarz-extra-smtp-submission-token-00
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-__all__ = ["TOKEN_TYPES", "StokenRecord", "TokenRecord", "TokenStore", "TokenVerifier"]
+if TYPE_CHECKING:
+    from ..credentials import UserRecord
+
+__all__ = ["TOKEN_TYPES", "StokenRecord", "TokenRecord", "TokenStore", "TokenVerifier", "token_user_current"]
 
 #: Token types a server can mint (the REMEMBERME EHLO/CAPABILITY parameters).
 TOKEN_TYPES = ("RANDOM", "JWT")
@@ -46,6 +50,23 @@ class TokenRecord:
 
     def with_(self, **changes: object) -> TokenRecord:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def token_user_current(record: TokenRecord, user: UserRecord | None) -> bool:
+    """May ``record`` still authenticate ``user`` (``get_user(record.user)``, ``None`` if gone)?
+
+    Every token check (REMEMBERME, HT-*, HT2-*) asks this after the token's
+    secret matched: a deleted user's tokens and tokens minted before the
+    user's last credential change never authenticate, on any process
+    sharing the stores (issue 8 item 7; the CLI also revokes them).  Token
+    ``created`` is whole seconds (JWT ``iat``), so the comparison has
+    one-second resolution: a token minted in the same second as, but before,
+    a change (``created == floor(changed)``) still passes; the revocation
+    the CLI does on every credential change covers that second.
+    """
+    if user is None:
+        return False
+    return user.changed is None or record.created >= math.floor(user.changed)
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,10 @@ class TokenVerifier(Protocol):
     raise :class:`~saslkit.errors.TokenRejected` for a token that must not
     authenticate and :class:`~saslkit.errors.TemporaryFailure` when the store
     is unreachable; they never report success otherwise.
+
+    An implementation may have an ``int`` attribute ``max_tokens_per_user``:
+    HT servers then compute that many candidate HMACs for every lookup
+    (default :data:`~saslkit.tokens.service.DEFAULT_MAX_TOKENS_PER_USER`).
     """
 
     def verify(self, token: str, *, mechanism: str) -> TokenRecord:
@@ -134,5 +159,5 @@ class TokenVerifier(Protocol):
         ...
 
     def mark_used(self, record: TokenRecord) -> None:
-        """Record a successful authentication with ``record``."""
+        """Record a successful authentication with ``record``: best effort, it never raises or blocks."""
         ...

@@ -15,6 +15,19 @@ Verification order never leaks more than it must: the secret is checked
 before the record's state (revoked, expired, pinned) is reported.
 Expiry is optional (draft-ietf-kitten-sasl-rememberme-00 §5 item 2: tokens
 need not expire); revocation works per token, per user and by issue time.
+
+Peer input is bounded before it is decoded: a token is at most
+:data:`MAX_TOKEN_LENGTH` ASCII characters, a JWT's three parts are strict
+base64url (RFC 7515 §2, RFC 4648 §5) and its payload at most
+:data:`MAX_JWT_PAYLOAD` characters, which must be one flat JSON object
+(RFC 7519 §7.2 step 10): nested or malformed payloads are refused before or
+while decoding, so any malformed token is an ordinary
+:class:`~saslkit.errors.TokenRejected`, never an internal error.
+
+Each user holds at most :attr:`TokenService.max_tokens_per_user` live tokens
+(default 20): minting one more revokes that user's oldest live token.  The
+cap bounds the HT lookup (HT-09 §3.1), which derives and HMACs exactly that
+many candidates for every user, known or not (see :meth:`secrets_for`).
 """
 
 from __future__ import annotations
@@ -24,7 +37,10 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
+import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
@@ -33,14 +49,30 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import TokenRejected, UsageError
-from ..keys import Key, KeyRing
+from ..errors import StoreError, TokenRejected, UsageError
+from ..keys import Key, KeyRing, KeyRingError
 from ..mechanism import Success
 from .records import TOKEN_TYPES, TokenRecord, TokenStore
 
-__all__ = ["MAX_TOKEN_LENGTH", "TokenService"]
+__all__ = [
+    "DEFAULT_MAX_TOKENS_PER_USER",
+    "MAX_JWT_PAYLOAD",
+    "MAX_TOKEN_LENGTH",
+    "TokenService",
+    "identified",
+    "rejected_user",
+]
+
+_log = logging.getLogger("saslkit")
 
 MAX_TOKEN_LENGTH = 4096
+#: Longest JWT payload part (base64url characters) decoded; ours are about 200.
+MAX_JWT_PAYLOAD = 2048
+#: Live tokens one user may hold (see :meth:`TokenService.secrets_for`).
+DEFAULT_MAX_TOKENS_PER_USER = 20
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
+#: A JSON string (RFC 8259 §7); what is left once strings are removed may hold no nesting.
+_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 _RANDOM_PREFIX = "sk1"
 _JWT_ALGORITHMS = {"ed25519": "EdDSA", "hs256": "HS256"}
 #: Mechanisms whose success does not count as a strong authentication for minting.
@@ -59,7 +91,8 @@ class TokenService:
     """The token authority of one deployment: one store, one key ring.
 
     ``clock`` and ``random_bytes`` are injectable (sans-IO habit); ``audience``
-    names this service in JWT ``aud``.  Implements
+    names this service in JWT ``aud``; ``max_tokens_per_user`` caps each
+    user's live tokens (minting beyond it revokes the oldest).  Implements
     :class:`~saslkit.tokens.records.TokenVerifier` for the mechanisms.
     """
 
@@ -73,9 +106,12 @@ class TokenService:
         default_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        max_tokens_per_user: int = DEFAULT_MAX_TOKENS_PER_USER,
     ) -> None:
         if jwt_key_kind not in _JWT_ALGORITHMS:
             raise UsageError(f"JWT keys are ed25519 or hs256, not {jwt_key_kind!r}")
+        if max_tokens_per_user < 1:
+            raise UsageError("max_tokens_per_user must be at least 1")
         self.store = store
         self.keys = keys
         self.audience = audience
@@ -83,7 +119,9 @@ class TokenService:
         self.default_ttl = default_ttl
         self._clock = clock
         self._random = random_bytes
+        self.max_tokens_per_user = max_tokens_per_user
         self._derived: dict[tuple[object, ...], str] = {}
+        self._derived_lock = threading.Lock()
 
     DERIVED_CACHE_SIZE = 10000
 
@@ -120,7 +158,20 @@ class TokenService:
         )
         token = self._derive(record, key)
         self.store.put(record)
+        self._enforce_cap(user)
         return token, record
+
+    def _enforce_cap(self, user: str) -> None:
+        """Revoke ``user``'s oldest live tokens beyond :attr:`max_tokens_per_user`.
+
+        Two processes minting at once may leave one token too many for a
+        while; the HT lookup then does more work for that user
+        (:meth:`secrets_for`) until the next mint trims it.
+        """
+        now = self._clock()
+        live = [r for r in self.store.list(user) if r.active(now)]  # oldest first
+        for record in live[: max(0, len(live) - self.max_tokens_per_user)]:
+            self.store.revoke(record.id, now)
 
     def _new_id(self, size: int) -> str:
         """Random base64url id that does not start with ``-`` (so command lines never take it for an option)."""
@@ -182,12 +233,14 @@ class TokenService:
             return None
         cache_key = (record.id, record.type, record.user, record.key_id, record.created, record.expires,
                      record.mechanism)
-        token = self._derived.get(cache_key)
+        with self._derived_lock:
+            token = self._derived.get(cache_key)
         if token is None:
-            token = self._derive(record, key)
-            if len(self._derived) >= self.DERIVED_CACHE_SIZE:
-                self._derived.pop(next(iter(self._derived)))
-            self._derived[cache_key] = token
+            token = self._derive(record, key)  # outside the lock: a signature may take a while
+            with self._derived_lock:  # threads share the cache: evict and insert as one step
+                while len(self._derived) >= self.DERIVED_CACHE_SIZE:
+                    del self._derived[next(iter(self._derived))]
+                self._derived[cache_key] = token
         return token
 
     # ------------------------------------------------------------ verification
@@ -196,21 +249,17 @@ class TokenService:
         """Return ``(type, id)`` from the token's public parts (nothing verified yet)."""
         if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise TokenRejected("invalid-token", "malformed token")
-        if token.startswith(_RANDOM_PREFIX + "."):
-            parts = token.split(".")
-            if len(parts) != 3 or len(parts[1]) != 43:
+        parts = token.split(".")
+        if len(parts) != 3 or not all(_B64URL_RE.fullmatch(part) for part in parts):
+            raise TokenRejected("invalid-token", "malformed token")
+        if parts[0] == _RANDOM_PREFIX:
+            if len(parts[1]) != 43:
                 raise TokenRejected("invalid-token", "malformed token")
             return "RANDOM", parts[1]
         # A JWT (RFC 7519 §7.2): only the jti is read here; the whole string is
         # compared with the re-signed token afterwards, which checks the signature.
-        parts = token.split(".")
-        try:
-            if len(parts) != 3:
-                raise ValueError("not a JWS compact serialization")
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise TokenRejected("invalid-token", "malformed token") from None
-        jti = claims.get("jti") if isinstance(claims, dict) else None
+        claims = _jwt_claims(parts[1])
+        jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise TokenRejected("invalid-token", "token has no id")
         return "JWT", jti
@@ -221,10 +270,13 @@ class TokenService:
         record = self.store.get(token_id)
         if record is None or record.type != token_type:
             raise TokenRejected("unknown-user", "unknown token")
-        expected = self.token_for(record)
-        if expected is None or not hmac.compare_digest(expected.encode("ascii"), token.encode("ascii")):
-            raise TokenRejected("invalid-token", "invalid token")
-        self._check_state(record, mechanism)
+        try:
+            expected = self.token_for(record)
+            if expected is None or not hmac.compare_digest(expected.encode("ascii"), token.encode("ascii")):
+                raise TokenRejected("invalid-token", "invalid token")
+            self._check_state(record, mechanism)
+        except TokenRejected as exc:
+            raise identified(exc, record.user) from None
         return record
 
     def _check_state(self, record: TokenRecord, mechanism: str) -> None:
@@ -240,26 +292,76 @@ class TokenService:
             raise TokenRejected("wrong-mechanism", f"token is bound to {record.mechanism}")
 
     def secrets_for(self, user: str, *, mechanism: str) -> list[tuple[TokenRecord, str]]:
-        """Active tokens of ``user`` usable with ``mechanism``, with their re-derived strings."""
+        """Active tokens of ``user`` usable with ``mechanism``, with their re-derived strings.
+
+        The work must not tell how many tokens a user has, or whether the
+        user exists (RFC 4422 §3.6 advice): every call derives exactly
+        :attr:`max_tokens_per_user` slots (more only if a race left a user
+        over the cap), each at the cost of one RANDOM derivation (an HMAC)
+        plus one JWT signature, whether the slot holds a RANDOM token, a JWT,
+        a token whose key was retired, or nothing.  The derived-token cache is
+        not used here, since a cache hit would be cheaper than a miss.  With
+        the default cap that is about 1 ms of Ed25519 signing per HT login.
+        """
         now = self._clock()
         mech = mechanism.upper()
+        records = [
+            r for r in self.store.list(user)
+            if r.active(now) and (r.mechanism is None or r.mechanism == mech)
+        ]
         out: list[tuple[TokenRecord, str]] = []
-        for record in self.store.list(user):
-            if not record.active(now) or (record.mechanism is not None and record.mechanism != mech):
-                continue
-            token = self.token_for(record)
-            if token is not None:
+        for i in range(max(self.max_tokens_per_user, len(records))):
+            record = records[i] if i < len(records) else None
+            token = self._derive_slot(record)
+            if record is not None and token is not None:
                 out.append((record, token))
         return out
+
+    def _derive_slot(self, record: TokenRecord | None) -> str | None:
+        """Derive ``record``'s token (or nothing) at the fixed cost of one HMAC plus one JWT signature."""
+        key = None if record is None else self.keys.get(record.key_id)
+        token: str | None = None
+        did_random = did_jwt = False
+        if record is not None and key is not None:
+            token = self._derive(record, key)
+            did_random, did_jwt = record.type == "RANDOM", record.type != "RANDOM"
+        if not did_random:
+            self._dummy_derive("token", "RANDOM")
+        if not did_jwt:
+            self._dummy_derive(self.jwt_key_kind, "JWT")
+        return token
+
+    def _dummy_derive(self, kind: str, token_type: str) -> None:
+        """One derivation of a token nobody holds, with the current key of ``kind`` (if the ring has one)."""
+        try:
+            key = self.keys.current(kind)
+        except KeyRingError:
+            return  # no key of that kind: no real token of that type derives either
+        self._derive(TokenRecord("A" * 43 if token_type == "RANDOM" else "A" * 22, "\x00dummy", token_type,
+                                 key.id, 0.0), key)
 
     #: ``last_used`` is written at most this often per token, so a busy token
     #: costs no store write on every login (resolution of ``token list``).
     LAST_USED_RESOLUTION = 60.0
 
     def mark_used(self, record: TokenRecord) -> None:
+        """Record a use of ``record``: best effort, never raises, never waits for a lock.
+
+        A login must not depend on a write succeeding (nor wait behind another
+        process's write lock), so the store's ``touch`` skips the write when
+        the store is busy and any store error is only logged at debug level.
+        Done in line rather than by a background writer: the service stays
+        free of threads and the write is at most one short statement; a
+        skipped write is harmless because ``last_used`` only has
+        :attr:`LAST_USED_RESOLUTION` resolution and the next login retries.
+        """
         now = self._clock()
-        if record.last_used is None or now - record.last_used >= self.LAST_USED_RESOLUTION:
+        if record.last_used is not None and now - record.last_used < self.LAST_USED_RESOLUTION:
+            return
+        try:
             self.store.touch(record.id, now)
+        except StoreError as exc:
+            _log.debug("token last_used not recorded (%s)", type(exc).__name__)
 
     # ------------------------------------------------------------ management
 
@@ -281,3 +383,41 @@ class TokenService:
     def fingerprint(token: str) -> str:
         """A short, non-reversible name for a token, safe for logs."""
         return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def identified(exc: TokenRejected, user: str) -> TokenRejected:
+    """Tag a rejection of an identified token with its user (``rejected_user`` reads it back).
+
+    For logs and the per-user auth penalty (:attr:`saslkit.mechanism.Failure.authcid`), never for the peer.
+    """
+    setattr(exc, "user", user)  # noqa: B010 - an optional attribute, read with getattr
+    return exc
+
+
+def rejected_user(exc: TokenRejected) -> str | None:
+    """The user of the token a :class:`TokenRejected` is about, when the token was identified."""
+    user = getattr(exc, "user", None)
+    return user if isinstance(user, str) else None
+
+
+def _jwt_claims(payload: str) -> dict[str, Any]:
+    """Decode a JWT payload part (already strict base64url) into one flat JSON object.
+
+    The size is bounded before decoding and the JSON may nest nothing: the
+    text left once strings are removed must hold exactly one ``{`` and no
+    ``[``, so no depth reaches the decoder (RFC 7519 §7.2 step 10).  Any
+    decoding error is a :class:`TokenRejected`.
+    """
+    if len(payload) > MAX_JWT_PAYLOAD or len(payload) % 4 == 1:
+        raise TokenRejected("invalid-token", "malformed token")
+    try:
+        text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8")
+        skeleton = _JSON_STRING_RE.sub('""', text)
+        if skeleton.count("{") != 1 or "[" in skeleton:
+            raise ValueError("claims must be one flat JSON object")
+        claims = json.loads(text)
+    except (ValueError, RecursionError, binascii.Error):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TokenRejected("invalid-token", "malformed token") from None
+    if not isinstance(claims, dict) or any(isinstance(v, (dict, list)) for v in claims.values()):
+        raise TokenRejected("invalid-token", "malformed token")
+    return claims

@@ -16,6 +16,13 @@ are compared case-insensitively (lower-cased), a choice the draft leaves open
 
 The remote address travels inside the token because ``AUTH STOKEN`` carries
 only ``recipient NUL token`` (§7.3.1) and the MAC must cover the pair.
+
+Tokens are parsed strictly before anything is checked: base64url parts are
+RFC 4648 §5 without padding and canonical (what :func:`_b64url` would
+write), the key id is 1..64 of ``A-Z a-z 0-9 - _``, the expiry 1..12 digits
+without a leading zero, the id 22 and the MAC 43 characters, the remote
+address valid UTF-8 that is already a normalized address.  Anything else is
+``TokenRejected("invalid-token")``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -32,7 +40,7 @@ from ..errors import TokenRejected, UsageError
 from ..keys import KeyRing
 from .records import StokenRecord, TokenStore
 
-__all__ = ["PERM_TTL", "TEMP_TTL", "SubmissionTokens", "VerifiedStoken", "normalize_address"]
+__all__ = ["PERM_TTL", "TEMP_TTL", "SubmissionTokens", "VerifiedStoken", "normalize_address", "stoken_remote"]
 
 TEMP_TTL = 7 * 24 * 3600
 PERM_TTL = 365 * 24 * 3600
@@ -62,11 +70,82 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_EXPIRY_RE = re.compile(r"[1-9][0-9]{0,11}")
+_ID_LENGTH = 22  # 16 random octets
+_MAC_LENGTH = 43  # HMAC-SHA-256
+
+
+def _malformed() -> TokenRejected:
+    return TokenRejected("invalid-token", "malformed submission token")
+
+
 def _unb64url(text: str) -> bytes:
+    """Strict base64url (RFC 4648 §5): alphabet only, no padding, canonical trailing bits."""
+    if not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
+        raise _malformed()
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise TokenRejected("invalid-token", "malformed submission token") from None
+        raise _malformed() from None
+    if _b64url(data) != text:
+        raise _malformed()
+    return data
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    kind: str  # "TEMP" or "PERM"
+    remote: str
+    mac: str
+    key_id: str = ""  # TEMP
+    expiry: str = ""  # TEMP
+    token_id: str = ""  # PERM
+
+
+def _remote(text: str) -> str:
+    if len(text) > (MAX_ADDRESS * 4 + 2) // 3:
+        raise _malformed()
+    try:
+        remote = _unb64url(text).decode("utf-8")
+        if normalize_address(remote) != remote:
+            raise _malformed()
+    except (UnicodeDecodeError, UsageError):
+        raise _malformed() from None
+    return remote
+
+
+def _parse(token: str) -> _Parsed:
+    """Check the whole grammar of a submission token (nothing verified yet)."""
+    if len(token) > MAX_STOKEN or not token.isascii():
+        raise _malformed()
+    parts = token.split(".")
+    if len(parts) == 6 and parts[:2] == ["st1", "t"]:
+        _, _, key_id, expiry, remote_b64, mac = parts
+        if not _KEY_ID_RE.fullmatch(key_id) or not _EXPIRY_RE.fullmatch(expiry):
+            raise _malformed()
+        parsed = _Parsed("TEMP", _remote(remote_b64), mac, key_id=key_id, expiry=expiry)
+    elif len(parts) == 5 and parts[:2] == ["st1", "p"]:
+        _, _, token_id, remote_b64, mac = parts
+        if len(token_id) != _ID_LENGTH:
+            raise _malformed()
+        _unb64url(token_id)
+        parsed = _Parsed("PERM", _remote(remote_b64), mac, token_id=token_id)
+    else:
+        raise _malformed()
+    if len(mac) != _MAC_LENGTH:
+        raise _malformed()
+    _unb64url(mac)
+    return parsed
+
+
+def stoken_remote(token: str) -> str | None:
+    """The remote address a well-formed token claims (unverified: for logs and penalties only), else ``None``."""
+    try:
+        return _parse(token).remote
+    except TokenRejected:
+        return None
 
 
 @dataclass(frozen=True)
@@ -138,33 +217,26 @@ class SubmissionTokens:
             local = normalize_address(local, what="recipient")
         except UsageError:
             raise TokenRejected("invalid-encoding", "invalid recipient address") from None
-        if len(token) > MAX_STOKEN or not token.isascii():
-            raise TokenRejected("invalid-token", "malformed submission token")
-        parts = token.split(".")
+        parsed = _parse(token)
+        remote = parsed.remote
         now = self._clock()
-        if len(parts) == 6 and parts[:2] == ["st1", "t"]:
-            _, _, key_id, expiry, remote_b64, mac = parts
-            key = self.keys.get(key_id)
-            remote = _unb64url(remote_b64).decode("utf-8", "replace")
-            if key is None or not expiry.isdigit():
+        if parsed.kind == "TEMP":
+            key = self.keys.get(parsed.key_id)
+            if key is None:
                 raise TokenRejected("invalid-token", "invalid submission token")
-            expected = self._mac(key.secret, "stoken-temp", remote, local, expiry)
-            if not hmac.compare_digest(expected.encode(), mac.encode()):
+            expected = self._mac(key.secret, "stoken-temp", remote, local, parsed.expiry)
+            if not hmac.compare_digest(expected.encode(), parsed.mac.encode()):
                 raise TokenRejected("invalid-token", "invalid submission token")
-            if now >= int(expiry):
+            if now >= int(parsed.expiry):
                 raise TokenRejected("expired", "submission token expired")
-            return VerifiedStoken(remote, local, "TEMP", float(expiry))
-        if len(parts) == 5 and parts[:2] == ["st1", "p"]:
-            _, _, token_id, remote_b64, mac = parts
-            remote = _unb64url(remote_b64).decode("utf-8", "replace")
-            record = self.store.stoken_get(remote, local)
-            if record is None or record.id != token_id:
-                raise TokenRejected("invalid-token", "unknown or revoked submission token")
-            if not hmac.compare_digest(self._perm_token(record).encode(), token.encode()):
-                raise TokenRejected("invalid-token", "invalid submission token")
-            if now >= record.expires:
-                raise TokenRejected("expired", "submission token expired")
-            expires = now + self.perm_ttl
-            self.store.stoken_refresh(remote, local, expires)  # §5.3.2: refreshed on use
-            return VerifiedStoken(remote, local, "PERM", expires)
-        raise TokenRejected("invalid-token", "malformed submission token")
+            return VerifiedStoken(remote, local, "TEMP", float(parsed.expiry))
+        record = self.store.stoken_get(remote, local)
+        if record is None or record.id != parsed.token_id:
+            raise TokenRejected("invalid-token", "unknown or revoked submission token")
+        if not hmac.compare_digest(self._perm_token(record).encode(), token.encode()):
+            raise TokenRejected("invalid-token", "invalid submission token")
+        if now >= record.expires:
+            raise TokenRejected("expired", "submission token expired")
+        expires = now + self.perm_ttl
+        self.store.stoken_refresh(remote, local, expires)  # §5.3.2: refreshed on use
+        return VerifiedStoken(remote, local, "PERM", expires)
