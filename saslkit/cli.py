@@ -13,17 +13,26 @@ import binascii
 import os
 import secrets
 import ssl
+import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
 from .context import ClientCredentials, ServerContext
-from .credentials import DEFAULT_ITERATIONS, MAX_ITERATIONS, MIN_ITERATIONS, ScramCredential, make_user
-from .errors import AuthenticationFailed, ProtocolError, SaslError, UsageError
+from .credentials import (
+    DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    ScramCredential,
+    UserRecord,
+    make_user,
+    prepare_username,
+)
+from .errors import AuthenticationFailed, ProtocolError, SaslError, StoreError, UsageError
 from .exchange import run_exchange
 from .framing import decode_continuation, decode_initial_response, encode_challenge, encode_initial_response
 from .keys import KeyRing, default_keys_path
@@ -112,8 +121,18 @@ def _fmt_time(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _not_utf8(text: str) -> bool:
+    """Lone surrogates: bytes that were not UTF-8, kept by Python's surrogateescape (argv, C locale stdin)."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
 def _read_secret_line(stream: TextIO) -> str:
-    line = stream.readline(MAX_LINE)
+    try:
+        line = stream.readline(MAX_LINE)
+    except UnicodeDecodeError:
+        raise CliError("the secret is not valid UTF-8", EXIT_USAGE) from None
+    if _not_utf8(line):
+        raise CliError("the secret is not valid UTF-8", EXIT_USAGE)
     if not line:
         raise CliError("no secret on standard input", EXIT_USAGE)
     if line.endswith("\n"):
@@ -123,6 +142,20 @@ def _read_secret_line(stream: TextIO) -> str:
     if not line:
         raise CliError("empty secret", EXIT_USAGE)
     return line
+
+
+def _utf8_lines(stream: TextIO) -> Iterator[str]:
+    """The stream's lines; input that is not UTF-8 is a usage error (exit 2), not a traceback."""
+    try:
+        for line in stream:
+            if _not_utf8(line):
+                break
+            yield line
+        else:
+            return
+    except UnicodeDecodeError:
+        pass
+    raise CliError("standard input is not valid UTF-8", EXIT_USAGE)
 
 
 def _read_secret(args: argparse.Namespace, stdin: TextIO) -> str:
@@ -167,28 +200,75 @@ def _out(stream: TextIO, line: str) -> None:
 # ---------------------------------------------------------------- user
 
 
+def _username(name: str) -> str:
+    """The prepared name (SASLprep query form, RFC 4013) every store path keys a user by; exit 2 if none."""
+    try:
+        return prepare_username(name)
+    except UsageError as exc:
+        raise CliError(f"invalid user name {name!r}: {exc}", EXIT_USAGE) from exc
+
+
+def _named(given: str, prepared: str) -> str:
+    """``'alice'``, or ``'alice' (given as 'ali\\xadce')`` when SASLprep changed the name."""
+    return repr(prepared) if given == prepared else f"{prepared!r} (given as {given!r})"
+
+
+def _revoke_around(args: argparse.Namespace, name: str, change: Callable[[], object]) -> int:
+    """Revoke ``name``'s tokens, make ``change``, then revoke again; return how many went.
+
+    Fail-safe order: if the token store cannot be reached, nothing changes
+    (exit 1), so a credential change never leaves a usable token behind.  The
+    second pass catches a token minted with the old credentials meanwhile.
+    """
+    try:
+        store = open_token_store(_store_url(args))
+        revoked = store.revoke_matching(time.time(), user=name)
+    except StoreError as exc:
+        raise CliError(f"cannot revoke the tokens of {name!r}, so nothing was changed: {exc}") from exc
+    change()
+    try:
+        revoked += store.revoke_matching(time.time(), user=name)
+    except StoreError as exc:
+        raise CliError(f"{name!r} changed, but tokens minted meanwhile may remain: {exc}; "
+                       f"run `saslkit token revoke --user {name}`") from exc
+    return revoked
+
+
 def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """``user add`` (only a new prepared name) and ``user passwd`` (revokes the user's tokens first)."""
     users = _open_users(args)
-    if args.command == "add" and users.get_user(args.name) is not None:
-        raise CliError(f"user {args.name!r} already exists (use `saslkit user passwd`)")
-    if args.command == "passwd" and users.get_user(args.name) is None:
-        raise CliError(f"no such user {args.name!r}")
+    name = _username(args.name)
+    exists = users.get_user(name) is not None
+    if args.command == "add" and exists:
+        raise CliError(f"user {_named(args.name, name)} already exists (use `saslkit user passwd`)")
+    if args.command == "passwd" and not exists:
+        raise CliError(f"no such user {_named(args.name, name)}")
     password = _read_secret(args, stdin)
     iterations = args.iterations or users.default_iterations
-    record = make_user(args.name, password, iterations=iterations)
-    users.put_user(record)
-    print(f"saslkit: {'added' if args.command == 'add' else 'updated'} user {record.username}", file=sys.stderr)
-    if args.command == "passwd":
-        # A password change ends every session the old password opened.
-        revoked = _token_services(args)[0].revoke_user(record.username)
-        print(f"saslkit: revoked {revoked} token(s) of {record.username}", file=sys.stderr)
+    record = make_user(name, password, iterations=iterations)
+    if args.command == "add":
+        if not users.add_user(record):  # added by someone else since the check: theirs stays
+            raise CliError(f"user {_named(args.name, name)} already exists (use `saslkit user passwd`)")
+        print(f"saslkit: added user {name}", file=sys.stderr)
+        return EXIT_OK
+    # A password change ends every session the old password opened.
+    revoked = _revoke_around(args, name, lambda: users.put_user(record))
+    print(f"saslkit: updated user {name}", file=sys.stderr)
+    print(f"saslkit: revoked {revoked} token(s) of {name}", file=sys.stderr)
     return EXIT_OK
 
 
 def cmd_user_del(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    if not _open_users(args).delete_user(args.name):
-        raise CliError(f"no such user {args.name!r}")
-    _token_services(args)[0].revoke_user(args.name)
+    users = _open_users(args)
+    name = _username(args.name)
+    # Also a row stored under the exact unprepared name by older saslkit (delete_user removes both).
+    if users.get_user(name) is None and users.get_user(args.name) is None:
+        raise CliError(f"no such user {_named(args.name, name)}")
+    deleted: list[bool] = []
+    revoked = _revoke_around(args, name, lambda: deleted.append(users.delete_user(args.name)))
+    if not deleted[0]:
+        raise CliError(f"no such user {_named(args.name, name)}")
+    print(f"saslkit: deleted user {name}, revoked {revoked} token(s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -199,20 +279,23 @@ def cmd_user_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> in
 
 
 def cmd_user_show(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    record = _open_users(args).get_user(args.name)
+    name = _username(args.name)
+    record = _open_users(args).get_user(name)
     if record is None:
-        raise CliError(f"no such user {args.name!r}")
+        raise CliError(f"no such user {_named(args.name, name)}")
     for cred in record.scram.values():
         _out(stdout, cred.to_dovecot() if args.format == "dovecot" else cred.to_rfc5803())
     return EXIT_OK
 
 
 def cmd_user_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    """Import SCRAM credentials (Dovecot or RFC 5803 lines) from stdin for one user."""
-    from .credentials import UserRecord
+    """Import SCRAM credentials (Dovecot or RFC 5803 lines) from stdin for one user.
 
+    Over an existing user the tokens are revoked first, as for ``user passwd``.
+    """
+    name = _username(args.name)
     creds: dict[str, ScramCredential] = {}
-    for lineno, line in enumerate(stdin, 1):
+    for lineno, line in enumerate(_utf8_lines(stdin), 1):
         if not line.strip():
             continue
         try:
@@ -223,8 +306,13 @@ def cmd_user_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     if not creds:
         raise CliError("no credentials on standard input", EXIT_USAGE)
     users = _open_users(args)
-    old = users.get_user(args.name)
-    users.put_user(UserRecord(args.name, creds, old.password_hash if old and args.keep_password else None))
+    old = users.get_user(name)
+    record = UserRecord(name, creds, old.password_hash if old and args.keep_password else None)
+    if old is None and users.add_user(record):
+        print(f"saslkit: imported user {name}", file=sys.stderr)
+        return EXIT_OK
+    revoked = _revoke_around(args, name, lambda: users.put_user(record))
+    print(f"saslkit: replaced the credentials of {name}, revoked {revoked} token(s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -352,10 +440,11 @@ def cmd_keys(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 
 
 def cmd_token_mint(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    if _open_users(args).get_user(args.user) is None:
-        raise CliError(f"no such user {args.user!r}")
+    name = _username(args.user)
+    if _open_users(args).get_user(name) is None:
+        raise CliError(f"no such user {_named(args.user, name)}")
     token, record = _token_services(args)[0].mint(
-        args.user, args.type, mechanism=args.mech, ttl=args.ttl, label=args.label
+        name, args.type, mechanism=args.mech, ttl=args.ttl, label=args.label
     )
     print(f"saslkit: minted {record.type} token {record.id} for {record.user}, expires {_fmt_time(record.expires)}",
           file=sys.stderr)
@@ -372,7 +461,7 @@ def _token_state(record: TokenRecord, now: float) -> str:
 def cmd_token_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     now = time.time()
     _out(stdout, "id\tuser\ttype\tmechanism\tlabel\tcreated\texpires\tlast-used\tstate")
-    for r in _token_services(args)[0].list(args.user):
+    for r in _token_services(args)[0].list(_username(args.user) if args.user else None):
         _out(stdout, "\t".join([r.id, r.user, r.type, r.mechanism or "-", r.label or "-", _fmt_time(r.created),
                                 _fmt_time(r.expires), _fmt_time(r.last_used), _token_state(r, now)]))
     return EXIT_OK
@@ -387,7 +476,7 @@ def cmd_token_revoke(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
             raise CliError(f"no token {args.id!r}")
         return EXIT_OK
     if args.user:
-        count = service.revoke_user(args.user, before=args.before)
+        count = service.revoke_user(_username(args.user), before=args.before)
     elif args.before is not None:
         count = service.revoke_before(args.before)
     else:
@@ -435,6 +524,22 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _check_private_key(key_path: Path) -> None:
+    """Refuse a TLS private key others can read; warn when its group can (Debian's ``ssl-cert`` 0640 habit)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+    except OSError as exc:
+        raise CliError(f"cannot read the TLS private key {key_path}: {exc.strerror}") from exc
+    if mode & stat.S_IRWXO:
+        raise CliError(f"TLS private key {key_path} is accessible by others (mode {mode:o}); run chmod 600 on it")
+    if mode & stat.S_IRWXG:
+        print(f"saslkit: WARNING: TLS private key {key_path} is accessible by its group (mode {mode:o}); "
+              "every member can impersonate this server (chmod 600 unless that group is meant to, like ssl-cert)",
+              file=sys.stderr)
+
+
 def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContext, bytes]:
     """Server TLS context and our certificate (DER); self-signed into the state directory if none given."""
     import hashlib
@@ -450,6 +555,7 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
         cert_path, key_path, created = ensure_certificate(state_dir, hostname)
         if created:
             print(f"saslkit: created a self-signed certificate {cert_path}", file=sys.stderr)
+    _check_private_key(key_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -693,7 +799,8 @@ def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     ring = _keyring(args)
     tokens, stokens = _token_services(args, ring)
     password = secrets.token_urlsafe(12)
-    users.put_user(make_user(args.user, password, iterations=users.default_iterations))
+    if not users.add_user(make_user(args.user, password, iterations=users.default_iterations)):
+        raise CliError(f"user {args.user!r} already exists: give the demo another --user or a new --db")
     _out(stdout, f"database {users.path}: user {args.user!r} created with a random password")
     fake_cb = {"tls-unique": secrets.token_bytes(12), "tls-server-end-point": secrets.token_bytes(32),
                "tls-exporter": secrets.token_bytes(32)}
@@ -915,12 +1022,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Arguments that are file names: any bytes are fine there (surrogateescape round-trips them).
+_PATH_ARGUMENTS = frozenset({"db", "keys", "store", "secret_file", "reauth_secret_file", "tls_cert", "tls_key",
+                             "deliver_to", "maildir", "cafile", "files"})
+
+
+def _check_text_arguments(args: argparse.Namespace) -> None:
+    """Names, mechanisms and labels must be UTF-8 (they are stored, compared and sent)."""
+    for key, value in vars(args).items():
+        if key not in _PATH_ARGUMENTS and isinstance(value, str) and _not_utf8(value):
+            raise CliError(f"argument {key} is not valid UTF-8", EXIT_USAGE)
+
+
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        _check_text_arguments(args)
         return handler(args, stdin or sys.stdin, stdout or sys.stdout)
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:  # stdin lines of `sasl server`/`client`...
+        print(f"saslkit: the input is not valid UTF-8 ({exc.reason})", file=sys.stderr)
+        return EXIT_USAGE
     except CliError as exc:
         print(f"saslkit: {exc}", file=sys.stderr)
         return exc.code

@@ -18,8 +18,10 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Protocol, runtime_checkable
 
@@ -41,6 +43,7 @@ __all__ = [
     "fake_salt",
     "hash_password",
     "make_user",
+    "prepare_username",
     "salted_password",
     "scram_keys",
     "verify_password_hash",
@@ -271,11 +274,49 @@ class UserStore(Protocol):
         ...
 
 
+def prepare_username(username: str) -> str:
+    """The name a store keys a user by: SASLprep as a *query* string (RFC 4013 §2, RFC 4616 §2).
+
+    Mechanisms prepare the authentication identity the same way before
+    :meth:`UserStore.get_user`, so "ali" U+00AD "ce", "ali" U+200B "ce" and
+    fullwidth U+FF41 U+FF4C U+FF49 U+FF43 U+FF45 all name the account ``alice``.  Raises :class:`UsageError`
+    when the name fails SASLprep or is empty after it.
+    """
+    try:
+        prepared = saslprep(username)
+    except PreparationError as exc:
+        raise UsageError(f"username rejected by SASLprep: {exc}") from exc
+    if not prepared:
+        raise UsageError("username is empty after SASLprep")
+    return prepared
+
+
+def _check_prepared(record: UserRecord) -> None:
+    """Stores refuse a record whose name is not already prepared: it would be an account no login reaches."""
+    if prepare_username(record.username) != record.username:
+        raise UsageError(
+            f"username {record.username!r} is not SASLprep-ed (store it as "
+            f"{prepare_username(record.username)!r}: make_user and prepare_username do that)"
+        )
+
+
 @runtime_checkable
 class MutableUserStore(UserStore, Protocol):
-    """A store the CLI can manage."""
+    """A store the CLI can manage.
 
-    def put_user(self, record: UserRecord) -> None: ...
+    Records are keyed by their prepared name (:func:`prepare_username`):
+    ``put_user``/``add_user`` refuse a record whose ``username`` is not in that
+    form (:class:`UsageError`) rather than silently renaming it, and
+    ``delete_user`` prepares the name it is given.
+    """
+
+    def put_user(self, record: UserRecord) -> None:
+        """Insert or replace; stamps ``changed`` with the store's clock."""
+        ...
+
+    def add_user(self, record: UserRecord) -> bool:
+        """Insert only if no user has that name, atomically; False (store untouched) if one has."""
+        ...
 
     def delete_user(self, username: str) -> bool: ...
 
@@ -283,13 +324,26 @@ class MutableUserStore(UserStore, Protocol):
 
 
 class MemoryUserStore:
-    """A dict-backed :class:`MutableUserStore` for tests and embedding."""
+    """A dict-backed :class:`MutableUserStore` for tests and embedding (thread-safe writes).
+
+    Records given to the constructor keep their ``changed``; ``put_user`` and
+    ``add_user`` stamp it with ``clock()`` (a password change ends older tokens).
+    """
 
     def __init__(
-        self, users: Iterable[UserRecord] = (), *, default_iterations: int = DEFAULT_ITERATIONS
+        self,
+        users: Iterable[UserRecord] = (),
+        *,
+        default_iterations: int = DEFAULT_ITERATIONS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self._users = {u.username: u for u in users}
+        records = list(users)
+        for record in records:
+            _check_prepared(record)
+        self._users = {u.username: u for u in records}
         self._default_iterations = default_iterations
+        self._clock = clock
+        self._lock = threading.Lock()
 
     @property
     def default_iterations(self) -> int:
@@ -299,13 +353,32 @@ class MemoryUserStore:
         return self._users.get(username)
 
     def put_user(self, record: UserRecord) -> None:
-        self._users[record.username] = record
+        _check_prepared(record)
+        with self._lock:
+            self._users[record.username] = replace(record, changed=self._clock())
+
+    def add_user(self, record: UserRecord) -> bool:
+        _check_prepared(record)
+        with self._lock:
+            if record.username in self._users:
+                return False
+            self._users[record.username] = replace(record, changed=self._clock())
+            return True
 
     def delete_user(self, username: str) -> bool:
-        return self._users.pop(username, None) is not None
+        """Delete the user ``prepare_username(username)`` names (or, failing SASLprep, exactly ``username``)."""
+        with self._lock:
+            return self._users.pop(_prepared_or_raw(username), None) is not None
 
     def list_users(self) -> list[str]:
         return sorted(self._users)
 
     def __iter__(self) -> Iterator[UserRecord]:
-        return iter(self._users.values())
+        return iter(list(self._users.values()))
+
+
+def _prepared_or_raw(username: str) -> str:
+    try:
+        return prepare_username(username)
+    except UsageError:
+        return username

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from ..credentials import DEFAULT_ITERATIONS, ScramCredential, UserRecord
+from ..credentials import (
+    DEFAULT_ITERATIONS,
+    ScramCredential,
+    UserRecord,
+    _check_prepared,
+    prepare_username,
+)
 from ..errors import StoreError, TemporaryFailure, UsageError
 from ..tokens.records import StokenRecord, TokenRecord
 
@@ -50,6 +57,43 @@ CREATE TABLE IF NOT EXISTS scram_credentials (
 """
 
 
+def _create_private(path: Path, what: str) -> None:
+    """Create the database file 0600 whatever the umask, and refuse one others can read.
+
+    The file holds argon2 hashes and SCRAM StoredKey/ServerKey (RFC 5802 §9:
+    they allow impersonating the server and dictionary attacks).  It is created
+    here, before sqlite3 opens it, because SQLite gives a new file 0644 under
+    the usual umask; SQLite then gives ``-wal`` and ``-shm`` the main file's mode.
+    An existing file (or ``-wal``/``-shm``) accessible by group or others is a
+    :class:`StoreError` naming ``chmod 600``, as for the key ring.
+    """
+    if os.name != "posix" or str(path) == ":memory:":
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise TemporaryFailure(f"{what} {path} cannot be created: {exc.strerror}") from exc
+    else:
+        try:
+            os.fchmod(fd, 0o600)  # exactly 0600: a umask such as 0o277 must not make it unwritable
+        finally:
+            os.close(fd)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            st = name.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise TemporaryFailure(f"{what} {name} cannot be read: {exc.strerror}") from exc
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISREG(st.st_mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise StoreError(
+                f"{what} {name} is accessible by group or others (mode {mode:o}); run chmod 600 on it"
+            )
+
+
 class _SQLiteFile:
     """One SQLite file: a WAL connection per thread, and SQLite errors as saslkit errors.
 
@@ -63,6 +107,7 @@ class _SQLiteFile:
         self.path = Path(path)
         self._timeout = timeout
         self._local = threading.local()
+        _create_private(self.path, self._what)
 
     def _connect(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -163,7 +208,13 @@ class SQLiteUserStore(_SQLiteFile):
             raise StoreError(f"user store {self.path}: bad credential for {username!r}: {exc}") from exc
 
     def put_user(self, record: UserRecord) -> None:
-        """Insert or replace a user and all its credentials atomically."""
+        """Insert or replace a user and all its credentials atomically; ``changed`` (``updated``) becomes now.
+
+        ``record.username`` must already be prepared (:func:`~saslkit.credentials.prepare_username`,
+        which :func:`~saslkit.credentials.make_user` applies): any other name is a :class:`UsageError`,
+        never a second account beside the one logins reach.
+        """
+        _check_prepared(record)
         now = self._clock()
         with self._tx() as db:
             db.execute(
@@ -172,18 +223,49 @@ class SQLiteUserStore(_SQLiteFile):
                 "updated=excluded.updated",
                 (record.username, record.password_hash, now, now),
             )
-            db.execute("DELETE FROM scram_credentials WHERE username=?", (record.username,))
-            db.executemany(
-                "INSERT INTO scram_credentials VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (record.username, c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key)
-                    for c in record.scram.values()
-                ],
-            )
+            self._put_scram(db, record)
+
+    def add_user(self, record: UserRecord) -> bool:
+        """Insert a new user; False, touching nothing, if the (prepared) name exists.
+
+        One transaction and the primary key decide, so two racing adds cannot both win.
+        """
+        _check_prepared(record)
+        now = self._clock()
+        with self._tx() as db:
+            inserted = db.execute(
+                "INSERT INTO users (username, password_hash, created, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(username) DO NOTHING",
+                (record.username, record.password_hash, now, now),
+            ).rowcount
+            if not inserted:
+                return False
+            self._put_scram(db, record)
+            return True
+
+    @staticmethod
+    def _put_scram(db: sqlite3.Connection, record: UserRecord) -> None:
+        db.execute("DELETE FROM scram_credentials WHERE username=?", (record.username,))
+        db.executemany(
+            "INSERT INTO scram_credentials VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (record.username, c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key)
+                for c in record.scram.values()
+            ],
+        )
 
     def delete_user(self, username: str) -> bool:
+        """Delete the user ``prepare_username(username)`` names.
+
+        A row stored under exactly ``username`` goes too: older saslkit could
+        store an unprepared name that no login reaches.
+        """
+        try:
+            prepared = prepare_username(username)
+        except UsageError:
+            prepared = username
         with self._tx() as db:
-            return db.execute("DELETE FROM users WHERE username=?", (username,)).rowcount > 0
+            return db.execute("DELETE FROM users WHERE username IN (?, ?)", (prepared, username)).rowcount > 0
 
     def list_users(self) -> list[str]:
         query = "SELECT username FROM users ORDER BY username"
