@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_ITERATIONS",
     "MIN_ITERATIONS",
     "SCRAM_HASHES",
+    "CredentialProfile",
     "MemoryUserStore",
     "MutableUserStore",
     "ScramCredential",
@@ -101,13 +103,24 @@ def scram_keys(hash_name: str, salted: bytes) -> tuple[bytes, bytes, bytes]:
     return client_key, stored_key, server_key
 
 
-def fake_salt(secret: bytes, username: str, length: int = SALT_LENGTH) -> bytes:
-    """Deterministic salt shown for an unknown user: HMAC-SHA-256(secret, username).
+def fake_salt(secret: bytes, username: str, length: int = SALT_LENGTH, hash_name: str | None = None) -> bytes:
+    """Deterministic salt shown for an unknown user: HMAC-SHA-256(secret, username [, hash]).
 
     Two probes for the same unknown name see the same salt, so the server does
-    not reveal which names exist (RFC 5802 §9 "unknown-user").
+    not reveal which names exist (RFC 5802 §9 "unknown-user").  Without
+    ``hash_name`` the salt is the one shared by all hashes (as :func:`make_user`
+    does); with it, one per hash (as imported users often have).  Longer than
+    32 octets, further HMAC blocks are chained on (counter mode).
     """
-    return hmac.digest(secret, b"saslkit-fake-salt\x00" + username.encode("utf-8"), "sha256")[:length]
+    message = b"saslkit-fake-salt\x00" + username.encode("utf-8")
+    if hash_name is not None:
+        message += b"\x00" + hash_name.encode("ascii")
+    out = hmac.digest(secret, message, "sha256")
+    block = 1
+    while len(out) < length:
+        out += hmac.digest(secret, message + b"\x00" + block.to_bytes(4, "big"), "sha256")
+        block += 1
+    return out[:length]
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,57 @@ class UserRecord:
         return self.scram.get(hash_name)
 
 
+#: Characters of the unpadded base64 that argon2 PHC strings use for salt and hash.
+ARGON2_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def argon2_parameters(password_hash: str) -> str:
+    """The parameter part of an argon2 PHC string: ``$argon2id$v=19$m=65536,t=3,p=4``.
+
+    Salt and hash are cut off the end (SQLite computes the same with nested ``rtrim``).
+    """
+    return password_hash.rstrip(ARGON2_B64).rstrip("$").rstrip(ARGON2_B64).rstrip("$")
+
+
+@dataclass(frozen=True)
+class CredentialProfile:
+    """What a peer can learn of a user's credentials without any secret.
+
+    ``scram`` holds ``(hash name, iterations, salt length)`` per SCRAM hash
+    present, sorted by hash name (shown in server-first, RFC 5802 §5.1);
+    ``shared_salt`` whether one salt serves every hash (always true for one or
+    none); ``argon2`` the argon2 parameters (:func:`argon2_parameters`) or
+    ``None``: with the SCRAM iteration counts they set what PLAIN costs.
+    Unknown names are shown a profile drawn from the store's population of
+    them (RFC 5802 §9, RFC 4422 §3.6 "unknown-user").
+    """
+
+    scram: tuple[tuple[str, int, int], ...] = ()
+    shared_salt: bool = True
+    argon2: str | None = None
+
+    @classmethod
+    def of(cls, record: UserRecord) -> CredentialProfile:
+        creds = sorted(record.scram.values(), key=lambda c: c.hash_name)
+        scram = tuple((c.hash_name, c.iterations, len(c.salt)) for c in creds)
+        shared = len({c.salt for c in creds}) <= 1
+        argon = None if record.password_hash is None else argon2_parameters(record.password_hash)
+        return cls(scram, shared, argon)
+
+    def scram_for(self, hash_name: str) -> tuple[int, int] | None:
+        """``(iterations, salt length)`` of ``hash_name``, or None if this profile lacks it."""
+        for name, iterations, salt_length in self.scram:
+            if name == hash_name:
+                return iterations, salt_length
+        return None
+
+    @cached_property
+    def key(self) -> bytes:
+        """A canonical encoding (for sorting and for the per-name draw)."""
+        parts = [f"{h}:{i}:{n}" for h, i, n in self.scram]
+        return f"{' '.join(parts)}|{int(self.shared_salt)}|{self.argon2 or ''}".encode()
+
+
 def hash_password(password: str) -> str:
     """argon2id hash of the SASLprep-ed password (RFC 4616 §2: prepare before hashing)."""
     prepared = saslprep(password, stored=True)
@@ -232,6 +296,36 @@ def dummy_password_hash() -> str:
     if _DUMMY_HASH is None:
         _DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
     return _DUMMY_HASH
+
+
+#: :func:`argon2_parameters` of the hashes :func:`hash_password` makes.
+DEFAULT_ARGON2_PARAMETERS = (
+    f"$argon2{_password_hasher.type.name.lower()}$v={argon2.low_level.ARGON2_VERSION}"
+    f"$m={_password_hasher.memory_cost},t={_password_hasher.time_cost},p={_password_hasher.parallelism}"
+)
+_ARGON2_PARAMETERS_RE = re.compile(r"\$argon2(?P<type>id|i|d)\$v=(?P<v>[0-9]{1,3})\$m=(?P<m>[0-9]{1,7}),"
+                                   r"t=(?P<t>[0-9]{1,4}),p=(?P<p>[0-9]{1,3})")
+
+
+@functools.lru_cache(maxsize=16)
+def dummy_password_hash_like(parameters: str) -> str:
+    """An argon2 hash of a random password made with ``parameters`` (:func:`argon2_parameters`).
+
+    Verifying a password against it costs what verifying against a stored hash
+    with those parameters costs.  Parameters this library cannot use (malformed,
+    or beyond 4 GiB / 1000 passes) give :func:`dummy_password_hash`.
+    """
+    if parameters == DEFAULT_ARGON2_PARAMETERS:
+        return dummy_password_hash()
+    m = _ARGON2_PARAMETERS_RE.fullmatch(parameters)
+    if m is None or int(m["v"]) != argon2.low_level.ARGON2_VERSION:
+        return dummy_password_hash()
+    memory, passes, lanes = int(m["m"]), int(m["t"]), int(m["p"])
+    if not (8 * lanes <= memory <= 4 * 1024 * 1024 and 1 <= passes <= 1000 and 1 <= lanes <= 255):
+        return dummy_password_hash()
+    kind = {"id": argon2.Type.ID, "i": argon2.Type.I, "d": argon2.Type.D}[m["type"]]
+    hasher = argon2.PasswordHasher(time_cost=passes, memory_cost=memory, parallelism=lanes, type=kind)
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 def make_user(
@@ -262,7 +356,13 @@ def make_user(
 
 @runtime_checkable
 class UserStore(Protocol):
-    """What mechanisms need from a credential store: a lookup by prepared username."""
+    """What mechanisms need from a credential store: a lookup by prepared username.
+
+    A store may also offer ``credential_profiles() -> Mapping[CredentialProfile, int]``
+    (how many users have each profile; cheap, may be a little stale): unknown
+    names are then shown parameters drawn from that population
+    (:mod:`saslkit.unknown_users`).  Without it they get the defaults.
+    """
 
     @property
     def default_iterations(self) -> int:
@@ -372,6 +472,14 @@ class MemoryUserStore:
 
     def list_users(self) -> list[str]:
         return sorted(self._users)
+
+    def credential_profiles(self) -> dict[CredentialProfile, int]:
+        """How many users have each :class:`CredentialProfile` (computed on each call: O(users))."""
+        counts: dict[CredentialProfile, int] = {}
+        for record in list(self._users.values()):
+            profile = CredentialProfile.of(record)
+            counts[profile] = counts.get(profile, 0) + 1
+        return counts
 
     def __iter__(self) -> Iterator[UserRecord]:
         return iter(list(self._users.values()))

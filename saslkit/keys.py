@@ -4,13 +4,17 @@ A JSON file (mode 0600) of keys, each with an id, a kind and creation and
 retirement times.  Like ssh, loading refuses a file that group or others can
 read.  Kinds:
 
-* ``salt``: HMAC secret for the deterministic fake SCRAM salts of unknown users
-  (RFC 5802 §9);
+* ``salt``: HMAC secret for the deterministic fake SCRAM salts (and parameter
+  draws) of unknown users (RFC 5802 §9).  It is fixed for the life of the user
+  database: it cannot be rotated, and the oldest salt key is the one used.
+  Real users keep their stored salts, so a new secret would change the salts of
+  the unknown names only, and two probes (before and after) would tell which
+  names exist;
 * ``token``: HMAC secret from which RANDOM and submission tokens are derived;
 * ``ed25519`` (default) / ``hs256``: JWT signing keys, selected by ``kid``.
 
-Rotation adds a new current key of a kind; older keys keep verifying until
-they are retired.  Keys are generated with ``secrets`` and ``cryptography``.
+Rotation adds a new current key of a kind (any but ``salt``); older keys
+keep verifying until they are retired.  Keys are generated with ``secrets`` and ``cryptography``.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ KEY_KINDS = {
 }
 #: kinds a new key ring starts with
 INITIAL_KINDS = ("salt", "token", "ed25519")
+#: Why the salt key is never rotated nor retired.
+SALT_KEY_IS_FIXED = (
+    "the salt key cannot be rotated or retired: unknown users are shown fake SCRAM salts derived from it "
+    "while real users keep their stored salts, so a new salt key would change only the unknown names' salts "
+    "and reveal which names exist (RFC 5802 §9); it stays for the life of the user database"
+)
 
 
 class KeyRingError(StoreError):
@@ -151,9 +161,14 @@ class KeyRing:
             raise
 
     def add(self, kind: str, *, now: float | None = None) -> Key:
-        """Generate a new key of ``kind``; it becomes the current one of its kind."""
+        """Generate a new key of ``kind``; it becomes the current one of its kind.
+
+        A ``salt`` key is only ever added to a ring without one (:data:`SALT_KEY_IS_FIXED`).
+        """
         if kind not in KEY_KINDS:
             raise UsageError(f"unknown key kind {kind!r} (one of {', '.join(KEY_KINDS)})")
+        if kind == "salt" and any(k.kind == "salt" and k.retired is None for k in self.keys):
+            raise UsageError(SALT_KEY_IS_FIXED)
         if kind == "ed25519":
             secret = Ed25519PrivateKey.generate().private_bytes_raw()
         else:
@@ -177,6 +192,8 @@ class KeyRing:
             if key.id == key_id:
                 if key.retired is not None:
                     raise UsageError(f"key {key_id} is already retired")
+                if key.kind == "salt" and key.id == self.salt_key().id:
+                    raise UsageError(SALT_KEY_IS_FIXED)
                 live = [k for k in self.keys if k.kind == key.kind and k.retired is None]
                 if len(live) == 1 and key.kind in INITIAL_KINDS:
                     raise UsageError(f"{key_id} is the only active {key.kind} key: rotate first")
@@ -185,13 +202,26 @@ class KeyRing:
         raise UsageError(f"no key {key_id!r}")
 
     def current(self, kind: str) -> Key:
-        """The newest key of ``kind`` that is not retired."""
+        """The newest key of ``kind`` that is not retired (for ``salt``, the pinned :meth:`salt_key`)."""
+        if kind == "salt":
+            return self.salt_key()
         live = [k for k in self.keys if k.kind == kind and k.retired is None]
         if not live:
             raise KeyRingError(f"no active {kind} key in {self.path}")
         return max(live, key=lambda k: k.created)
 
+    def salt_key(self) -> Key:
+        """The key fake SCRAM salts are derived from: the *oldest* active salt key.
+
+        Pinned to the oldest, not the newest: no key added later (older saslkit
+        could rotate salt keys) changes it.
+        """
+        live = [k for k in self.keys if k.kind == "salt" and k.retired is None]
+        if not live:
+            raise KeyRingError(f"no active salt key in {self.path}")
+        return min(live, key=lambda k: (k.created, k.id))
+
     @property
     def server_secret(self) -> bytes:
-        """The secret for fake SCRAM salts."""
-        return self.current("salt").secret
+        """The secret for fake SCRAM salts (:meth:`salt_key`; fixed for the life of the database)."""
+        return self.salt_key().secret

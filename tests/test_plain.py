@@ -51,10 +51,27 @@ def _scram_only(username: str, password: str, hashes: tuple[str, ...] = ("SHA-25
     return make_user(username, password, iterations=4096, argon2_hash=False, hashes=hashes)
 
 
+class ReadOnlyStore:
+    """A store mechanisms can read but not write: PLAIN logins here never upgrade anyone."""
+
+    def __init__(self, inner: MemoryUserStore) -> None:
+        self.inner = inner
+
+    @property
+    def default_iterations(self) -> int:
+        return self.inner.default_iterations
+
+    def get_user(self, username: str) -> UserRecord | None:
+        return self.inner.get_user(username)
+
+    def credential_profiles(self) -> dict:
+        return self.inner.credential_profiles()
+
+
 @pytest.fixture(scope="module")
-def store() -> MemoryUserStore:
-    """argon2 verification is slow: two argon2 users only, the rest SCRAM-keys-only."""
-    return MemoryUserStore(
+def store() -> ReadOnlyStore:
+    """argon2 verification is slow: two argon2 users only, the rest SCRAM-keys-only (kept so: read-only)."""
+    return ReadOnlyStore(MemoryUserStore(
         [
             UserRecord("tim", password_hash=hash_password("tanstaaftanstaaf")),
             UserRecord("ix", password_hash=hash_password("I\u00adX")),  # stored as SASLprep("I\u00adX") = "IX"
@@ -69,7 +86,7 @@ def store() -> MemoryUserStore:
             _scram_only("Kurt", "xipj3plmq"),
             _scram_only(LONG_NAME, LONG_PASSWORD),
         ]
-    )
+    ))
 
 
 def ctx(store: MemoryUserStore, **kw: object) -> ServerContext:
@@ -353,8 +370,80 @@ def test_unknown_user_fails_like_a_wrong_password(store: MemoryUserStore) -> Non
     wrong_argon2 = plain(store, msg("", "tim", "wrong"))
     wrong_scram = plain(store, msg("", "user", "wrong"))
     assert isinstance(unknown, Failure)
-    assert unknown == wrong_argon2 == wrong_scram
+    assert _peer_view(unknown) == _peer_view(wrong_argon2) == _peer_view(wrong_scram)
     assert (unknown.reason, unknown.data) == (FailureReason.AUTHENTICATION_FAILED, None)
+    # Failure.authcid (logs and penalties only, never sent) names the identity tried.
+    assert (unknown.authcid, wrong_argon2.authcid, wrong_scram.authcid) == ("mallory", "tim", "user")
+
+
+def _peer_view(failure: object) -> tuple[object, ...]:
+    """What the peer sees of a failure (authcid stays on the server)."""
+    assert isinstance(failure, Failure)
+    return failure.reason, failure.message, failure.data
+
+
+def test_failure_authcid_is_the_prepared_identity(store: ReadOnlyStore) -> None:
+    result = plain(store, msg("", "us\u00ader", "wrong"))
+    assert isinstance(result, Failure)
+    assert result.authcid == "user"
+    refused = plain(store, msg("Ursel", "Kurt", "xipj3plmq"))
+    assert isinstance(refused, Failure)
+    assert (refused.reason, refused.authcid) == (FailureReason.AUTHORIZATION_FAILED, "Kurt")
+    unparsed = plain(store, b"junk")
+    assert isinstance(unparsed, Failure)
+    assert unparsed.authcid is None
+
+
+# --------------------------------------------------------------------------- upgrade on login
+
+
+def test_imported_user_is_upgraded_on_plain_login() -> None:
+    """A SCRAM-only user whose password PLAIN just verified gets argon2 and the default SCRAM keys."""
+    imported = UserRecord("kim", {"SHA-256": ScramCredential.derive("SHA-256", "pencil", b"12-octet-slt", 4096)})
+    users = MemoryUserStore([imported])
+    assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+    upgraded = users.get_user("kim")
+    assert upgraded is not None and upgraded.password_hash is not None
+    assert sorted(upgraded.scram) == ["SHA-1", "SHA-256", "SHA-512"]
+    assert {(c.iterations, len(c.salt)) for c in upgraded.scram.values()} == {(users.default_iterations, 16)}
+    assert len({c.salt for c in upgraded.scram.values()}) == 1
+    # Both mechanisms still work with the new credentials; a wrong password still fails.
+    assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+    assert isinstance(plain(users, msg("", "kim", "pencil!")), Failure)
+    outcome, _ = run_exchange(
+        default_registry().client("SCRAM-SHA-512", ClientCredentials("kim", "pencil")),
+        default_registry().server("SCRAM-SHA-512", ctx(users)),
+    )
+    assert isinstance(outcome, Success)
+
+
+def test_failed_login_does_not_upgrade() -> None:
+    imported = _scram_only("kim", "pencil")
+    users = MemoryUserStore([imported])
+    assert isinstance(plain(users, msg("", "kim", "wrong")), Failure)
+    assert isinstance(plain(users, msg("Ursel", "kim", "pencil")), Failure)  # authorization refused
+    assert users.get_user("kim") == imported
+
+
+def test_upgrade_leaves_a_read_only_store_alone(store: ReadOnlyStore) -> None:
+    before = store.get_user("user")
+    assert isinstance(plain(store, msg("", "user", "pencil")), Success)
+    assert store.get_user("user") is before
+
+
+class FailingWrites(MemoryUserStore):
+    def put_user(self, record: UserRecord) -> None:
+        from saslkit.errors import TemporaryFailure
+
+        raise TemporaryFailure("database is locked")
+
+
+def test_upgrade_store_error_never_fails_the_login() -> None:
+    users = FailingWrites([_scram_only("kim", "pencil")])
+    result = plain(users, msg("", "kim", "pencil"))
+    assert isinstance(result, Success)
+    assert result.authcid == "kim"
+    assert users.get_user("kim").password_hash is None
 
 
 # --------------------------------------------------------------------------- exchange shape

@@ -3,18 +3,32 @@
 The server SASLprep-s authcid and authzid as query strings and the password
 as a stored string (RFC 4616 §2), then verifies it against the user's
 argon2id hash or, for users imported with SCRAM keys only, by recomputing the
-StoredKey.  Unknown users cost the same argon2 verification as known ones.
+StoredKey.  An unknown name (or a user with no credential) costs what a real
+user of its virtual profile costs (:mod:`saslkit.unknown_users`): the same
+argon2 verification, or one PBKDF2 with the same hash and iteration count.
+A successful login of a user without an argon2 hash upgrades the user to an
+argon2 hash and default SCRAM keys when the store can be written (best effort).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+from functools import lru_cache
 
 from ..context import ClientCredentials, ServerContext
 from ..credentials import (
+    DEFAULT_ARGON2_PARAMETERS,
     SCRAM_HASHES,
+    CredentialProfile,
+    MutableUserStore,
+    ScramCredential,
     UserRecord,
     dummy_password_hash,
+    dummy_password_hash_like,
+    make_user,
     salted_password,
     scram_keys,
     verify_password_hash,
@@ -22,6 +36,9 @@ from ..credentials import (
 from ..errors import PreparationError, ProtocolError, UsageError
 from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
 from ..saslprep import saslprep
+from ..unknown_users import plain_stand_in
+
+_log = logging.getLogger("saslkit")
 
 __all__ = ["MAX_FIELD", "PlainClient", "PlainServer", "parse_plain"]
 
@@ -51,16 +68,47 @@ def parse_plain(message: bytes) -> tuple[str, str, str]:
     return authzid, authcid, passwd
 
 
+def _strongest(hash_names: Mapping[str, object] | tuple[str, ...]) -> str | None:
+    """The strongest SCRAM hash among ``hash_names`` (SHA-512 > SHA-256 > SHA-1)."""
+    for hash_name in reversed(tuple(SCRAM_HASHES)):
+        if hash_name in hash_names:
+            return hash_name
+    return None
+
+
+def _check_credential(cred: ScramCredential, password: str) -> bool:
+    """One PBKDF2 run and a StoredKey comparison (RFC 5802 §3)."""
+    salted = salted_password(cred.hash_name, password, cred.salt, cred.iterations)
+    _, stored, _ = scram_keys(cred.hash_name, salted)
+    return hmac.compare_digest(stored, cred.stored_key)
+
+
 def _check_scram(record: UserRecord, password: str) -> bool:
     # Prefer the strongest hash present; one PBKDF2 run.
-    for hash_name in reversed(tuple(SCRAM_HASHES)):
-        cred = record.scram_for(hash_name)
-        if cred is not None:
-            _, stored, _ = scram_keys(
-                hash_name, salted_password(hash_name, password, cred.salt, cred.iterations)
-            )
-            return hmac.compare_digest(stored, cred.stored_key)
-    return False
+    hash_name = _strongest(record.scram)
+    return hash_name is not None and _check_credential(record.scram[hash_name], password)
+
+
+@lru_cache(maxsize=64)
+def _stand_in_credential(hash_name: str, iterations: int, salt_length: int) -> ScramCredential:
+    """Random keys no password matches, with the given cost."""
+    _, size = SCRAM_HASHES[hash_name]
+    return ScramCredential(hash_name, secrets.token_bytes(salt_length), iterations,
+                           secrets.token_bytes(size), secrets.token_bytes(size))
+
+
+def _spend_like(profile: CredentialProfile, password: str) -> None:
+    """Do the work verifying a password of a user with ``profile`` costs, and fail."""
+    if profile.argon2 is not None:
+        # The default parameters go through dummy_password_hash(), which tests may swap.
+        dummy = (dummy_password_hash() if profile.argon2 == DEFAULT_ARGON2_PARAMETERS
+                 else dummy_password_hash_like(profile.argon2))
+        verify_password_hash(dummy, password)
+        return
+    by_hash = {h: (i, n) for h, i, n in profile.scram}
+    hash_name = _strongest(tuple(by_hash))
+    if hash_name is not None:
+        _check_credential(_stand_in_credential(hash_name, *by_hash[hash_name]), password)
 
 
 class PlainServer:
@@ -99,20 +147,42 @@ class PlainServer:
         # RFC 4616 §2 / RFC 4954 §4: preparing to an empty string fails, authzid included
         # (unless the authzid was sent empty).
         if not authcid or not password or (sent_authzid and not authzid):
-            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
-        record = self._ctx.users.get_user(authcid)
-        if record is None:
-            verify_password_hash(dummy_password_hash(), password)
-            ok = False
-        elif record.password_hash is not None:
+            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed",
+                           authcid=authcid or None)
+        users = self._ctx.users
+        record = users.get_user(authcid)
+        # Drawn for every name, so that no outcome skips (or adds) this work.
+        stand_in = plain_stand_in(users, self._ctx.server_secret, authcid)
+        if record is not None and record.password_hash is not None:
             ok = verify_password_hash(record.password_hash, password)
-        else:
+        elif record is not None and record.scram:
             ok = _check_scram(record, password)
-        if not ok:
-            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
+        else:  # unknown, or a user with no credential: what the virtual user would cost
+            _spend_like(stand_in, password)
+            ok = False
+        if not ok or record is None:
+            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed", authcid=authcid)
         if authzid and authzid != authcid and not self._ctx.authorize(authcid, authzid):
-            return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity")
+            return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
+                           authcid=authcid)
+        if record.password_hash is None:
+            self._upgrade(record, password)
         return Success(authcid, authzid if authzid and authzid != authcid else None, None, self.name)
+
+    def _upgrade(self, record: UserRecord, password: str) -> None:
+        """Give a user imported with SCRAM keys only an argon2 hash and default SCRAM keys.
+
+        The password was just verified, so the imported (often weaker, and
+        easily recognised) parameters can go.  Best effort: a read-only store
+        is left alone and a store error never fails the login.
+        """
+        users = self._ctx.users
+        if not isinstance(users, MutableUserStore):
+            return
+        try:
+            users.put_user(make_user(record.username, password, iterations=users.default_iterations))
+        except Exception as exc:  # any store, any failure: the login stands
+            _log.warning("could not upgrade the credentials of %r: %s", record.username, type(exc).__name__)
 
 
 class PlainClient:

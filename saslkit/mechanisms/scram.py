@@ -3,9 +3,11 @@
 Server and client are sans-IO state machines over the RFC 5802 §7 messages.
 Channel binding follows RFC 5802 §6 (``y`` is a downgrade when the server
 supports binding; ``p`` must name a type this connection offers; ``c=`` is
-always rebuilt and compared).  Unknown users are shown a deterministic fake
-salt and the store's default iteration count and fail only at the proof,
-with the same ``e=invalid-proof`` as a wrong password (RFC 5802 §9).
+always rebuilt and compared).  Unknown users, and users lacking the hash
+asked for, are shown a deterministic fake salt and an iteration count drawn
+per name from the store's real users (:mod:`saslkit.unknown_users`) and fail
+only at the proof, with the same ``e=invalid-proof`` as a wrong password
+(RFC 5802 §9).
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from ..credentials import (
     MAX_ITERATIONS,
     SCRAM_HASHES,
     ScramCredential,
-    fake_salt,
     salted_password,
     scram_keys,
 )
 from ..errors import AuthenticationFailed, PreparationError, ProtocolError, UsageError
 from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
 from ..saslprep import saslprep
+from ..unknown_users import fake_scram_parameters
 
 __all__ = [
     "SCRAM_MECHANISMS",
@@ -301,7 +303,7 @@ class ScramServer:
     def _fail(self, reason: str, message: str = "") -> Failure:
         self._state = 2
         error = reason if reason in SERVER_ERRORS else OTHER_ERROR
-        return Failure(error, message, b"e=" + error.encode("ascii"))
+        return Failure(error, message, b"e=" + error.encode("ascii"), authcid=self._username or None)
 
     def _client_first(self, data: bytes) -> ServerStep:
         text = _decode_message(data, self._ctx.max_message_size)
@@ -345,15 +347,18 @@ class ScramServer:
             raise ProtocolError(INVALID_USERNAME_ENCODING, "username fails SASLprep") from None
         if not prepared:
             raise ProtocolError(INVALID_USERNAME_ENCODING, "empty username")
+        self._username = prepared  # for Failure.authcid from here on
         if gs2.authzid == "":
             # A non-empty authzid that prepares to "" must fail (RFC 4954 §4).
             raise ProtocolError(INVALID_USERNAME_ENCODING, "empty authzid after SASLprep")
-        record = self._ctx.users.get_user(prepared)
+        users = self._ctx.users
+        record = users.get_user(prepared)
         credential = record.scram_for(self.hash_name) if record is not None else None
-        if credential is None:
-            iterations = self._ctx.users.default_iterations
-            salt = fake_salt(self._ctx.server_secret, prepared)
-        else:
+        # Computed for every name (known or not), so that no outcome costs less.
+        salt, iterations = fake_scram_parameters(
+            users, self._ctx.server_secret, prepared, self.hash_name, known=record is not None
+        )
+        if credential is not None:
             salt, iterations = credential.salt, credential.iterations
         s_nonce = self._ctx.nonce_factory()
         if not _PRINTABLE_RE.fullmatch(s_nonce):
@@ -411,7 +416,7 @@ class ScramServer:
             if not self._ctx.authorize(self._username, authzid):
                 self._state = 2
                 return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
-                               b"e=" + OTHER_ERROR.encode())
+                               b"e=" + OTHER_ERROR.encode(), authcid=self._username)
         server_signature = _hmac(credential.server_key, auth_message, self._algo)
         self._state = 2
         if self._gs2.cb_name is not None:

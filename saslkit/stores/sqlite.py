@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..credentials import (
+    ARGON2_B64,
     DEFAULT_ITERATIONS,
+    MAX_ITERATIONS,
+    MAX_SALT_LENGTH,
+    SCRAM_HASHES,
+    CredentialProfile,
     ScramCredential,
     UserRecord,
     _check_prepared,
@@ -188,19 +193,30 @@ class SQLiteUserStore(_SQLiteFile):
         return self._default_iterations
 
     def get_user(self, username: str) -> UserRecord | None:
+        """The user and its credentials, in one query whose work does not tell whether it exists.
+
+        For a name not in the store the query reads another user's rows and the
+        record is built and dropped (RFC 5802 §9: a lookup must not time which
+        names exist); ``changed`` is filled from ``users.updated``.
+        """
+
         def q(db: sqlite3.Connection) -> UserRecord | None:
-            row = db.execute("SELECT password_hash, updated FROM users WHERE username=?", (username,)).fetchone()
-            if row is None:
+            rows = db.execute(_GET_USER_QUERY, {"name": username}).fetchall()
+            if not rows:
                 return None
-            scram = {
-                h: ScramCredential(h, salt, it, sk, svk)
-                for h, salt, it, sk, svk in db.execute(
-                    "SELECT hash, salt, iterations, stored_key, server_key FROM scram_credentials "
-                    "WHERE username=?",
-                    (username,),
-                )
-            }
-            return UserRecord(username, scram, row[0], changed=row[1])
+            found = bool(rows[0][0])
+            try:
+                scram = {
+                    h: ScramCredential(h, salt, it, sk, svk)
+                    for _, _, _, h, salt, it, sk, svk in rows
+                    if h is not None
+                }
+            except UsageError:
+                if found:
+                    raise
+                return None  # another user's bad row is not this lookup's error
+            record = UserRecord(username, scram, rows[0][1], changed=rows[0][2])
+            return record if found else None
 
         try:
             return self._read(q)
@@ -270,6 +286,55 @@ class SQLiteUserStore(_SQLiteFile):
     def list_users(self) -> list[str]:
         query = "SELECT username FROM users ORDER BY username"
         return self._read(lambda db: [r[0] for r in db.execute(query)])
+
+    #: How long :meth:`credential_profiles` serves a computed answer (seconds).
+    profiles_ttl = 60.0
+    _profiles_cache: tuple[float, dict[CredentialProfile, int]] | None = None
+
+    def credential_profiles(self) -> dict[CredentialProfile, int]:
+        """How many users have each :class:`~saslkit.credentials.CredentialProfile` (read-only).
+
+        One grouped query, then cached for :attr:`profiles_ttl` seconds: unknown
+        names are shown parameters drawn from these (:mod:`saslkit.unknown_users`).
+        """
+        cached = self._profiles_cache
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.profiles_ttl:
+            return cached[1]
+        rows = self._read(lambda db: db.execute(_PROFILES_QUERY, {"b64": ARGON2_B64}).fetchall())
+        counts: dict[CredentialProfile, int] = {}
+        for signature, shared, argon, count in rows:
+            scram = []
+            for part in (signature or "").split():
+                hash_name, iterations, salt_length = part.rsplit(":", 2)
+                if (hash_name in SCRAM_HASHES and 1 <= int(iterations) <= MAX_ITERATIONS
+                        and 1 <= int(salt_length) <= MAX_SALT_LENGTH):
+                    scram.append((hash_name, int(iterations), int(salt_length)))
+            scram.sort()
+            profile = CredentialProfile(tuple(scram), bool(shared) or len(scram) <= 1, argon)
+            counts[profile] = counts.get(profile, 0) + int(count)
+        self._profiles_cache = (now, counts)
+        return counts
+
+
+# The user named, or (so that a miss costs what a hit does) the first user in the table.
+_GET_USER_QUERY = """
+SELECT u.username = :name, u.password_hash, u.updated, c.hash, c.salt, c.iterations, c.stored_key, c.server_key
+FROM users u LEFT JOIN scram_credentials c ON c.username = u.username
+WHERE u.username = COALESCE((SELECT username FROM users WHERE username = :name), (SELECT username FROM users LIMIT 1))
+"""
+
+# Per user: "hash:iterations:salt-length ...", one salt or not, argon2 parameters
+# (credentials.argon2_parameters: salt and hash cut off the PHC string); then counted.
+_PROFILES_QUERY = """
+SELECT signature, shared, argon2, COUNT(*) FROM (
+    SELECT group_concat(s.hash || ':' || s.iterations || ':' || length(s.salt), ' ') AS signature,
+           COUNT(DISTINCT s.salt) <= 1 AS shared,
+           rtrim(rtrim(rtrim(rtrim(u.password_hash, :b64), '$'), :b64), '$') AS argon2
+    FROM users u LEFT JOIN scram_credentials s ON s.username = u.username
+    GROUP BY u.username
+) GROUP BY signature, shared, argon2
+"""
 
 
 _RECORD_SCHEMA = """
