@@ -13,7 +13,16 @@ iteration and the argon2 hashes use minimal parameters.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import argon2
@@ -35,9 +44,22 @@ from saslkit import (
     UserRecord,
 )
 from saslkit.credentials import SCRAM_HASHES
+from saslkit.errors import AuthenticationFailed, TokenRejected
+from saslkit.keys import KeyRing
 from saslkit.mechanisms import plain as plain_module
+from saslkit.mechanisms.ht import (
+    HT_MECHANISMS,
+    HTClient,
+    HTServer,
+    parse_initiator_message,
+    parse_responder_message,
+)
 from saslkit.mechanisms.plain import PlainClient, PlainServer, parse_plain
+from saslkit.mechanisms.rememberme import RememberMeServer
 from saslkit.mechanisms.scram import SCRAM_MECHANISMS, ScramClient, ScramServer
+from saslkit.mechanisms.stoken import StokenServer, parse_stoken_message
+from saslkit.stores.sqlite import SQLiteTokenStore
+from saslkit.tokens import SubmissionTokens, TokenService
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -516,3 +538,223 @@ def test_credential_texts_round_trip() -> None:
     for text in _credential_texts():
         cred = ScramCredential.parse(text)
         assert text in (cred.to_dovecot(), cred.to_rfc5803())
+
+
+# --------------------------------------------------------------------------- token decoders (issue 8)
+#
+# Every decoder that sees a peer's token: TokenService.verify/_parse (RANDOM and
+# JWT-shaped input, with deeply nested and huge JSON payloads), the REMEMBERME
+# server, the HT initiator/responder parsers and both HT sides,
+# SubmissionTokens.verify and parse_stoken_message.  Only saslkit errors (or a
+# clean Failure) may come out.  SASLKIT_FUZZ_EXAMPLES sets the number of
+# examples per target (default modest for CI); run e.g.
+#   SASLKIT_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py -k token --hypothesis-show-statistics
+
+
+TOKEN_FUZZ = settings(
+    max_examples=int(os.environ.get("SASLKIT_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+
+@contextlib.contextmanager
+def server_recursion_limit() -> Iterator[None]:
+    """Run with the interpreter's default recursion limit, as a server does.
+
+    Hypothesis raises the limit while a test runs (by 2000 frames), which would
+    hide the issue's RecursionError on ~1,100 nested arrays.
+    """
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(saved)
+
+
+@dataclass
+class TokenWorld:
+    service: TokenService
+    stokens: SubmissionTokens
+    ctx: ServerContext
+    valid: list[str]
+    stoken_valid: list[str]
+
+
+@functools.cache
+def token_world() -> TokenWorld:
+    """A real SQLite token store and key ring in a private directory, with a few tokens in it."""
+    directory = Path(tempfile.mkdtemp(prefix="saslkit-fuzz-"))
+    ring = KeyRing.open(directory / "fuzz.keys", quiet=True)
+    store = SQLiteTokenStore(directory / "fuzz.db")
+    service = TokenService(store, ring, clock=lambda: 1_800_000_000.0, max_tokens_per_user=4)
+    stokens = SubmissionTokens(store, ring, clock=lambda: 1_800_000_000.0)
+    valid = [service.mint("user", kind)[0] for kind in ("RANDOM", "JWT", "RANDOM", "JWT")]
+    stoken_valid = [stokens.generate(kind, "remote@example.net", "user@example.com")[0] for kind in ("TEMP", "PERM")]
+    ctx = ServerContext(MemoryUserStore([UserRecord("user")]), SECRET, tls=True, tokens=service, stokens=stokens)
+    return TokenWorld(service, stokens, ctx, valid, stoken_valid)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=40,
+)
+_depths = st.one_of(st.integers(1, 64), st.integers(900, 1600), st.integers(1, 5000))
+_json_texts = st.one_of(
+    _json_values.map(json.dumps),
+    st.fixed_dictionaries({"jti": st.text(max_size=30), "sub": st.text(max_size=10)}, optional={
+        "aud": _json_values, "iat": _json_values, "exp": _json_values}).map(json.dumps),
+    # deep nesting of arrays and objects: shallow, around the decoder's recursion limit (~1000), and far past it
+    st.builds(lambda d, o: ("[" * d + "]" * d) if o else ('{"a":' * d + "1" + "}" * d), _depths, st.booleans()),
+    st.builds(lambda d: '{"jti":"x","a":' + "[" * d + "]" * d + "}", _depths),
+    st.builds(lambda d: "[{" * d + "}]" * d, _depths),
+    # huge flat values
+    st.builds(lambda n, c: '{"jti":"' + c * n + '"}', st.integers(0, 5000), st.sampled_from(["a", "\\\\", "\\u00e9"])),
+    st.builds(lambda n: "9" * n, st.integers(1, 5000)),
+    st.text(max_size=200),
+)
+_jwt_shaped = st.builds(
+    lambda header, payload, sig: f"{header}.{payload}.{sig}",
+    st.one_of(st.just(_b64url(b'{"alg":"EdDSA","typ":"JWT"}')), st.text("A-Za-z0-9_-=.+/", max_size=30)),
+    st.one_of(_json_texts.map(lambda t: _b64url(t.encode("utf-8", "surrogatepass"))), st.text(max_size=60)),
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/. ", max_size=100),
+)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, valid: list[str]) -> str:
+    base = draw(st.sampled_from(valid))
+    start = draw(st.integers(0, len(base)))
+    end = draw(st.integers(start, len(base)))
+    return base[:start] + draw(st.text(max_size=8)) + base[end:]
+
+
+# JWTs whose payload nests arrays (2 octets a level) as deep as a 4096-character token allows: the issue's case
+_deep_jwts = st.builds(
+    lambda d, sig: f"{_b64url(b'{}')}.{_b64url(b'[' * d + b']' * d)}.{sig}",
+    st.one_of(st.integers(1, 1535), st.integers(900, 1535)),
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ-_", max_size=86),
+)
+_peer_tokens = st.one_of(
+    _deep_jwts,
+    _jwt_shaped,
+    st.text(max_size=300),
+    st.builds(lambda a, b: f"sk1.{a}.{b}", st.text(max_size=50), st.text(max_size=50)),
+    st.deferred(lambda: _mutated(token_world().valid)),
+)
+
+
+def _only_token_rejected(fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except TokenRejected:
+        pass
+
+
+@TOKEN_FUZZ
+@given(token=_peer_tokens)
+def test_token_service_verify(token: str) -> None:
+    world = token_world()
+    with server_recursion_limit():
+        _only_token_rejected(world.service._parse, token)
+        try:
+            record = world.service.verify(token, mechanism="REMEMBERME")
+        except TokenRejected:
+            return
+    assert token in world.valid and record.user == "user"
+
+
+@TOKEN_FUZZ
+@given(data=st.one_of(_peer_tokens.map(lambda t: t.encode("utf-8", "surrogatepass")), st.binary(max_size=5000)))
+def test_rememberme_server(data: bytes) -> None:
+    with server_recursion_limit():
+        result = RememberMeServer(token_world().ctx).step(data)
+    assert isinstance(result, (Success, Failure))
+    if isinstance(result, Success):
+        assert data.decode() in token_world().valid
+
+
+HT_FUZZ_NAMES = ["HT-SHA-256-NONE", "HT2-SHA-256-NONE", "HT-SHA3-512-NONE", "HT2-SHA-512-NONE"]
+
+
+def _ht_messages(name: str) -> st.SearchStrategy[bytes]:
+    size = HT_MECHANISMS[name].size
+    return st.one_of(
+        st.binary(max_size=2 * size + 40),
+        st.builds(lambda user, extra, mac: user + b"\0" + extra + b"\0" + mac,
+                  st.one_of(st.just(b"user"), st.binary(max_size=40)), st.binary(max_size=40),
+                  st.binary(min_size=size - 1, max_size=size + 1)),
+        st.builds(lambda user, mac: user + b"\0" + mac, st.one_of(st.just(b"user"), st.binary(max_size=40)),
+                  st.binary(min_size=size, max_size=size)),
+        st.builds(lambda n: b"u" * n + b"\0\0" + b"m" * size, st.integers(0, 3000)),
+    )
+
+
+@TOKEN_FUZZ
+@given(data=st.data())
+def test_ht_initiator_parser_and_server(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(HT_FUZZ_NAMES))
+    message = data.draw(_ht_messages(name))
+    try:
+        parse_initiator_message(name, message)
+    except ProtocolError:
+        pass
+    result = HTServer(name, token_world().ctx).step(message)
+    assert isinstance(result, Failure)  # nobody knows the HMAC of a real token
+
+
+@TOKEN_FUZZ
+@given(data=st.data())
+def test_ht_responder_parser_and_client(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(HT_FUZZ_NAMES))
+    message = data.draw(st.one_of(_ht_messages(name), st.binary(max_size=3000)))
+    try:
+        parse_responder_message(name, message)
+    except (ProtocolError, AuthenticationFailed):
+        pass
+    client = HTClient(name, ClientCredentials("user", "some-token"))
+    client.start()
+    with pytest.raises(SaslError):
+        client.step(message)
+        client.finish()
+
+
+_stoken_shaped = st.one_of(
+    st.builds(lambda parts: ".".join(["st1", *parts]), st.lists(st.text(max_size=60), max_size=7)),
+    st.builds(lambda kid, exp, remote, mac: f"st1.t.{kid}.{exp}.{remote}.{mac}",
+              st.text(max_size=30), st.text("0123456789", max_size=30),
+              st.one_of(st.binary(max_size=400).map(_b64url), st.text(max_size=40)), st.text(max_size=50)),
+    st.deferred(lambda: _mutated(token_world().stoken_valid)),
+    st.text(max_size=1200),
+)
+
+
+@TOKEN_FUZZ
+@given(local=st.one_of(st.just("user@example.com"), st.text(max_size=40)), token=_stoken_shaped)
+def test_submission_tokens_verify(local: str, token: str) -> None:
+    world = token_world()
+    try:
+        verified = world.stokens.verify(local, token)
+    except TokenRejected:
+        return
+    assert token in world.stoken_valid and verified.remote == "remote@example.net"
+
+
+@TOKEN_FUZZ
+@given(data=st.one_of(
+    st.binary(max_size=2200),
+    st.builds(lambda r, t: r + b"\0" + t.encode("utf-8", "surrogatepass"), st.binary(max_size=40), _stoken_shaped),
+))
+def test_parse_stoken_message_and_server(data: bytes) -> None:
+    try:
+        parse_stoken_message(data)
+    except ProtocolError:
+        pass
+    result = StokenServer(token_world().ctx).step(data)
+    assert isinstance(result, (Success, Failure))
