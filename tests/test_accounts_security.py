@@ -7,25 +7,34 @@
 * A credential change revokes tokens first and refuses while the token store
   is down (a real redis-server, stopped).
 * Input that is not UTF-8 is a usage error (exit 2), never a traceback.
+* SMTP envelope paths and ``AUTH=`` xtext carry no control characters into
+  delivered headers; xtext is UTF-8 octets (RFC 3461 §4).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
+import re
 import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RedisServer, free_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from saslkit.cli import main
 from saslkit.credentials import MemoryUserStore, UserRecord, make_user, prepare_username
-from saslkit.errors import StoreError, UsageError
+from saslkit.errors import ProtocolError, StoreError, UsageError
+from saslkit.smtp.server import maildir_delivery
+from saslkit.smtp.session import Envelope, SmtpConfig, SmtpSession, xtext_decode, xtext_encode
 from saslkit.stores import SQLiteTokenStore, SQLiteUserStore
 
 SASLKIT = [sys.executable, "-m", "saslkit"]
@@ -379,3 +388,121 @@ def test_surrogate_escaped_stdin_is_a_usage_error(db: str) -> None:
     """Under the C locale Python keeps bad bytes as surrogates (surrogateescape): still refused."""
     proc = cli("user", "add", "bob", "--db", db, stdin=b"\xff\xfe\n", env={"PYTHONIOENCODING": "utf-8:surrogateescape"})
     assert proc.returncode == 2 and b"not valid UTF-8" in proc.stderr
+
+
+# ---------------------------------------------------------------- 4b. control characters in envelope paths
+
+USERS = MemoryUserStore([make_user("alice", "pencil", iterations=4096, argon2_hash=False)])
+PLAIN_LINE = b"AUTH PLAIN " + base64.b64encode(b"\0alice\0pencil")
+# C0 controls (NUL, SOH, ESC, bare CR, bare LF), DEL and a C1 control (NEL).
+CONTROLS = ["\x00", "\x01", "\x1b", "\r", "\n", "\x7f", "\x85"]
+
+
+def smtp_session(delivered: list[Envelope], **config: Any) -> SmtpSession:
+    session = SmtpSession(SmtpConfig(hostname="mx.example", failure_delay=0, **config), USERS, b"k" * 32,
+                          tls=True, deliver=lambda e: delivered.append(e) or "id", peer="192.0.2.1")
+    assert session.receive_line(b"EHLO client.example").lines[0].startswith("250")
+    assert session.receive_line(PLAIN_LINE).lines[0].startswith("235")
+    return session
+
+
+def reply(session: SmtpSession, line: str) -> str:
+    return session.receive_line(line.encode("utf-8") + b"\r\n").lines[0]
+
+
+@pytest.mark.parametrize("ctl", CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+def test_paths_with_control_characters_are_refused(ctl: str) -> None:
+    """RFC 5321 §4.1.2: a path has no controls; 501 5.1.7 (sender) / 501 5.1.3 (recipient), and nothing delivered."""
+    delivered: list[Envelope] = []
+    session = smtp_session(delivered)
+    assert reply(session, f"MAIL FROM:<ev{ctl}il@example.com>").startswith("501 5.1.7")
+    assert reply(session, "MAIL FROM:<good@example.com>").startswith("250 2.1.0")
+    assert reply(session, f"RCPT TO:<bo{ctl}b@example.com>").startswith("501 5.1.3")
+    assert reply(session, "RCPT TO:<bob@example.com>").startswith("250 2.1.5")
+    assert reply(session, "DATA").startswith("354")
+    for line in (b"Subject: x", b"", b"body", b"."):
+        last = session.receive_line(line + b"\r\n")
+    assert last.lines[0].startswith("250")
+    assert [(e.mail_from, e.recipients) for e in delivered] == [("good@example.com", ["bob@example.com"])]
+
+
+def test_parameters_with_control_characters_are_refused() -> None:
+    session = smtp_session([])
+    assert reply(session, "MAIL FROM:<a@example.com> BODY=8BIT\x00MIME").startswith("501 5.5.4")
+    assert reply(session, "MAIL FROM:<a@example.com> BODY=8BITMIME").startswith("250")
+
+
+def test_maildir_delivery_never_writes_a_control_character_into_a_header(tmp_path: Path) -> None:
+    """Defence in depth: whatever envelope a caller builds, the headers stay two lines without controls."""
+    deliver = maildir_delivery(tmp_path / "Maildir")
+    envelope = Envelope("evil@example.com>\r\nX-Injected: yes\r\n\r\n<x", None,
+                        recipients=["bob\x00@example.com", "carol@example.com\nBcc: eve", "d\x85\x7f@example.com"],
+                        data=b"Subject: hi\r\n\r\nbody\r\n")
+    key = deliver(envelope)
+    raw = (tmp_path / "Maildir" / "new" / key).read_bytes()
+    head, _, rest = raw.partition(b"Subject: hi\r\n")
+    assert rest == b"\r\nbody\r\n"
+    lines = head.split(b"\r\n")
+    assert len(lines) == 3 and lines[2] == b"" and lines[0].startswith(b"Return-Path: <evil@example.com>")
+    assert lines[1].startswith(b"X-Original-To: bob\\x00@example.com, ")
+    for line in lines[:2]:
+        assert not re.search(rb"[\x00-\x1f\x7f]", line)
+        assert not re.search("[\x80-\x9f]", line.decode("utf-8"))
+
+
+# ---------------------------------------------------------------- 4c. xtext (RFC 3461 §4) is UTF-8 octets, no controls
+
+
+@pytest.mark.parametrize(("text", "xtext"), [
+    ("e=mc2@example.com", "e+3Dmc2@example.com"),
+    ("caf\u00e9@example.com", "caf+C3+A9@example.com"),
+    ("\u20ac@example.com", "+E2+82+AC@example.com"),
+    ("\U0001f600@example.com", "+F0+9F+98+80@example.com"),
+    ("a b+c", "a+20b+2Bc"),
+])
+def test_xtext_encodes_utf8_octets(text: str, xtext: str) -> None:
+    assert xtext_encode(text) == xtext
+    assert xtext_decode(xtext) == text
+
+
+@pytest.mark.parametrize("bad", ["a+0D+0AX-Evil:+20y", "+00", "a+0A", "a+0D", "+7F", "+1B", "+C2+85",  # controls
+                                 "+FF", "caf+C3", "+C3+28", "+ED+A0+80"])  # not UTF-8 (cut, bad, surrogate)
+def test_xtext_decode_refuses_controls_and_invalid_utf8(bad: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        xtext_decode(bad)
+    assert exc.value.reason == "invalid-xtext"
+
+
+def test_auth_parameter_with_crlf_is_refused_by_the_session() -> None:
+    delivered: list[Envelope] = []
+    session = smtp_session(delivered)
+    assert reply(session, "MAIL FROM:<a@example.com> AUTH=a+0D+0AX-Evil:+20y@example.com").startswith("501 5.5.4")
+    assert reply(session, "MAIL FROM:<a@example.com> AUTH=caf+C3+A9@example.com").startswith("250")
+    assert session._envelope is not None and session._envelope.auth_param == "caf\u00e9@example.com"
+
+
+@pytest.mark.parametrize("bad", ["a\r\nb", "\x00", "a\x7f", "\x85", "\ud800"])
+def test_xtext_encode_refuses_what_decode_refuses(bad: str) -> None:
+    with pytest.raises(UsageError):
+        xtext_encode(bad)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs")), max_size=60))
+def test_xtext_round_trip_any_text(value: str) -> None:
+    encoded = xtext_encode(value)
+    assert encoded.isascii() and all(0x21 <= ord(c) <= 0x7E for c in encoded) and "=" not in encoded
+    assert xtext_decode(encoded) == value
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.text(max_size=80),
+                 st.lists(st.integers(0, 255), max_size=30).map(lambda os_: "".join(f"+{o:02X}" for o in os_))))
+def test_xtext_decode_fuzz_only_protocol_errors(value: str) -> None:
+    try:
+        decoded = xtext_decode(value)
+    except ProtocolError as exc:
+        assert exc.reason == "invalid-xtext"
+    else:
+        assert not re.search("[\x00-\x1f\x7f-\x9f]", decoded)
+        assert xtext_decode(xtext_encode(decoded)) == decoded

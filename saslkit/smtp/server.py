@@ -9,6 +9,7 @@ import asyncio
 import logging
 import mailbox
 import os
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,13 +32,29 @@ __all__ = ["SmtpServer", "ensure_certificate", "maildir_delivery", "run_server"]
 
 log = logging.getLogger("saslkit.smtp")
 
+#: Control characters (Unicode Cc): never written into a header, whatever the session let through.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _header_value(text: str) -> str:
+    """``text`` with each control character shown as ``\\xNN``: one header line, never split or cut."""
+    return _HEADER_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def maildir_delivery(path: str | os.PathLike[str]) -> Deliver:
-    """A delivery callback that stores each message in a Maildir (created if missing)."""
+    """A delivery callback that stores each message in a Maildir (created if missing).
+
+    It prepends ``Return-Path`` and ``X-Original-To`` (RFC 5321 §4.4); envelope
+    addresses carrying control characters are escaped there (the session
+    already refuses them: this is defence in depth for other callers).
+    """
     box = mailbox.Maildir(os.fspath(path), create=True)
 
     def deliver(envelope: Envelope) -> str:
-        headers = f"Return-Path: <{envelope.mail_from}>\r\nX-Original-To: {', '.join(envelope.recipients)}\r\n"
-        return str(box.add(headers.encode() + envelope.data))
+        mail_from = _header_value(envelope.mail_from)
+        recipients = ", ".join(_header_value(r) for r in envelope.recipients)
+        headers = f"Return-Path: <{mail_from}>\r\nX-Original-To: {recipients}\r\n"
+        return str(box.add(headers.encode("utf-8", "backslashreplace") + envelope.data))
 
     return deliver
 

@@ -62,18 +62,45 @@ MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, CRLF included
 MAX_AUTH_LINE = 12288  # RFC 4954 §4
 MAX_TEXT_LINE = 1000  # RFC 5321 §4.5.3.1.6
 _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
+_XTEXT_HEX_RE = re.compile(r"\+([0-9A-F]{2})")
 _PATH_RE = re.compile(r"<([^<>\s]*)>")
+#: Control characters (Unicode Cc: C0, DEL, C1).  RFC 5321 §4.1.2 paths have none, and
+#: they must never reach a header (CR/LF/NUL would split or truncate it).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def xtext_decode(value: str) -> str:
-    """RFC 3461 §4 xtext, as used by ``AUTH=`` (RFC 4954 §5): ``e+3Dmc2`` -> ``e=mc2``."""
+    """RFC 3461 §4 xtext, as used by ``AUTH=`` (RFC 4954 §5): ``e+3Dmc2`` -> ``e=mc2``.
+
+    ``+XX`` is one octet; the octets are then strict UTF-8 (``caf+C3+A9`` is
+    ``café``).  Invalid xtext, invalid UTF-8 and control characters (a mailbox
+    has none) raise ``ProtocolError("invalid-xtext")``.
+    """
     if not _XTEXT_RE.fullmatch(value):
         raise ProtocolError("invalid-xtext", "invalid xtext")
-    return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    octets = _XTEXT_HEX_RE.sub(lambda m: chr(int(m.group(1), 16)), value).encode("latin-1")
+    try:
+        text = octets.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("invalid-xtext", "xtext is not UTF-8") from None
+    if _CONTROL_RE.search(text):
+        raise ProtocolError("invalid-xtext", "control character in xtext")
+    return text
 
 
 def xtext_encode(value: str) -> str:
-    return "".join(ch if 0x21 <= ord(ch) <= 0x7E and ch not in "+=" else f"+{ord(ch):02X}" for ch in value)
+    """RFC 3461 §4: each UTF-8 octet outside ``!``..``~`` (and ``+``, ``=``) as ``+XX``.
+
+    Exactly what :func:`xtext_decode` accepts: text with a control character
+    or a lone surrogate is a :class:`UsageError`.
+    """
+    if _CONTROL_RE.search(value):
+        raise UsageError("control character in an xtext value")
+    try:
+        octets = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("xtext value is not valid Unicode (lone surrogate)") from None
+    return "".join(chr(o) if 0x21 <= o <= 0x7E and o not in b"+=" else f"+{o:02X}" for o in octets)
 
 
 def add_submission_token_header(message: bytes, token: str) -> bytes:
@@ -523,10 +550,12 @@ class SmtpSession:
         if not arg.upper().startswith("FROM:"):
             return self._r(501, "5.5.4", "Syntax: MAIL FROM:<address>")
         m = _PATH_RE.match(arg[5:].lstrip())
-        if m is None:
+        if m is None or _CONTROL_RE.search(m.group(1)):  # RFC 5321 §4.1.2: no controls in a path
             return self._r(501, "5.1.7", "Bad sender address syntax")
         auth_param: str | None = None
         for param in arg[5:].lstrip()[m.end():].split():
+            if _CONTROL_RE.search(param):
+                return self._r(501, "5.5.4", "Control character in a parameter")
             key, _, value = param.partition("=")
             key = key.upper()
             if key == "AUTH" and self.extended:
@@ -553,13 +582,15 @@ class SmtpSession:
         if not arg.upper().startswith("TO:"):
             return self._r(501, "5.5.4", "Syntax: RCPT TO:<address>")
         m = _PATH_RE.match(arg[3:].lstrip())
-        if m is None or not m.group(1):
+        if m is None or not m.group(1) or _CONTROL_RE.search(m.group(1)):  # RFC 5321 §4.1.2
             return self._r(501, "5.1.3", "Bad recipient address syntax")
         rcpt = m.group(1)
         if len(self._envelope.recipients) >= self.config.max_recipients:
             return self._r(452, "4.5.3", "Too many recipients")
         params: dict[str, str] = {}
         for param in arg[3:].lstrip()[m.end():].split():
+            if _CONTROL_RE.search(param):
+                return self._r(501, "5.5.4", "Control character in a parameter")
             key, _, value = param.partition("=")
             params[key.upper()] = value
         unknown = set(params) - {"STOKEN", "MYSTOKEN"}
