@@ -10,7 +10,10 @@ Measures, per exchange (server side, median over rounds):
 * the floor: one HMAC-SHA-256 plus one primary-key lookup in the same SQLite
   file (the irreducible work of a stored, derived token);
 * the CPU of a whole token reauthentication (client and server) against a
-  whole SCRAM-SHA-256 login at 4096 iterations (client PBKDF2 included).
+  whole SCRAM-SHA-256 login at 4096 iterations (client PBKDF2 included);
+* HT enumeration (issue 8 item 10): a failed HT2-SHA-256-NONE exchange for
+  an unknown user, a user with 1 token and a user at the per-user cap (RANDOM
+  and JWT tokens), as ratios to the unknown user (1.0 = indistinguishable).
 
 No assertion is made on the numbers; they are printed as ratios.
 """
@@ -35,9 +38,10 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from saslkit import ClientCredentials, MemoryUserStore, ServerContext, default_registry, make_user  # noqa: E402
+from saslkit.credentials import UserRecord  # noqa: E402
 from saslkit.exchange import run_exchange  # noqa: E402
 from saslkit.keys import KeyRing  # noqa: E402
-from saslkit.mechanism import Success  # noqa: E402
+from saslkit.mechanism import Failure, Success  # noqa: E402
 from saslkit.stores import open_token_store  # noqa: E402
 from saslkit.tokens import SubmissionTokens, TokenService  # noqa: E402
 
@@ -69,6 +73,7 @@ def main() -> None:
     ring = KeyRing.open(tmp / "bench.keys", quiet=True)
     registry = default_registry()
     results: dict[str, float] = {}
+    token_users = MemoryUserStore([UserRecord("alice")])  # token checks confirm the user
 
     def server_only(mech: str, ctx: ServerContext, message: bytes) -> Callable[[], object]:
         def run() -> object:
@@ -79,7 +84,7 @@ def main() -> None:
 
     def remember_on(url: str) -> tuple[TokenService, str]:
         service = TokenService(open_token_store(url), ring)
-        ctx = ServerContext(MemoryUserStore(), ring.server_secret, tls=True, tokens=service)
+        ctx = ServerContext(token_users, ring.server_secret, tls=True, tokens=service)
         token, _ = service.mint("alice")
         results[f"REMEMBERME RANDOM ({url.split(':')[0]})"] = per_call(
             server_only("REMEMBERME", ctx, token.encode()), args.count, args.rounds)
@@ -88,7 +93,7 @@ def main() -> None:
     if args.redis:
         remember_on(args.redis)
     service, token = remember_on(f"sqlite:///{tmp / 'tokens.db'}")
-    ctx = ServerContext(MemoryUserStore(), ring.server_secret, tls=True, tokens=service)
+    ctx = ServerContext(token_users, ring.server_secret, tls=True, tokens=service)
     jwt_token, _ = service.mint("alice", "JWT")
     results["REMEMBERME JWT (sqlite)"] = per_call(
         server_only("REMEMBERME", ctx, jwt_token.encode()), args.count, args.rounds)
@@ -130,6 +135,8 @@ def main() -> None:
     results["login: HT2-SHA-256-NONE (client+server)"] = per_call(
         login("HT2-SHA-256-NONE", ClientCredentials("alice", token)), args.count, args.rounds)
 
+    enumeration = ht_enumeration(ring, tmp, max(50, args.count // 10), args.rounds)
+
     floor = results["floor: 1 HMAC + 1 indexed lookup"]
     scram = results["login: SCRAM-SHA-256 i=4096 (client+server)"]
     report: dict[str, Any] = {
@@ -138,6 +145,7 @@ def main() -> None:
         "remember_random_sqlite_over_floor": round(results["REMEMBERME RANDOM (sqlite)"] / floor, 2),
         "scram_login_over_rememberme_login": round(scram / results["login: REMEMBERME (client+server)"], 1),
         "scram_login_over_ht2_login": round(scram / results["login: HT2-SHA-256-NONE (client+server)"], 1),
+        "ht_enumeration": enumeration,
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -148,6 +156,50 @@ def main() -> None:
     print(f"\n  REMEMBERME RANDOM on SQLite / floor:            {report['remember_random_sqlite_over_floor']}x")
     print(f"  SCRAM-SHA-256 login / REMEMBERME login:         {report['scram_login_over_rememberme_login']}x")
     print(f"  SCRAM-SHA-256 login / HT2-SHA-256-NONE login:   {report['scram_login_over_ht2_login']}x")
+    print(f"\nHT2-SHA-256-NONE failure, per user (cap {enumeration['cap']}), µs and ratio to an unknown user:")
+    for name, us in enumeration["us_per_call"].items():
+        print(f"  {name:48s} {us:10.2f} µs  x{enumeration['ratio_to_unknown'][name]:.3f}")
+
+
+def ht_enumeration(ring: KeyRing, tmp: Path, count: int, rounds: int) -> dict[str, Any]:
+    """A failed HT exchange (wrong token) costs the same for any user: measure unknown / 1 token / cap tokens.
+
+    Rounds are interleaved between the users so machine load hits them alike.
+    """
+    service = TokenService(open_token_store(f"sqlite:///{tmp / 'enum.db'}"), ring)
+    cap = service.max_tokens_per_user
+    service.mint("one")
+    for _ in range(cap):
+        service.mint("full")
+    for _ in range(cap):
+        service.mint("fulljwt", "JWT")
+    users = MemoryUserStore([UserRecord(n) for n in ("one", "full", "fulljwt")])
+    ctx = ServerContext(users, ring.server_secret, tls=True, tokens=service)
+    mech = "HT2-SHA-256-NONE"
+    registry = default_registry()
+    cases = {"unknown user": "nobody", "1 RANDOM token": "one", f"{cap} RANDOM tokens": "full",
+             f"{cap} JWT tokens": "fulljwt"}
+    messages = {name: registry.client(mech, ClientCredentials(user, "wrong-token")).start() or b""
+                for name, user in cases.items()}
+
+    def attempt(message: bytes) -> Callable[[], object]:
+        def run() -> object:
+            result = registry.server(mech, ctx).step(message)
+            assert isinstance(result, Failure), result
+            return result
+        return run
+
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, message in messages.items():
+            samples[name].append(per_call(attempt(message), count, 1))
+    us = {name: statistics.median(v) * 1e6 for name, v in samples.items()}
+    unknown = us["unknown user"]
+    return {
+        "cap": cap,
+        "us_per_call": {k: round(v, 2) for k, v in us.items()},
+        "ratio_to_unknown": {k: round(v / unknown, 3) for k, v in us.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class TokenService:
         self.max_tokens_per_user = max_tokens_per_user
         self._derived: dict[tuple[object, ...], str] = {}
         self._derived_lock = threading.Lock()
+        self._signing_keys: dict[tuple[str, bytes], Ed25519PrivateKey] = {}
 
     DERIVED_CACHE_SIZE = 10000
 
@@ -218,8 +219,21 @@ class TokenService:
         if record.mechanism:
             claims["mech"] = record.mechanism
         algorithm = _JWT_ALGORITHMS[key.kind]
-        signing_key: Any = Ed25519PrivateKey.from_private_bytes(key.secret) if key.kind == "ed25519" else key.secret
+        signing_key: Any = self._ed25519_key(key) if key.kind == "ed25519" else key.secret
         return jwt.encode(claims, signing_key, algorithm=algorithm, headers={"kid": key.id})
+
+    def _ed25519_key(self, key: Key) -> Ed25519PrivateKey:
+        """The key object of an Ed25519 key (loading it costs about as much as a signature), kept per key."""
+        cache_key = (key.id, key.secret)
+        with self._derived_lock:
+            loaded = self._signing_keys.get(cache_key)
+        if loaded is None:
+            loaded = Ed25519PrivateKey.from_private_bytes(key.secret)
+            with self._derived_lock:
+                if len(self._signing_keys) >= 64:  # a ring holds a handful of keys
+                    self._signing_keys.clear()
+                self._signing_keys[cache_key] = loaded
+        return loaded
 
     def token_for(self, record: TokenRecord) -> str | None:
         """Re-derive a record's token string, or ``None`` if its key is retired.
