@@ -226,8 +226,12 @@ class LineServer:
 
     async def _refuse(self, writer: asyncio.StreamWriter, peer: str) -> None:
         """Over a connection limit: say so (in plaintext only) and close, without a session."""
-        self._refusals(logging.WARNING, "refused a connection from %s: %d open (at most %d, %d per address)",
-                       peer, self._open, self.max_connections, self.max_connections_per_ip)
+        if self._open >= self.max_connections:
+            self._refusals(logging.WARNING, "refused a connection from %s: %d connections open (max-connections)",
+                           peer, self._open)
+        else:
+            self._refusals(logging.WARNING, "refused a connection from %s: %d connections from that address "
+                           "(max-connections-per-ip)", peer, self._per_ip[peer])
         with contextlib.suppress(Exception):
             if self.busy_reply and not self.implicit_tls:
                 writer.write(self.busy_reply)

@@ -217,3 +217,33 @@ def toy_registry(host: str = "foo.com") -> Registry:
     reg.register(MechanismInfo("ECHO", EchoServer, _no_client, strength=1))
     reg.register(MechanismInfo("X-SFIRST", server_first, _no_client, strength=1))
     return reg
+
+
+class NamedServer:
+    """Client-first toy for the auth penalty: ``user:ok`` logs ``user`` in; ``user:<anything else>`` fails
+    naming ``user`` in ``Failure.authcid``; ``:x`` fails without a name."""
+
+    name = "X-NAMED"
+
+    def __init__(self, ctx: object) -> None:
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def step(self, response: bytes | None) -> ServerStep:
+        if response is None:
+            return Challenge(b"")
+        self._done = True
+        user, _, password = response.decode("utf-8", "replace").partition(":")
+        if password == "ok" and user:
+            return Success(user, mechanism="X-NAMED")
+        return Failure("authentication-failed", "wrong", authcid=user or None)
+
+
+def named_registry() -> Registry:
+    """The default registry plus X-NAMED."""
+    reg = default_registry()
+    reg.register(MechanismInfo("X-NAMED", NamedServer, _no_client, strength=1))
+    return reg

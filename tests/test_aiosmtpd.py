@@ -33,6 +33,7 @@ from saslkit.mechanisms.ht import HTClient
 from saslkit.mechanisms.rememberme import RememberMeClient
 from saslkit.mechanisms.scram import ScramClient
 from saslkit.mechanisms.stoken import StokenClient
+from saslkit.penalty import AuthPenalty
 from saslkit.smtp.aiosmtpd import SaslkitAuth, SaslkitController, SaslkitSMTP, saslkit_controller
 from saslkit.stores import SQLiteTokenStore
 from saslkit.tokens import SubmissionTokens, TokenService
@@ -119,8 +120,8 @@ def serve(tmp_path: Path, pki: Pki, users: MemoryUserStore) -> Iterator[Callable
     store = SQLiteTokenStore(tmp_path / "tokens.db")
     tokens, stokens = TokenService(store, keys), SubmissionTokens(store, keys)
 
-    def start(*, lmtp: bool = False, **kwargs: Any) -> Running:
-        handler, port = Recorder(), _free_port()
+    def start(*, lmtp: bool = False, handler: Recorder | None = None, **kwargs: Any) -> Running:
+        handler, port = handler or Recorder(), _free_port()
         kwargs.setdefault("certificate", pki.cert)
         kwargs.setdefault("tls_context", pki.server)
         kwargs.setdefault("auth_penalty", None)  # the tests fail logins on purpose; test_auth_penalty_* turn it on
@@ -472,3 +473,52 @@ def test_slow_logins_do_not_stall_other_connections(serve: Callable[..., Running
     print(f"\n8 argon2 logins in {elapsed:.2f}s; {len(latencies)} NOOPs, median "
           f"{statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
     assert latencies[-1] < 1.0
+
+
+# ---------------------------------------------------------------- issue 8: auth penalty, no exception text
+
+
+def test_auth_penalty_is_on_by_default(users: MemoryUserStore) -> None:
+    auth = SaslkitAuth(users, b"s" * 32)
+    assert isinstance(auth.auth_penalty, AuthPenalty) and (auth.auth_penalty.base, auth.auth_penalty.cap) == (2, 15)
+
+
+def test_auth_penalty_delays_logins_across_connections(serve: Callable[..., Running]) -> None:
+    """Failures on separate connections from one address: each next reply waits longer; a success resets."""
+    server = serve(auth_penalty=AuthPenalty(0.5, 1.5))
+
+    def attempt(password: str) -> tuple[bool, float]:
+        with server.connect() as client:
+            started = time.monotonic()
+            try:
+                client.login("alice", password)
+                ok = True
+            except smtplib.SMTPAuthenticationError:
+                ok = False
+            return ok, time.monotonic() - started
+
+    first, second, third = attempt("wrong"), attempt("wrong"), attempt("wrong")
+    assert not (first[0] or second[0] or third[0])
+    assert second[1] >= 0.5 and third[1] >= 1.0
+    ok = attempt("pencil")
+    assert ok[0] and ok[1] >= 1.5  # the success of a penalized attempt waits too
+    again = attempt("wrong")
+    assert again[1] < ok[1] - 0.75  # reset by the success (generous: 1.5 s of waiting are gone)
+
+
+class Exploding(Recorder):
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raise RuntimeError("the database password is hunter2")
+
+
+def test_unexpected_exception_text_never_reaches_the_client(serve: Callable[..., Running]) -> None:
+    """aiosmtpd's default answer is ``500 Error: (RuntimeError) <text>``; the adapter logs and says 421."""
+    server = serve(handler=Exploding())
+    client = server.connect()
+    client.login("alice", "pencil")
+    client.mail("a@example.org")
+    client.rcpt("b@mx.test")
+    code, message = client.data(b"Subject: x\r\n\r\nhello\r\n")
+    assert (code, message) == (421, b"4.3.0 Internal error; closing")
+    with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
+        client.noop()

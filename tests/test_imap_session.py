@@ -35,7 +35,7 @@ import pytest
 import servers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import SEEN, DownTokenStore, DownUserStore
+from servers import SEEN, DownTokenStore, DownUserStore, named_registry
 
 from saslkit import ClientCredentials, Policy, Registry, default_registry
 from saslkit.credentials import MemoryUserStore, make_user
@@ -53,6 +53,7 @@ from saslkit.imap.session import (
 )
 from saslkit.keys import KeyRing
 from saslkit.mechanisms.ht import HTClient
+from saslkit.penalty import AuthPenalty, MemoryPenaltyStore
 from saslkit.stores.sqlite import SQLiteTokenStore
 from saslkit.tokens import TokenService
 
@@ -1158,3 +1159,65 @@ def test_arbitrary_lines_and_literals_never_raise(fuzz_env: Env, state: str, lin
             session.tls_started(dict(ENDPOINT))
         if reply.close:
             break
+
+
+# ------------------------------------------------------------- argon2 off the loop, auth penalty (issue 8)
+
+
+def test_may_block_decided_on_the_line_that_completes_a_literal_login() -> None:
+    """``a LOGIN {5}`` / ``{6}`` / final line: the final line runs the password check (argon2), so the
+    driver must run it in its pool, although that line names no command."""
+    session = ImapSession(ImapConfig(hostname=HOST, allow_plaintext_auth=True, failure_delay=0), USERS, SECRET)
+    flags = []
+    for line, literal in ((b"a LOGIN {5}\r\n", b"alice"), (b" {6}\r\n", PASSWORD.encode()), (b"\r\n", None)):
+        flags.append(session.may_block(line))
+        reply = session.receive_line(line)
+        if literal is not None:
+            assert reply.literal == len(literal)
+            session.receive_literal(literal)
+    assert reply.lines[-1].startswith("a OK [CAPABILITY ")
+    assert flags == [False, False, True]  # announcing a literal never blocks; completing the LOGIN does
+    session = ImapSession(ImapConfig(hostname=HOST, allow_plaintext_auth=True), USERS, SECRET)
+    session.receive_line(b"b LOGIN {5+}\r\n")
+    session.receive_literal(b"alice")
+    assert session.may_block(b' "pencil"\r\n')
+
+
+def test_may_block_on_literal_authenticate_and_not_on_other_literal_commands() -> None:
+    session = ImapSession(ImapConfig(hostname=HOST, allow_plaintext_auth=True), USERS, SECRET)
+    session.receive_line(b"a AUTHENTICATE {5}\r\n")
+    session.receive_literal(b"PLAIN")
+    assert session.may_block(b"\r\n")
+    session = ImapSession(ImapConfig(hostname=HOST, allow_plaintext_auth=True), USERS, SECRET)
+    session.receive_line(b"a ID {4}\r\n")
+    session.receive_literal(b"name")
+    assert not session.may_block(b" NIL)\r\n")
+    assert not session.may_block(b"a NOOP\r\n")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def imap_attempt(penalty: AuthPenalty, peer: str, line: str) -> ImapReply:
+    session = ImapSession(ImapConfig(hostname=HOST, allow_plaintext_auth=True, failure_delay=0.25,
+                                     registry=named_registry()),
+                          USERS, SECRET, peer=peer, tls=True, penalty=penalty)
+    return session.receive_line(line.encode())
+
+
+def test_auth_penalty_delays_login_and_authenticate_replies_across_connections() -> None:
+    penalty = AuthPenalty(2.0, 15.0, MemoryPenaltyStore(clock=FakeClock()))
+    delays = [imap_attempt(penalty, "192.0.2.5", f"a{i} LOGIN alice wrong{i}").delay for i in range(3)]
+    assert delays == [0.25, 2.25, 4.25]
+    ok = imap_attempt(penalty, "192.0.2.5", "b LOGIN alice pencil")
+    assert ok.lines[-1].startswith("b OK [CAPABILITY ") and ok.delay == 8.0  # success waits too
+    assert imap_attempt(penalty, "192.0.2.5", "c LOGIN alice wrong").delay == 0.25  # reset
+    for i in range(2):
+        imap_attempt(penalty, f"198.51.100.{i}", "d AUTHENTICATE X-NAMED " + b64("bob:guess"))
+    reply = imap_attempt(penalty, "203.0.113.7", "e AUTHENTICATE X-NAMED " + b64("bob:guess"))
+    assert reply.lines == ["e NO [AUTHENTICATIONFAILED] Authentication failed"] and reply.delay == 4.25

@@ -30,12 +30,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import SEEN, DownTokenStore, DownUserStore, toy_registry
+from servers import SEEN, DownTokenStore, DownUserStore, named_registry, toy_registry
 
 from saslkit import ClientCredentials, default_registry
 from saslkit.credentials import MemoryUserStore, make_user
 from saslkit.errors import TokenRejected, UsageError
 from saslkit.keys import KeyRing
+from saslkit.penalty import AuthPenalty, MemoryPenaltyStore
 from saslkit.smtp.session import (
     MAX_AUTH_LINE,
     MAX_COMMAND_LINE,
@@ -645,7 +646,8 @@ def test_throttle_hook(env: Env) -> None:
     conn.expect("EHLO c", "250")
     conn.expect(PLAIN_BAD, "535", "5.7.8")
     conn.login()
-    assert throttle.events == [("198.51.100.7", None, False), ("198.51.100.7", "alice", True)]
+    # The failure names the identity tried (Failure.authcid, filled by PLAIN), for per-user throttling.
+    assert throttle.events == [("198.51.100.7", "alice", False), ("198.51.100.7", "alice", True)]
     blocked = Conn(SmtpSession(SmtpConfig(failure_delay=0), USERS, SECRET, tls=True, peer="198.51.100.7",
                                throttle=RecordingThrottle(False)))
     blocked.expect("EHLO c", "250")
@@ -1092,3 +1094,55 @@ def test_arbitrary_lines_never_raise(fuzz_env: Env, state: str, lines: list[byte
         assert isinstance(reply.wire(), bytes)
         if reply.starttls:
             session.tls_started({"tls-server-end-point": b"\x01" * 32})
+
+
+# --------------------------------------------------------------------------- auth penalty (issue 8 item 5)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def penalized_attempt(penalty: AuthPenalty, peer: str, creds: str, users: Any = USERS,
+                      mech: str = "X-NAMED") -> Reply:
+    session = SmtpSession(SmtpConfig(hostname=HOST, failure_delay=0.5, registry=named_registry()), users, SECRET,
+                          peer=peer, tls=True, penalty=penalty)
+    session.receive_line(b"EHLO client.example.com")
+    return session.receive_line(f"AUTH {mech} {b64(creds)}".encode())
+
+
+def test_auth_penalty_follows_the_user_across_addresses_and_resets_on_success() -> None:
+    penalty = AuthPenalty(2.0, 15.0, MemoryPenaltyStore(clock=FakeClock()))
+    replies = [penalized_attempt(penalty, f"198.51.100.{i}", "alice:guess") for i in range(5)]
+    assert [r.lines[0][:9] for r in replies] == ["535 5.7.8"] * 5
+    assert [r.delay for r in replies] == [0.5, 2.5, 4.5, 8.5, 15.5]  # failure delay + 0, 2, 4, 8, 15 (cap)
+    assert penalized_attempt(penalty, "203.0.113.1", "bob:guess").delay == 0.5  # another user, a fresh address
+    success = penalized_attempt(penalty, "203.0.113.2", "alice:ok")
+    assert success.lines == ["235 2.7.0 Authentication successful"]
+    assert success.delay == 15.0  # a penalized attempt waits whatever its outcome: the delay tells nothing
+    assert penalized_attempt(penalty, "203.0.113.2", "alice:guess").delay == 0.5  # reset by the success
+    assert penalized_attempt(penalty, "198.51.100.4", "carol:guess").delay == 2.5  # that address failed once
+
+
+def test_auth_penalty_per_address_without_a_name_and_temporary_failures_not_counted() -> None:
+    penalty = AuthPenalty(2.0, 15.0, MemoryPenaltyStore(clock=FakeClock()))
+    assert [penalized_attempt(penalty, "192.0.2.9", ":x").delay for _ in range(3)] == [0.5, 2.5, 4.5]
+    down = penalized_attempt(penalty, "192.0.2.9", "\0alice\0pencil", users=DownUserStore(), mech="PLAIN")
+    assert down.lines[0].startswith("454 4.7.0") and down.delay == 8.0  # delayed like any reply, not counted
+    assert penalized_attempt(penalty, "192.0.2.9", "alice:guess").delay == 8.5
+    assert penalized_attempt(penalty, "192.0.2.10", "dave:guess").delay == 0.5
+
+
+def test_auth_penalty_challenges_are_not_delayed() -> None:
+    penalty = AuthPenalty(2.0, 15.0, MemoryPenaltyStore(clock=FakeClock()))
+    penalized_attempt(penalty, "192.0.2.1", ":x")
+    session = SmtpSession(SmtpConfig(hostname=HOST, failure_delay=0, registry=named_registry()), USERS, SECRET,
+                          peer="192.0.2.1", tls=True, penalty=penalty)
+    session.receive_line(b"EHLO x")
+    challenge = session.receive_line(b"AUTH X-NAMED")
+    assert challenge.lines == ["334 "] and challenge.delay == 0
+    assert session.receive_line(b64("alice:ok").encode()).delay == 2.0
