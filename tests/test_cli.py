@@ -162,7 +162,7 @@ def test_unknown_user_wire_reply_matches_wrong_password(db: str) -> None:
     real = first_challenge("alice").split(",")
     fake = first_challenge("mallory").split(",")
     assert len(base64.b64decode(real[0][2:])) == len(base64.b64decode(fake[0][2:]))
-    assert fake[1] == "i=10000"  # the store default that new users get
+    assert fake[1] == real[1] == "i=4096"  # drawn from the store's real users (issue 8 item 6), here alice's
 
     for user, password in (("mallory", "pencil"), ("alice", "wrong")):
         client_rc, server_rc, transcript = _pipe_user(db, user, password)
