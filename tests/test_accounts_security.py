@@ -17,6 +17,7 @@ import base64
 import io
 import os
 import re
+import select
 import stat
 import subprocess
 import sys
@@ -239,6 +240,8 @@ def _serve_with_key(tmp_path: Path, key_mode: int) -> tuple[int | None, str]:
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stderr is not None
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        assert ready, "saslkit serve neither listened nor exited within 30 s"
         server.stdout.readline()  # "listening" once started, "" if it exited
         if server.poll() is None:
             server.terminate()
