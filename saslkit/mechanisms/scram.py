@@ -373,8 +373,7 @@ class ScramServer:
         self._username = prepared
         self._client_first_bare = bare
         self._nonce = c_nonce + s_nonce
-        salt_b64 = credential.salt_b64 if credential is not None else _b64(salt)
-        self._server_first = f"r={self._nonce},s={salt_b64},i={iterations}"
+        self._server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}"  # the same work either way
         self._state = 1
         return Challenge(self._server_first.encode("ascii"))
 
