@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from servers import saslkit_run
 
 from saslkit.errors import UsageError
 from saslkit.penalty import AuthPenalty, MemoryPenaltyStore, parse_auth_penalty
@@ -114,3 +118,21 @@ def test_parse(spec: str, expected: tuple[float, float] | None) -> None:
 def test_parse_refuses_nonsense(spec: str) -> None:
     with pytest.raises(UsageError):
         parse_auth_penalty(spec)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"-?[0-9.e+-]{0,8}:-?[0-9.e+-]{0,8}", fullmatch=True))
+def test_parse_only_raises_usage_error(spec: str) -> None:
+    try:
+        parsed = parse_auth_penalty(spec)
+    except UsageError:
+        return
+    assert parsed is None or 0 < parsed.base <= parsed.cap < float("inf")
+
+
+def test_serve_refuses_a_bad_penalty_before_touching_anything(tmp_path: Path) -> None:
+    result = saslkit_run("serve", "smtp", "--db", str(tmp_path / "u.db"), "--auth-penalty", "15:2")
+    assert result.returncode == 2 and "auth penalty is BASE:CAP" in result.stderr
+    assert not list(tmp_path.iterdir())  # no key ring, database or certificate made
+    result = saslkit_run("serve", "imap", "--db", str(tmp_path / "u.db"), "--max-connections", "0")
+    assert result.returncode == 2 and "positive whole number" in result.stderr
