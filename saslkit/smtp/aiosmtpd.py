@@ -245,7 +245,10 @@ class SaslkitSMTP(SMTP):
                 log.exception("exception in the handler's handle_exception()")
         else:
             peer = self._sasl.peer if self._sasl is not None else "?"
-            log.error("internal error on a connection from %s", peer, exc_info=error)
+            if isinstance(error, (asyncio.IncompleteReadError, ConnectionError)):  # gone in the middle of AUTH
+                log.info("connection from %s ended: %s", peer, type(error).__name__)
+            else:
+                log.error("internal error on a connection from %s", peer, exc_info=error)
         if self.transport is not None:
             asyncio.get_running_loop().call_soon(self.transport.close)  # after the reply is written
         return "421 4.3.0 Internal error; closing"
