@@ -56,7 +56,7 @@ class ImapServer:
     mailbox: Callable[[str], Mailbox] | None = None
     workers: int = 8
     idle_timeout: float = IDLE_TIMEOUT
-    login_timeout: float = LOGIN_TIMEOUT
+    login_timeout: float | None = LOGIN_TIMEOUT  # None: no limit on the unauthenticated phase
     max_connections: int = MAX_CONNECTIONS
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
     auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
