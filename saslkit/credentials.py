@@ -430,6 +430,11 @@ class MemoryUserStore:
     ``add_user`` stamp it with ``clock()`` (a password change ends older tokens).
     """
 
+    #: Whether a PLAIN login of a user without an argon2 hash rewrites it with the
+    #: defaults.  Off here: a memory store is filled from elsewhere at start, so an
+    #: upgrade would last only until then (set it on an instance to turn it on).
+    upgrade_on_login: bool = False
+
     def __init__(
         self,
         users: Iterable[UserRecord] = (),

@@ -26,6 +26,7 @@ from saslkit import (
     run_exchange,
 )
 from saslkit.mechanisms.plain import MAX_FIELD, PlainClient, PlainServer, parse_plain
+from saslkit.stores.sqlite import SQLiteUserStore
 
 SECRET = b"plain-test-server-secret-0123456789"
 LONG_NAME = "n" * 255
@@ -402,6 +403,9 @@ def test_imported_user_is_upgraded_on_plain_login() -> None:
     imported = UserRecord("kim", {"SHA-256": ScramCredential.derive("SHA-256", "pencil", b"12-octet-slt", 4096)})
     users = MemoryUserStore([imported])
     assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+    assert users.get_user("kim") == imported  # off by default in a memory store
+    users.upgrade_on_login = True
+    assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
     upgraded = users.get_user("kim")
     assert upgraded is not None and upgraded.password_hash is not None
     assert sorted(upgraded.scram) == ["SHA-1", "SHA-256", "SHA-512"]
@@ -417,9 +421,34 @@ def test_imported_user_is_upgraded_on_plain_login() -> None:
     assert isinstance(outcome, Success)
 
 
+def test_imported_user_is_upgraded_in_a_sqlite_store(tmp_path: Path) -> None:
+    """The production store upgrades by default; the user's SCRAM login then uses the new keys."""
+    users = SQLiteUserStore(tmp_path / "u.db")
+    users.put_user(UserRecord("kim", {c.hash_name: c for c in map(ScramCredential.parse, GSASL_LINES)}))
+    assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+    upgraded = users.get_user("kim")
+    assert upgraded is not None and upgraded.password_hash is not None
+    assert {(h, c.iterations, len(c.salt)) for h, c in upgraded.scram.items()} == {
+        (h, users.default_iterations, 16) for h in ("SHA-1", "SHA-256", "SHA-512")
+    }
+    outcome, _ = run_exchange(
+        default_registry().client("SCRAM-SHA-256", ClientCredentials("kim", "pencil")),
+        default_registry().server("SCRAM-SHA-256", ctx(users)),
+    )
+    assert isinstance(outcome, Success)
+
+
+#: ``gsasl --mkpasswd`` lines for "pencil" (4096 iterations, a 12-octet salt per hash).
+GSASL_LINES = [
+    ScramCredential.derive(h, "pencil", salt, 4096).to_dovecot()
+    for h, salt in (("SHA-1", b"salt-for-sh1"), ("SHA-256", b"salt-for-256"))
+]
+
+
 def test_failed_login_does_not_upgrade() -> None:
     imported = _scram_only("kim", "pencil")
     users = MemoryUserStore([imported])
+    users.upgrade_on_login = True
     assert isinstance(plain(users, msg("", "kim", "wrong")), Failure)
     assert isinstance(plain(users, msg("Ursel", "kim", "pencil")), Failure)  # authorization refused
     assert users.get_user("kim") == imported
@@ -440,6 +469,7 @@ class FailingWrites(MemoryUserStore):
 
 def test_upgrade_store_error_never_fails_the_login() -> None:
     users = FailingWrites([_scram_only("kim", "pencil")])
+    users.upgrade_on_login = True
     result = plain(users, msg("", "kim", "pencil"))
     assert isinstance(result, Success)
     assert result.authcid == "kim"

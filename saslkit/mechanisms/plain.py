@@ -173,11 +173,12 @@ class PlainServer:
         """Give a user imported with SCRAM keys only an argon2 hash and default SCRAM keys.
 
         The password was just verified, so the imported (often weaker, and
-        easily recognised) parameters can go.  Best effort: a read-only store
-        is left alone and a store error never fails the login.
+        easily recognised) parameters can go.  Best effort: a read-only store,
+        or one whose ``upgrade_on_login`` is false, is left alone, and a store
+        error never fails the login.
         """
         users = self._ctx.users
-        if not isinstance(users, MutableUserStore):
+        if not isinstance(users, MutableUserStore) or not getattr(users, "upgrade_on_login", True):
             return
         try:
             users.put_user(make_user(record.username, password, iterations=users.default_iterations))

@@ -163,6 +163,8 @@ class SQLiteUserStore(_SQLiteFile):
     """A :class:`~saslkit.credentials.MutableUserStore` in one SQLite file."""
 
     _what = "user store"
+    #: A PLAIN login of a user imported without an argon2 hash rewrites it with the defaults.
+    upgrade_on_login = True
 
     def __init__(
         self,
