@@ -804,3 +804,21 @@ def test_tls_exporter_binding_serves_one_authentication_per_connection() -> None
             results.append(run_exchange(client, reg.server("SCRAM-SHA-256-PLUS", ctx))[0])
         assert isinstance(results[0], Success)
         assert isinstance(results[1], Success if second_ok else Failure)
+
+
+# --------------------------------------------------------------------------- Failure.authcid
+
+
+def test_failure_names_the_prepared_identity_tried(users: MemoryUserStore) -> None:
+    """Failure.authcid (for logs and the auth penalty; never sent) once n= was parsed and prepared."""
+    wrong, _ = run_exchange(client("SCRAM-SHA-256", "I\u00adX", "wrong"), ScramServer("SCRAM-SHA-256", ctx(users)))
+    assert isinstance(wrong, Failure)
+    assert (wrong.reason, wrong.authcid, wrong.data) == ("invalid-proof", "IX", b"e=invalid-proof")
+    unknown, _ = run_exchange(client("SCRAM-SHA-1", "nobody"), ScramServer("SCRAM-SHA-1", ctx(users)))
+    assert isinstance(unknown, Failure) and unknown.authcid == "nobody"
+    refused, _ = run_exchange(client("SCRAM-SHA-1", authzid="admin"), ScramServer("SCRAM-SHA-1", ctx(users)))
+    assert isinstance(refused, Failure) and refused.authcid == "user"
+    empty_authzid = ScramServer("SCRAM-SHA-1", ctx(users)).step(b"n,a=\xc2\xad,n=user,r=abc")
+    assert isinstance(empty_authzid, Failure) and empty_authzid.authcid == "user"
+    unparsed = ScramServer("SCRAM-SHA-1", ctx(users)).step(b"n,,r=abc")
+    assert isinstance(unparsed, Failure) and unparsed.authcid is None
