@@ -133,7 +133,8 @@ def start_server(directory: Path, env: dict[str, str], *extra: str) -> Server:
     stderr_path = directory / f"server-{uuid.uuid4().hex[:6]}.log"
     with stderr_path.open("w") as err:
         proc = subprocess.Popen(
-            [*SASLKIT, "serve", "smtp", "--listen", "127.0.0.1:0", "--failure-delay", "0", *extra],
+            [*SASLKIT, "serve", "smtp", "--listen", "127.0.0.1:0", "--failure-delay", "0",
+             "--auth-penalty", "off", *extra],
             stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True, env=env,
         )
     lines: queue.Queue[str | None] = queue.Queue()
