@@ -87,7 +87,7 @@ class Failure:
     data: bytes | None = field(default=None, repr=False)
     #: The identity the client tried (prepared), when the mechanism got that far: for logs and
     #: the per-user auth penalty only, never shown to the peer.
-    authcid: str | None = None
+    authcid: str | None = field(default=None, compare=False)
 
     @property
     def temporary(self) -> bool:
