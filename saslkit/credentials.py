@@ -462,6 +462,19 @@ class MemoryUserStore:
         with self._lock:
             self._users[record.username] = replace(record, changed=self._clock())
 
+    def upgrade_credentials(self, current: UserRecord, upgraded: UserRecord) -> bool:
+        """Replace ``current`` by ``upgraded`` if it is still the stored record; ``changed`` is kept.
+
+        A rehash after a login revealed the password is no credential change:
+        the user's tokens stay valid (see :meth:`SQLiteUserStore.upgrade_credentials`).
+        """
+        _check_prepared(upgraded)
+        with self._lock:
+            if upgraded.username != current.username or self._users.get(current.username) is not current:
+                return False
+            self._users[current.username] = replace(upgraded, changed=current.changed)
+            return True
+
     def add_user(self, record: UserRecord) -> bool:
         _check_prepared(record)
         with self._lock:

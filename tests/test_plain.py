@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -461,7 +462,7 @@ def test_upgrade_leaves_a_read_only_store_alone(store: ReadOnlyStore) -> None:
 
 
 class FailingWrites(MemoryUserStore):
-    def put_user(self, record: UserRecord) -> None:
+    def upgrade_credentials(self, current: UserRecord, upgraded: UserRecord) -> bool:
         from saslkit.errors import TemporaryFailure
 
         raise TemporaryFailure("database is locked")
@@ -525,3 +526,61 @@ def test_run_exchange_through_registry(store: MemoryUserStore, initial_response:
     )
     assert isinstance(outcome, Success)
     assert transcript.lines[-1] == ("C", b"\0user\0pencil")
+
+
+def test_upgrade_is_no_credential_change_and_keeps_tokens(tmp_path: Path) -> None:
+    """Rehashing after a PLAIN login keeps ``changed``: the user's tokens stay valid (they need floor(changed))."""
+    users = SQLiteUserStore(tmp_path / "u.db", clock=lambda: 1000.0)
+    users.put_user(_scram_only("kim", "pencil"))
+    before = users.get_user("kim")
+    assert before is not None and before.changed == 1000.0
+    assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+    after = users.get_user("kim")
+    assert after is not None and after.password_hash is not None and after.changed == 1000.0
+    memory = MemoryUserStore([replace(_scram_only("kim", "pencil"), changed=5.0)])
+    memory.upgrade_on_login = True
+    assert isinstance(plain(memory, msg("", "kim", "pencil")), Success)
+    upgraded = memory.get_user("kim")
+    assert upgraded is not None and upgraded.password_hash is not None and upgraded.changed == 5.0
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_upgrade_never_undoes_a_password_change_made_meanwhile(tmp_path: Path, kind: str) -> None:
+    """The upgrade is a compare-and-set: a record changed after the login read it is left as it is."""
+    ticks = iter(float(t) for t in range(100, 200))
+    users: MemoryUserStore | SQLiteUserStore
+    if kind == "memory":
+        users = MemoryUserStore(clock=lambda: next(ticks))
+    else:
+        users = SQLiteUserStore(tmp_path / "u.db", clock=lambda: next(ticks))
+    users.put_user(_scram_only("kim", "old-password"))
+    read_by_login = users.get_user("kim")
+    assert read_by_login is not None
+    users.put_user(make_user("kim", "new-password", iterations=4096))  # the administrator's change
+    stale = make_user("kim", "old-password", iterations=4096)
+    assert users.upgrade_credentials(read_by_login, stale) is False
+    assert isinstance(plain(users, msg("", "kim", "new-password")), Success)
+    assert isinstance(plain(users, msg("", "kim", "old-password")), Failure)
+
+
+def test_upgrade_does_not_wait_for_another_writer(tmp_path: Path) -> None:
+    """With another connection holding the write lock, the login succeeds at once and the upgrade is skipped."""
+    import sqlite3
+    import time
+
+    users = SQLiteUserStore(tmp_path / "u.db", timeout=5.0)
+    users.put_user(_scram_only("kim", "pencil"))
+    holder = sqlite3.connect(tmp_path / "u.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+        assert time.monotonic() - started < 2.5  # the 5 s busy timeout was not waited for
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    record = users.get_user("kim")
+    assert record is not None and record.password_hash is None  # skipped, tried again at the next login
+    assert isinstance(plain(users, msg("", "kim", "pencil")), Success)
+    record = users.get_user("kim")
+    assert record is not None and record.password_hash is not None

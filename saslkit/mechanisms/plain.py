@@ -23,7 +23,6 @@ from ..credentials import (
     DEFAULT_ARGON2_PARAMETERS,
     SCRAM_HASHES,
     CredentialProfile,
-    MutableUserStore,
     ScramCredential,
     UserRecord,
     dummy_password_hash,
@@ -173,15 +172,21 @@ class PlainServer:
         """Give a user imported with SCRAM keys only an argon2 hash and default SCRAM keys.
 
         The password was just verified, so the imported (often weaker, and
-        easily recognised) parameters can go.  Best effort: a read-only store,
-        or one whose ``upgrade_on_login`` is false, is left alone, and a store
-        error never fails the login.
+        easily recognised) parameters can go.  Only through a store's
+        ``upgrade_credentials(current, upgraded)``, a compare-and-set that
+        never undoes a password change made meanwhile, never waits for a lock
+        and keeps ``changed`` (the user's tokens stay valid).  Best effort: a
+        store without it, or whose ``upgrade_on_login`` is false, is left
+        alone, and a store error never fails the login.
         """
         users = self._ctx.users
-        if not isinstance(users, MutableUserStore) or not getattr(users, "upgrade_on_login", True):
+        upgrade = getattr(users, "upgrade_credentials", None)
+        if upgrade is None or not getattr(users, "upgrade_on_login", True):
             return
         try:
-            users.put_user(make_user(record.username, password, iterations=users.default_iterations))
+            upgraded = make_user(record.username, password, iterations=users.default_iterations)
+            if not upgrade(record, upgraded):
+                _log.debug("credentials of %r not upgraded: changed meanwhile or store busy", record.username)
         except Exception as exc:  # any store, any failure: the login stands
             _log.warning("could not upgrade the credentials of %r: %s", record.username, type(exc).__name__)
 

@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -146,6 +146,25 @@ class _SQLiteFile:
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from exc
 
+    @contextmanager
+    def _tx_no_wait(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that fails at once (:class:`TemporaryFailure`) rather than wait for another writer.
+
+        For best-effort writes on a login's path, which must never wait behind
+        another process's lock: ``busy_timeout`` is 0 for it, restored after.
+        """
+        try:
+            db = self._connect()
+            db.execute("PRAGMA busy_timeout=0")
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+        try:
+            with self._tx() as tx:
+                yield tx
+        finally:
+            with suppress(sqlite3.DatabaseError):
+                db.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         try:
             return fn(self._connect())
@@ -242,6 +261,32 @@ class SQLiteUserStore(_SQLiteFile):
                 (record.username, record.password_hash, now, now),
             )
             self._put_scram(db, record)
+
+    def upgrade_credentials(self, current: UserRecord, upgraded: UserRecord) -> bool:
+        """Give ``current``'s user ``upgraded``'s credentials if nothing changed them since ``current`` was read.
+
+        For rehashing once a login revealed the password (PLAIN of a user
+        imported with SCRAM keys only).  A compare-and-set on ``updated`` and
+        the argon2 hash, so a password change made meanwhile is never undone;
+        ``updated`` is kept, so this is no credential change and the user's
+        tokens stay valid.  Never waits for another writer: False when the
+        database is busy, the user changed or is gone.
+        """
+        _check_prepared(upgraded)
+        if upgraded.username != current.username or current.changed is None:
+            return False
+        try:
+            with self._tx_no_wait() as db:
+                replaced = db.execute(
+                    "UPDATE users SET password_hash=? WHERE username=? AND updated=? AND password_hash IS ?",
+                    (upgraded.password_hash, current.username, current.changed, current.password_hash),
+                ).rowcount
+                if replaced != 1:
+                    return False
+                self._put_scram(db, upgraded)
+                return True
+        except TemporaryFailure:
+            return False
 
     def add_user(self, record: UserRecord) -> bool:
         """Insert a new user; False, touching nothing, if the (prepared) name exists.
@@ -355,6 +400,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user, created);
 CREATE INDEX IF NOT EXISTS tokens_created ON tokens(created);
+CREATE INDEX IF NOT EXISTS tokens_live ON tokens(user, created, id, expires) WHERE revoked IS NULL;
 CREATE TABLE IF NOT EXISTS stokens (
     remote  TEXT NOT NULL,
     local   TEXT NOT NULL,
@@ -414,6 +460,19 @@ class SQLiteTokenStore(_SQLiteFile):
         else:  # the (user, created) index
             query, args = _SELECT_RECORDS + " WHERE user=? ORDER BY created, id", (user,)
         return self._read(lambda db: [TokenRecord(*r) for r in db.execute(query, args)])
+
+    def list_live(self, user: str, now: float) -> list[TokenRecord]:
+        """``user``'s records neither revoked nor expired at ``now``, oldest first (the HT lookup).
+
+        The partial index ``tokens_live`` holds unrevoked records only, with
+        ``expires`` in it, so revoked ones are never read and expired ones
+        are skipped inside SQLite: only live rows are decoded.
+        """
+        query = _SELECT_RECORDS + (
+            " INDEXED BY tokens_live WHERE user=? AND revoked IS NULL AND (expires IS NULL OR expires>?)"
+            " ORDER BY created, id"
+        )
+        return self._read(lambda db: [TokenRecord(*r) for r in db.execute(query, (user, now))])
 
     def revoke(self, token_id: str, at: float) -> bool:
         """Revoke once: a second revocation keeps the first time (it is what the user saw)."""
