@@ -32,7 +32,7 @@ from typing import Protocol
 
 from .errors import UsageError
 
-__all__ = ["AuthPenalty", "MemoryPenaltyStore", "PenaltyStore", "parse_auth_penalty"]
+__all__ = ["AuthPenalty", "MemoryPenaltyStore", "PenaltyStore", "attempt_delay", "parse_auth_penalty"]
 
 IPV6_PREFIX = 48  # Dovecot's PENALTY_IPV6_MASK_BITS: one site cannot flood the table with addresses
 
@@ -153,6 +153,16 @@ class AuthPenalty:
         else:
             self.failed(peer, authcid)
         return wait
+
+
+def attempt_delay(penalty: AuthPenalty | None, peer: str, authcid: str | None, success: bool | None) -> float:
+    """The penalty delay of one attempt's final reply, recording its outcome (``success`` None: a
+    temporary failure, delayed but not counted); 0 without a penalty.  What every binding calls."""
+    if penalty is None:
+        return 0.0
+    if success is None:
+        return penalty.delay(peer, authcid)
+    return penalty.settle(peer, authcid, success)
 
 
 def parse_auth_penalty(spec: str) -> AuthPenalty | None:

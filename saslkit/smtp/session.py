@@ -42,7 +42,7 @@ from ..credentials import UserStore
 from ..errors import MechanismNotAllowed, ProtocolError, SaslError, TemporaryFailure, UnknownMechanism, UsageError
 from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
 from ..mechanism import Challenge, Failure, ServerStep, Success
-from ..penalty import AuthPenalty
+from ..penalty import AuthPenalty, attempt_delay
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
@@ -431,13 +431,8 @@ class SmtpSession:
         return self._failed(result)
 
     def _penalty_delay(self, authcid: str | None, success: bool | None) -> float:
-        """The auth penalty of this attempt's final reply (:mod:`saslkit.penalty`); records the outcome
-        unless it is temporary (``success`` None)."""
-        if self._penalty is None:
-            return 0.0
-        if success is None:
-            return self._penalty.delay(self.peer, authcid)
-        return self._penalty.settle(self.peer, authcid, success)
+        """The auth penalty of this attempt's final reply; records the outcome unless temporary (None)."""
+        return attempt_delay(self._penalty, self.peer, authcid, success)
 
     def _succeeded(self, success: Success) -> Reply:
         self.authenticated = success
