@@ -32,7 +32,7 @@ from typing import Protocol
 
 from .errors import UsageError
 
-__all__ = ["AuthPenalty", "MemoryPenaltyStore", "PenaltyStore", "attempt_delay", "parse_auth_penalty"]
+__all__ = ["AuthPenalty", "MemoryPenaltyStore", "PenaltyStore", "address_key", "attempt_delay", "parse_auth_penalty"]
 
 IPV6_PREFIX = 48  # Dovecot's PENALTY_IPV6_MASK_BITS: one site cannot flood the table with addresses
 
@@ -95,7 +95,9 @@ class MemoryPenaltyStore:
             self._entries.pop(key, None)
 
 
-def _ip_key(peer: str) -> str:
+def address_key(peer: str, ipv6_prefix: int = IPV6_PREFIX) -> str:
+    """``ip:<address>`` for IPv4 (an IPv4-mapped IPv6 address counts as its IPv4 one), ``ip:<network>``
+    of ``ipv6_prefix`` bits for IPv6, whose holders get whole networks; anything else as given."""
     try:
         address = ipaddress.ip_address(peer.split("%", 1)[0])
     except ValueError:
@@ -103,7 +105,7 @@ def _ip_key(peer: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return f"ip:{address.ipv4_mapped}"
-        return f"ip:{ipaddress.ip_network((address, IPV6_PREFIX), strict=False)}"
+        return f"ip:{ipaddress.ip_network((address, ipv6_prefix), strict=False)}"
     return f"ip:{address}"
 
 
@@ -122,7 +124,7 @@ class AuthPenalty:
     @staticmethod
     def keys(peer: str, authcid: str | None) -> list[str]:
         """The store keys of one attempt: the remote IP's, and the user's when the mechanism knew it."""
-        keys = [_ip_key(peer)] if peer else []
+        keys = [address_key(peer)] if peer else []
         if authcid:
             keys.append(f"user:{authcid}")
         return keys

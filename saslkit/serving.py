@@ -13,7 +13,8 @@ the rest of an over-long line, a literal, a TLS handshake) and per write, and
 ``login_timeout`` for the whole unauthenticated phase (Postfix's and Dovecot's
 login timeouts), after which the session gets ``login_reply`` and is closed.
 At most ``max_connections`` connections are served, ``max_connections_per_ip``
-per remote address; the next one gets ``busy_reply`` and is closed at once,
+per remote address (an IPv6 client counts by its /64, the network one host
+usually holds); the next one gets ``busy_reply`` and is closed at once,
 without a session.  Accept errors at the file-descriptor limit are logged at
 most once per :data:`LOG_INTERVAL` seconds, with a count.
 """
@@ -38,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 from .channel_binding import channel_bindings_from_ssl
 from .mechanism import Success
+from .penalty import address_key
 
 __all__ = ["LineServer", "LineSession", "ensure_certificate", "run_until_signal"]
 
@@ -45,6 +47,7 @@ IDLE_TIMEOUT = 300.0
 LOGIN_TIMEOUT = 60.0
 MAX_CONNECTIONS = 1000
 MAX_CONNECTIONS_PER_IP = 20
+CLIENT_IPV6_PREFIX = 64  # one IPv6 host usually holds a whole /64 (RFC 4291 §2.5.4 interface identifiers)
 SHUTDOWN_GRACE = 1.0  # seconds open connections get to end by themselves when the server stops
 LOG_INTERVAL = 10.0  # at most one line per this many seconds for floods (accept errors, refused connections)
 FD_RESERVE = 64  # descriptors kept for the listening socket, stores, logs and refused connections
@@ -204,11 +207,12 @@ class LineServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = peername[0] if isinstance(peername, tuple) else str(peername)
-        if self._open >= self.max_connections or self._per_ip[peer] >= self.max_connections_per_ip:
-            await self._refuse(writer, peer)
+        client = address_key(peer, CLIENT_IPV6_PREFIX)
+        if self._open >= self.max_connections or self._per_ip[client] >= self.max_connections_per_ip:
+            await self._refuse(writer, peer, client)
             return
         self._open += 1
-        self._per_ip[peer] += 1
+        self._per_ip[client] += 1
         task = asyncio.current_task()
         if task is not None:  # serve_until lets open connections end before returning
             self._connections[task] = writer
@@ -217,21 +221,21 @@ class LineServer:
             await self._converse(reader, writer, peer)
         finally:
             self._open -= 1
-            self._per_ip[peer] -= 1
-            if self._per_ip[peer] <= 0:
-                del self._per_ip[peer]
+            self._per_ip[client] -= 1
+            if self._per_ip[client] <= 0:
+                del self._per_ip[client]
             with contextlib.suppress(Exception):
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), self.idle_timeout)
 
-    async def _refuse(self, writer: asyncio.StreamWriter, peer: str) -> None:
+    async def _refuse(self, writer: asyncio.StreamWriter, peer: str, client: str) -> None:
         """Over a connection limit: say so (in plaintext only) and close, without a session."""
         if self._open >= self.max_connections:
             self._refusals(logging.WARNING, "refused a connection from %s: %d connections open (max-connections)",
                            peer, self._open)
         else:
             self._refusals(logging.WARNING, "refused a connection from %s: %d connections from that address "
-                           "(max-connections-per-ip)", peer, self._per_ip[peer])
+                           "(max-connections-per-ip)", peer, self._per_ip[client])
         with contextlib.suppress(Exception):
             if self.busy_reply and not self.implicit_tls:
                 writer.write(self.busy_reply)

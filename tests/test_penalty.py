@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from servers import saslkit_run
 
 from saslkit.errors import UsageError
-from saslkit.penalty import AuthPenalty, MemoryPenaltyStore, parse_auth_penalty
+from saslkit.penalty import AuthPenalty, MemoryPenaltyStore, address_key, parse_auth_penalty
 
 
 class FakeClock:
@@ -136,3 +136,15 @@ def test_serve_refuses_a_bad_penalty_before_touching_anything(tmp_path: Path) ->
     assert not list(tmp_path.iterdir())  # no key ring, database or certificate made
     result = saslkit_run("serve", "imap", "--db", str(tmp_path / "u.db"), "--max-connections", "0")
     assert result.returncode == 2 and "positive whole number" in result.stderr
+
+
+def test_address_key_groups_ipv6_networks_and_unmaps_ipv4() -> None:
+    """The per-IP connection cap counts an IPv6 client by its /64 (serving.CLIENT_IPV6_PREFIX), the penalty by /48."""
+    from saslkit.serving import CLIENT_IPV6_PREFIX
+
+    assert address_key("192.0.2.7") == address_key("::ffff:192.0.2.7") == "ip:192.0.2.7"
+    assert address_key("2001:db8:1:2::a", CLIENT_IPV6_PREFIX) == address_key("2001:db8:1:2:ffff::b", CLIENT_IPV6_PREFIX)
+    assert address_key("2001:db8:1:2::a", CLIENT_IPV6_PREFIX) != address_key("2001:db8:1:3::a", CLIENT_IPV6_PREFIX)
+    assert address_key("2001:db8:1:2::a") == address_key("2001:db8:1:3::a") == "ip:2001:db8:1::/48"
+    assert address_key("fe80::1%eth0", CLIENT_IPV6_PREFIX) == "ip:fe80::/64"
+    assert address_key("not an address") == "ip:not an address"
