@@ -314,14 +314,30 @@ def test_token_user_current_has_one_second_resolution() -> None:
 # ------------------------------------------------------------------ item 10: HT work, cap, cache, STOKEN
 
 
-class WorkCounter:
-    """Counts initiator HMACs (HT) and token derivations by type (TokenService)."""
+class CountingDict(dict[tuple[object, ...], str]):
+    """The derived-token cache, counting lookups and hits."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.hmacs = 0
-        self.derived: dict[str, int] = {"RANDOM": 0, "JWT": 0}
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = self.hits = 0
+
+    def get(self, key: tuple[object, ...], default: Any = None) -> Any:
+        self.lookups += 1
+        value = super().get(key, default)
+        self.hits += value is not None
+        return value
+
+
+class WorkCounter:
+    """Counts initiator HMACs (HT), token derivations by type, slot derivations and cache lookups (TokenService)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, service: TokenService) -> None:
+        self.cache = CountingDict()
+        service._derived = self.cache
+        self.reset()
         real_hmac = ht_module._hmac
         real_derive = TokenService._derive
+        real_slot = TokenService._derive_slot
 
         def hmac_counted(spec: Any, token: bytes, label: bytes, cb: bytes, extra: bytes) -> bytes:
             if label == ht_module.INITIATOR_LABEL:
@@ -332,45 +348,209 @@ class WorkCounter:
             self.derived[record.type] += 1
             return real_derive(service, record, key)
 
+        def slot_counted(service: TokenService, *args: Any) -> str | None:
+            self.misses += 1
+            return real_slot(service, *args)
+
         monkeypatch.setattr(ht_module, "_hmac", hmac_counted)
         monkeypatch.setattr(TokenService, "_derive", derive_counted)
+        monkeypatch.setattr(TokenService, "_derive_slot", slot_counted)
 
     def reset(self) -> None:
-        self.hmacs = 0
+        self.hmacs = self.misses = self.cache.lookups = self.cache.hits = 0
         self.derived = {"RANDOM": 0, "JWT": 0}
 
-    def snapshot(self) -> tuple[int, dict[str, int]]:
-        return self.hmacs, dict(self.derived)
+    def snapshot(self) -> dict[str, int]:
+        return {"hmacs": self.hmacs, "misses": self.misses, "lookups": self.cache.lookups, "hits": self.cache.hits,
+                **self.derived}
+
+
+WRONG = "wrong-token"
+
+
+def ht_attempt(ctx: ServerContext, counter: WorkCounter, user: str, token: str = WRONG) -> dict[str, int]:
+    """The work of one HT exchange (Success for the right token, Failure otherwise)."""
+    message = initiator_message(HT, user, token)  # the client's HMAC, not counted
+    counter.reset()
+    result = HTServer(HT, ctx).step(message)
+    assert isinstance(result, Success if token != WRONG else Failure)
+    assert result.authcid == user if isinstance(result, Failure) else result.identity == user
+    return counter.snapshot()
+
+
+def first_and_later(cap: int) -> tuple[dict[str, int], dict[str, int]]:
+    """What any name's first HT attempt on a process costs (``cap`` misses), and every later one (``cap`` hits)."""
+    first = {"hmacs": cap, "misses": cap, "lookups": cap + 1, "hits": 0, "RANDOM": cap, "JWT": cap}
+    later = {"hmacs": cap, "misses": 0, "lookups": cap + 1, "hits": cap + 1, "RANDOM": 0, "JWT": 0}
+    return first, later
 
 
 def test_ht_work_does_not_depend_on_tokens_or_user(
     store: SQLiteTokenStore, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """First attempt: ``cap`` slot misses; later ones: ``cap`` hits; for every name, known or not.
+
+    Fails on the code before the cache (every attempt derived ``cap`` slots)
+    and on a cache keyed per token only (a user at the cap, minted here, hit at once).
+    """
     cap = 5
-    service = TokenService(store, ring, max_tokens_per_user=cap)
-    users = MemoryUserStore([UserRecord(n) for n in ("one", "full", "jwts", "none")])
-    one, _ = service.mint("one", "RANDOM")
+    clock = Clock()
+    service = TokenService(store, ring, clock=clock, max_tokens_per_user=cap)
+    names = ("one", "full", "jwts", "none", "revoked", "expired", "retired")
+    users = MemoryUserStore([UserRecord(n) for n in names])
+    tokens = {"one": service.mint("one", "RANDOM")[0]}
     for _ in range(cap):
-        full, _ = service.mint("full", "RANDOM")
+        tokens["full"], _ = service.mint("full", "RANDOM")  # at the cap, every token cached by mint
     for _ in range(3):
-        jwt_token, _ = service.mint("jwts", "JWT")
+        tokens["jwts"], _ = service.mint("jwts", "JWT")
+    for _ in range(4 * cap):
+        service.mint("revoked", "RANDOM")  # the cap revokes 3 * cap of them
+    service.revoke_user("revoked")
+    service.mint("expired", ttl=60)
     service.mint("gone", "RANDOM")  # a user deleted without revoking its tokens
     service.mint("pinned", "RANDOM", mechanism="HT-SHA-256-NONE")  # usable with another mechanism only
+    doomed = ring.add("token")
+    service.mint("retired", "RANDOM")
+    ring.retire(doomed.id)  # the first key is current again
+    for _ in range(2):
+        service.mint("retired", "RANDOM")
+    clock.now += 61
     ctx = ctx_of(service, users)
-    counter = WorkCounter(monkeypatch)
-    work = {}
-    for user in ("nobody", "none", "one", "full", "jwts", "gone", "pinned"):
-        message = initiator_message(HT, user, "wrong-token")
-        counter.reset()
-        result = HTServer(HT, ctx).step(message)
-        assert isinstance(result, Failure) and result.authcid == user
-        work[user] = counter.snapshot()
-    assert all(w == (cap, {"RANDOM": cap, "JWT": cap}) for w in work.values()), work
-    for user, token in (("one", one), ("full", full), ("jwts", jwt_token)):  # a success costs the same too
-        message = initiator_message(HT, user, token)
-        counter.reset()
-        assert isinstance(HTServer(HT, ctx).step(message), Success)
-        assert counter.snapshot() == (cap, {"RANDOM": cap, "JWT": cap})
+    counter = WorkCounter(monkeypatch, service)
+    first, later = first_and_later(cap)
+    everyone = ("nobody", *names, "gone", "pinned")
+    work = {user: ht_attempt(ctx, counter, user) for user in everyone}
+    assert all(w == first for w in work.values()), work
+    for _ in range(2):
+        work = {user: ht_attempt(ctx, counter, user) for user in everyone}
+        assert all(w == later for w in work.values()), work
+    for user in ("one", "full", "jwts"):  # a success costs the same as a failure
+        assert ht_attempt(ctx, counter, user, tokens[user]) == later
+
+
+def test_ht_cache_follows_token_changes_without_telling_counts(
+    store: SQLiteTokenStore, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mint and revoke here keep a cached name cached; a token cached by verify makes no partial hit;
+    a token minted by another process (another service on the store) costs one full miss."""
+    cap = 4
+    clock = Clock()
+    service = TokenService(store, ring, clock=clock, max_tokens_per_user=cap)
+    other = TokenService(store, ring, clock=clock, max_tokens_per_user=cap)  # another process sharing the store
+    users = MemoryUserStore([UserRecord("alice"), UserRecord("bob")])
+    ctx = ctx_of(service, users)
+    counter = WorkCounter(monkeypatch, service)
+    first, later = first_and_later(cap)
+    bob_token, _ = other.mint("bob", "JWT")
+    service.verify(bob_token, mechanism="REMEMBERME")  # caches bob's one token, not bob's name
+    # Found or not, a lookup costs the same: compare the work without the hit count.
+    first = {k: v for k, v in first.items() if k != "hits"}
+
+    def cost(user: str, token: str = WRONG) -> dict[str, int]:
+        return {k: v for k, v in ht_attempt(ctx, counter, user, token).items() if k != "hits"}
+
+    assert cost("bob") == first  # as for a name without tokens, not cap - 1 misses
+    assert ht_attempt(ctx, counter, "bob") == later
+    assert cost("alice") == first
+    minted = []
+    for i in range(cap + 2):  # the cap revokes the first two here
+        clock.now += 1
+        minted.append(service.mint("alice", "JWT" if i % 2 else "RANDOM"))
+    assert ht_attempt(ctx, counter, "alice", minted[-1][0]) == later
+    service.revoke(minted[-1][1].id)
+    assert ht_attempt(ctx, counter, "alice", minted[-2][0]) == later
+    assert [r.id for r, _ in service.secrets_for("alice", mechanism=HT)] == [r.id for _, r in minted[2:-1]]
+    clock.now += 1
+    token, _ = other.mint("alice")
+    assert cost("alice", token) == first
+    assert ht_attempt(ctx, counter, "alice", token) == later
+    assert cost("nobody") == first
+
+
+def test_ht_cache_is_bounded_and_thread_safe(
+    store: SQLiteTokenStore, ring: KeyRing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads looking up more names than the cache holds: right tokens, bounded cache, no errors."""
+    service = TokenService(store, ring, max_tokens_per_user=2)
+    service.DERIVED_CACHE_SIZE = 5
+    expected = {}
+    for n in range(6):
+        token, record = service.mint(f"user{n}", "RANDOM" if n % 2 else "JWT")
+        expected[f"user{n}"] = [(record, token)]
+    names = [*expected, "nobody", "nobody2"]
+    service._derived = YieldingDict()
+    errors: list[BaseException] = []
+    wrong: list[str] = []
+
+    def hammer(offset: int) -> None:
+        try:
+            for n in range(150):
+                name = names[(n * 3 + offset) % len(names)]
+                if service.secrets_for(name, mechanism=HT) != expected.get(name, []):
+                    wrong.append(name)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    assert not wrong
+    assert len(service._derived) <= service.DERIVED_CACHE_SIZE
+
+
+class ListOnlyStore:
+    """A third-party TokenStore written before ``list_live``: only the protocol's methods."""
+
+    def __init__(self, inner: SQLiteTokenStore) -> None:
+        self.inner = inner
+        self.listed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_live":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def list(self, user: str | None = None) -> list[TokenRecord]:
+        self.listed += 1
+        return self.inner.list(user)
+
+
+def test_ht_store_reads_only_live_records(store: SQLiteTokenStore, ring: KeyRing) -> None:
+    """secrets_for reads the user's live records only (``list_live``); stores without it still work."""
+    clock = Clock()
+    service = TokenService(store, ring, clock=clock, max_tokens_per_user=2)
+    for _ in range(10):
+        clock.now += 1
+        service.mint("alice")  # 8 revoked by the cap
+    clock.now += 1
+    service.mint("alice", ttl=10)  # revokes one more
+    clock.now += 11
+    service.revoke_user("bob")
+    live = [r for r in store.list("alice") if r.active(clock.now)]
+    assert len(live) == 1 and len(store.list("alice")) == 11
+    read: list[TokenRecord] = []
+    real_list_live = store.list_live
+
+    def list_live(user: str, now: float) -> list[TokenRecord]:
+        records = real_list_live(user, now)
+        read.extend(records)
+        return records
+
+    store.list_live = list_live  # type: ignore[method-assign]
+    assert [r for r, _ in service.secrets_for("alice", mechanism=HT)] == live
+    assert read == live  # the 9 revoked and the expired record never left the store
+    legacy = ListOnlyStore(store)
+    old_style = TokenService(legacy, ring, clock=clock, max_tokens_per_user=2)  # type: ignore[arg-type]
+    assert [r for r, _ in old_style.secrets_for("alice", mechanism=HT)] == live
+    assert legacy.listed == 1
 
 
 def test_minting_beyond_the_cap_revokes_the_oldest(store: SQLiteTokenStore, ring: KeyRing) -> None:

@@ -82,6 +82,25 @@ def test_list_orders_by_created(store: TokenStore) -> None:
     assert store.list("nobody") == []
 
 
+def test_list_live_skips_revoked_and_expired(store: TokenStore) -> None:
+    """``list_live`` (the HT lookup, issue 8 item 10): one user's records active at ``now``, oldest first."""
+    now = time.time()
+    later = now + 600.5
+    live = [rec("c", created=T0 + 2), rec("a", created=T0, expires=later), rec("b", created=T0, mechanism="HT-X")]
+    dead = [rec("r", created=T0 + 1), rec("e", created=T0 + 3, expires=later - 1), rec("x", "bob")]
+    for r in live + dead:
+        store.put(r)
+    store.revoke("r", T0 + 5)
+    list_live = store.list_live  # type: ignore[attr-defined]
+    assert list_live("alice", now) == [rec("a", created=T0, expires=later), *live[2:], live[0], dead[1]]
+    assert [r.id for r in list_live("alice", later - 1)] == ["a", "b", "c"]  # "e" expired exactly at ``now``
+    assert [r.id for r in list_live("alice", later)] == ["b", "c"]
+    assert [r.id for r in list_live("bob", now)] == ["x"]
+    assert list_live("nobody", now) == []
+    assert [r.id for r in store.list("alice")] == ["a", "b", "r", "c", "e"]  # list still shows every record
+    assert all(r.active(now) for r in list_live("alice", now))
+
+
 def test_revoke(store: TokenStore) -> None:
     store.put(rec("t"))
     assert store.revoke("t", T0 + 5)
@@ -257,6 +276,25 @@ def test_sqlite_get_is_one_index_lookup(tmp_path: Path) -> None:
     assert len(plan) == 1 and "USING INDEX" in plan[0][-1] and "id=?" in plan[0][-1]
 
 
+def test_sqlite_list_live_never_reads_revoked_rows(tmp_path: Path) -> None:
+    """The partial index holds unrevoked rows only, with ``expires``: revoked rows are not visited at all."""
+    store = SQLiteTokenStore(tmp_path / "t.db")
+    for i in range(50):
+        store.put(rec(f"r{i:02d}", created=T0 + i))
+    store.revoke_matching(T0 + 100, user="alice")
+    store.put(rec("live", created=T0 + 60))
+    db = sqlite3.connect(tmp_path / "t.db")
+    assert db.execute("SELECT COUNT(*) FROM tokens INDEXED BY tokens_live WHERE user='alice' AND revoked IS NULL"
+                      ).fetchone() == (1,)
+    assert [r.id for r in store.list_live("alice", T0)] == ["live"]
+    query = ("SELECT * FROM tokens WHERE user=? AND revoked IS NULL AND (expires IS NULL OR expires>?)"
+             " ORDER BY created, id")
+    plan = db.execute("EXPLAIN QUERY PLAN " + query, ("alice", T0)).fetchall()
+    assert len(plan) == 1 and "tokens_live" in plan[0][-1], plan  # no sort step either
+    db.close()
+    store.close()
+
+
 # -- Redis -----------------------------------------------------------------------------------------------------
 
 
@@ -293,8 +331,9 @@ def test_redis_expiry_drops_records_and_prunes_indexes(redis_url: str) -> None:
     assert client.exists("saslkit:user:bob") == 0  # the index went with its last member
     assert store.get("brief") is None
     assert store.stoken_get("a@remote.example", "b@local.example") is None
+    assert [r.id for r in store.list_live("alice", time.time())] == ["keep"]
+    assert client.zrange("saslkit:user:alice", 0, -1) == ["keep"]  # pruned by list_live
     assert [r.id for r in store.list("alice")] == ["keep"]
-    assert client.zrange("saslkit:user:alice", 0, -1) == ["keep"]  # pruned
     assert store.revoke_matching(T0) == 1
     assert client.zrange("saslkit:tokens", 0, -1) == ["keep"]  # pruned
     client.close()

@@ -95,6 +95,24 @@ end
 return 0
 """
 
+# KEYS: user index.  ARGV: token key prefix, now.  The live records as {id, hash, id, hash, ...}, oldest first:
+# revoked and expired ones cost one HMGET here and are never sent; ids whose hash expired are pruned.
+_LIST_LIVE = """
+local out = {}
+local now = tonumber(ARGV[2])
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local key = ARGV[1] .. id
+    local f = redis.call('HMGET', key, 'user', 'revoked', 'expires')
+    if not f[1] then
+        redis.call('ZREM', KEYS[1], id)
+    elseif not f[2] and (not f[3] or tonumber(f[3]) > now) then
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGETALL', key)
+    end
+end
+return out
+"""
+
 # KEYS: stoken.  ARGV: now, expiry ms, field/value pairs.  Returns the live hash, or {} once stored.
 _STOKEN_PUT_IF_ABSENT = """
 local cur = redis.call('HGETALL', KEYS[1])
@@ -167,6 +185,7 @@ class RedisTokenStore:
         self._set_field = self.client.register_script(_SET_FIELD)
         self._revoke_matching = self.client.register_script(_REVOKE_MATCHING)
         self._prune = self.client.register_script(_PRUNE)
+        self._list_live = self.client.register_script(_LIST_LIVE)
         self._stoken_put = self.client.register_script(_STOKEN_PUT_IF_ABSENT)
         self._stoken_refresh = self.client.register_script(_STOKEN_REFRESH)
         self._stoken_delete = self.client.register_script(_STOKEN_DELETE)
@@ -228,6 +247,21 @@ class RedisTokenStore:
         with self._errors():
             h = self.client.hgetall(self._token_key(token_id))
         return self._record(token_id, h)
+
+    def list_live(self, user: str, now: float) -> list[TokenRecord]:
+        """``user``'s records neither revoked nor expired at ``now``, oldest first: one script (the HT lookup).
+
+        Dead records are filtered inside Redis (one HMGET each), so only
+        live ones travel and are decoded; stale ids are pruned on the way.
+        """
+        with self._errors():
+            flat = self._list_live(keys=[self._index_key(user)], args=[self._token_key(""), repr(now)])
+        records = []
+        for token_id, fields in zip(flat[::2], flat[1::2], strict=True):
+            record = self._record(_str(token_id), dict(zip(fields[::2], fields[1::2], strict=True)))
+            if record is not None:
+                records.append(record)
+        return records
 
     def list(self, user: str | None = None) -> list[TokenRecord]:
         index = self._index_key(user)

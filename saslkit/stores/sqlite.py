@@ -453,14 +453,6 @@ class SQLiteTokenStore(_SQLiteFile):
         row = self._read(lambda db: db.execute(_SELECT_RECORDS + " WHERE id=?", (token_id,)).fetchone())
         return None if row is None else TokenRecord(*row)
 
-    def list(self, user: str | None = None) -> list[TokenRecord]:
-        args: tuple[str, ...]
-        if user is None:
-            query, args = _SELECT_RECORDS + " ORDER BY created, id", ()
-        else:  # the (user, created) index
-            query, args = _SELECT_RECORDS + " WHERE user=? ORDER BY created, id", (user,)
-        return self._read(lambda db: [TokenRecord(*r) for r in db.execute(query, args)])
-
     def list_live(self, user: str, now: float) -> list[TokenRecord]:
         """``user``'s records neither revoked nor expired at ``now``, oldest first (the HT lookup).
 
@@ -473,6 +465,14 @@ class SQLiteTokenStore(_SQLiteFile):
             " ORDER BY created, id"
         )
         return self._read(lambda db: [TokenRecord(*r) for r in db.execute(query, (user, now))])
+
+    def list(self, user: str | None = None) -> list[TokenRecord]:
+        args: tuple[str, ...]
+        if user is None:
+            query, args = _SELECT_RECORDS + " ORDER BY created, id", ()
+        else:  # the (user, created) index
+            query, args = _SELECT_RECORDS + " WHERE user=? ORDER BY created, id", (user,)
+        return self._read(lambda db: [TokenRecord(*r) for r in db.execute(query, args)])
 
     def revoke(self, token_id: str, at: float) -> bool:
         """Revoke once: a second revocation keeps the first time (it is what the user saw)."""

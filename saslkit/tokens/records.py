@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from ..credentials import UserRecord
 
-__all__ = ["TOKEN_TYPES", "StokenRecord", "TokenRecord", "TokenStore", "TokenVerifier", "token_user_current"]
+__all__ = [
+    "TOKEN_TYPES",
+    "StokenRecord",
+    "TokenRecord",
+    "TokenStore",
+    "TokenVerifier",
+    "live_records",
+    "token_user_current",
+]
 
 #: Token types a server can mint (the REMEMBERME EHLO/CAPABILITY parameters).
 TOKEN_TYPES = ("RANDOM", "JWT")
@@ -87,6 +95,14 @@ class TokenStore(Protocol):
 
     Every method raises :class:`~saslkit.errors.TemporaryFailure` when the
     backend is unreachable; none ever reports success it did not achieve.
+
+    Optional method (not a member of the protocol, so stores written before
+    it still type-check and pass ``isinstance``; :func:`live_records` falls
+    back to :meth:`list` without it): ``list_live(user: str, now: float) ->
+    list[TokenRecord]``, the user's records neither revoked nor expired at
+    ``now``, oldest first, read without decoding the dead ones.  The HT
+    lookup calls it on every attempt, so a user's revoked and expired
+    records must not cost it time (issue 8 item 10).
     """
 
     def put(self, record: TokenRecord) -> None:
@@ -130,6 +146,19 @@ class TokenStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def live_records(store: TokenStore, user: str, now: float) -> list[TokenRecord]:
+    """``user``'s records active at ``now`` (:meth:`TokenRecord.active`), oldest first.
+
+    Uses the store's ``list_live`` when it has one (see :class:`TokenStore`),
+    else filters :meth:`TokenStore.list`.
+    """
+    list_live = getattr(store, "list_live", None)
+    if callable(list_live):
+        records: list[TokenRecord] = list_live(user, now)
+        return records
+    return [r for r in store.list(user) if r.active(now)]
 
 
 @runtime_checkable

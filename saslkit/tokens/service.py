@@ -26,8 +26,9 @@ while decoding, so any malformed token is an ordinary
 
 Each user holds at most :attr:`TokenService.max_tokens_per_user` live tokens
 (default 20): minting one more revokes that user's oldest live token.  The
-cap bounds the HT lookup (HT-09 §3.1), which derives and HMACs exactly that
-many candidates for every user, known or not (see :meth:`secrets_for`).
+cap bounds the HT lookup (HT-09 §3.1), which looks up and HMACs exactly that
+many candidates for every user, known or not (see
+:meth:`TokenService.secrets_for`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..errors import StoreError, TokenRejected, UsageError
 from ..keys import Key, KeyRing, KeyRingError
 from ..mechanism import Success
-from .records import TOKEN_TYPES, TokenRecord, TokenStore
+from .records import TOKEN_TYPES, TokenRecord, TokenStore, live_records
 
 __all__ = [
     "DEFAULT_MAX_TOKENS_PER_USER",
@@ -74,6 +75,8 @@ _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 #: A JSON string (RFC 8259 §7); what is left once strings are removed may hold no nesting.
 _JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 _RANDOM_PREFIX = "sk1"
+#: First element of the derived-token cache key of an HT slot (ids never hold NUL).
+_SLOT = "\x00ht-slot"
 _JWT_ALGORITHMS = {"ed25519": "EdDSA", "hs256": "HS256"}
 #: Mechanisms whose success does not count as a strong authentication for minting.
 TOKEN_MECHANISM_PREFIXES = ("REMEMBERME", "HT-", "HT2-", "STOKEN")
@@ -159,6 +162,7 @@ class TokenService:
         )
         token = self._derive(record, key)
         self.store.put(record)
+        self._cache([(_cache_key(record), token)])  # the HT lookup finds it without deriving it again
         self._enforce_cap(user)
         return token, record
 
@@ -170,7 +174,7 @@ class TokenService:
         (:meth:`secrets_for`) until the next mint trims it.
         """
         now = self._clock()
-        live = [r for r in self.store.list(user) if r.active(now)]  # oldest first
+        live = live_records(self.store, user, now)  # oldest first
         for record in live[: max(0, len(live) - self.max_tokens_per_user)]:
             self.store.revoke(record.id, now)
 
@@ -245,17 +249,25 @@ class TokenService:
         key = self.keys.get(record.key_id)
         if key is None:
             return None
-        cache_key = (record.id, record.type, record.user, record.key_id, record.created, record.expires,
-                     record.mechanism)
+        cache_key = _cache_key(record)
         with self._derived_lock:
             token = self._derived.get(cache_key)
         if token is None:
             token = self._derive(record, key)  # outside the lock: a signature may take a while
-            with self._derived_lock:  # threads share the cache: evict and insert as one step
+            self._cache([(cache_key, token)])
+        return token
+
+    def _cache(self, entries: Collection[tuple[tuple[object, ...], str]]) -> None:
+        """Insert into the bounded derived-token cache, evicting the oldest entries (FIFO).
+
+        Threads share the cache: evicting and inserting is one step under
+        the lock, so no thread sees a key vanish between two operations.
+        """
+        with self._derived_lock:
+            for cache_key, token in entries:
                 while len(self._derived) >= self.DERIVED_CACHE_SIZE:
                     del self._derived[next(iter(self._derived))]
                 self._derived[cache_key] = token
-        return token
 
     # ------------------------------------------------------------ verification
 
@@ -309,31 +321,76 @@ class TokenService:
         """Active tokens of ``user`` usable with ``mechanism``, with their re-derived strings.
 
         The work must not tell how many tokens a user has, or whether the
-        user exists (RFC 4422 §3.6 advice): every call derives exactly
-        :attr:`max_tokens_per_user` slots (more only if a race left a user
-        over the cap), each at the cost of one RANDOM derivation (an HMAC)
-        plus one JWT signature, whether the slot holds a RANDOM token, a JWT,
-        a token whose key was retired, or nothing.  The derived-token cache is
-        not used here, since a cache hit would be cheaper than a miss.  With
-        the default cap that is about 1 ms of Ed25519 signing per HT login.
+        user exists (RFC 4422 §3.6 advice).  Every call fills exactly
+        :attr:`max_tokens_per_user` slots (more only if a race left the user
+        over the cap; the next mint trims it): slot *i* holds the user's
+        *i*-th live token, or nothing (no token, or its key was retired).
+        Each slot has a key in the bounded derived-token cache: the token's
+        (as in :meth:`token_for`) or, for an empty slot, the name's marker
+        ``(user,)``, which is also looked up once for every call.
+
+        * If all ``cap + 1`` keys are cached (a *hit*), the call costs those
+          lookups and derives nothing.
+        * Otherwise (a *miss*) every slot is derived at the same cost, one
+          RANDOM derivation (an HMAC) plus one JWT signature, whether it
+          holds a RANDOM token, a JWT or nothing (:meth:`_derive_slot`), and
+          the tokens and the name's marker are cached.
+
+        Tokens cached by :meth:`verify` or :meth:`mint` without the marker
+        make no partial hit: the name costs a full miss, never a count of
+        hits.  So the first attempt at a name on this process costs ``cap``
+        misses and later ones ``cap`` hits, whether the name exists or not
+        and whatever it holds; revoking a token, or retiring its key, empties
+        its slot without a miss, and a token minted here is cached at once.
+        The store is read with ``list_live`` (:func:`live_records`), so
+        revoked and expired records cost nothing.
+
+        What the time still tells (this process's cache state, never a
+        count): a name that hits on its first attempt was looked up here
+        recently, by its user or by anyone (so an active user can be told
+        from a name nobody uses); a token minted since on *another* process,
+        or eviction under a flood of other names (the cache is FIFO, bounded
+        at :attr:`DERIVED_CACHE_SIZE` entries, one per name plus one per
+        token), turns a cached name into one miss, which looks like any
+        name's first attempt; a user over the cap after a race costs one slot
+        more per extra token.  The live records are read and decoded, about
+        a microsecond per token, next to the ``cap`` HMACs of the HT
+        mechanism.
         """
         now = self._clock()
         mech = mechanism.upper()
         records = [
-            r for r in self.store.list(user)
-            if r.active(now) and (r.mechanism is None or r.mechanism == mech)
+            r for r in live_records(self.store, user, now)
+            if r.mechanism is None or r.mechanism == mech
         ]
-        out: list[tuple[TokenRecord, str]] = []
+        marker: tuple[object, ...] = (_SLOT, user)
+        slots: list[tuple[tuple[object, ...], TokenRecord | None, Key | None]] = []
         for i in range(max(self.max_tokens_per_user, len(records))):
             record = records[i] if i < len(records) else None
-            token = self._derive_slot(record)
+            key = None if record is None else self.keys.get(record.key_id)
+            if record is None or key is None:
+                slots.append((marker, None, None))
+            else:
+                slots.append((_cache_key(record), record, key))
+        with self._derived_lock:
+            named = self._derived.get(marker)
+            cached = [self._derived.get(cache_key) for cache_key, _, _ in slots]
+        if named is not None and None not in cached:  # a hit
+            return [(record, token) for (_, record, _), token in zip(slots, cached, strict=True)
+                    if record is not None and token]
+        out: list[tuple[TokenRecord, str]] = []
+        entries: list[tuple[tuple[object, ...], str]] = []
+        for cache_key, record, key in slots:  # a miss: derive every slot, outside the lock
+            token = self._derive_slot(record, key)
             if record is not None and token is not None:
                 out.append((record, token))
+                entries.append((cache_key, token))
+        entries.append((marker, ""))  # last: FIFO eviction takes the marker after the tokens
+        self._cache(entries)
         return out
 
-    def _derive_slot(self, record: TokenRecord | None) -> str | None:
-        """Derive ``record``'s token (or nothing) at the fixed cost of one HMAC plus one JWT signature."""
-        key = None if record is None else self.keys.get(record.key_id)
+    def _derive_slot(self, record: TokenRecord | None, key: Key | None) -> str | None:
+        """Derive ``record``'s token with ``key`` (or nothing) at the fixed cost of one HMAC plus one JWT signature."""
         token: str | None = None
         did_random = did_jwt = False
         if record is not None and key is not None:
@@ -397,6 +454,11 @@ class TokenService:
     def fingerprint(token: str) -> str:
         """A short, non-reversible name for a token, safe for logs."""
         return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def _cache_key(record: TokenRecord) -> tuple[object, ...]:
+    """The derived-token cache key of a record: every field its token string is derived from."""
+    return (record.id, record.type, record.user, record.key_id, record.created, record.expires, record.mechanism)
 
 
 def identified(exc: TokenRejected, user: str) -> TokenRejected:
