@@ -539,8 +539,9 @@ def test_ht_store_reads_only_live_records(store: SQLiteTokenStore, ring: KeyRing
     read: list[TokenRecord] = []
     real_list_live = store.list_live
 
-    def list_live(user: str, now: float) -> list[TokenRecord]:
-        records = real_list_live(user, now)
+    def list_live(user: str, now: float, slots: int = 0) -> list[TokenRecord]:
+        assert slots == 2  # padded to the cap
+        records = real_list_live(user, now, slots)
         read.extend(records)
         return records
 

@@ -22,6 +22,7 @@ from conftest import RedisServer, free_port
 from saslkit.errors import StoreError, TemporaryFailure, UsageError
 from saslkit.stores import SQLiteTokenStore, SQLiteUserStore, open_token_store
 from saslkit.stores.redis import RedisTokenStore
+from saslkit.stores.sqlite import _PAD_ID, _PAD_KEY_ID, _SELECT_LIVE
 from saslkit.tokens.records import StokenRecord, TokenRecord, TokenStore
 
 T0 = 1_700_000_000.123456789  # a float that needs all its bits
@@ -99,6 +100,30 @@ def test_list_live_skips_revoked_and_expired(store: TokenStore) -> None:
     assert list_live("nobody", now) == []
     assert [r.id for r in store.list("alice")] == ["a", "b", "r", "c", "e"]  # list still shows every record
     assert all(r.active(now) for r in list_live("alice", now))
+    for slots in (1, 4, 10):  # padding costs time, never shows
+        assert list_live("alice", now, slots) == list_live("alice", now)
+        assert list_live("nobody", now, slots) == []
+
+
+def test_list_live_pads_to_slots(store: TokenStore, store_url: str) -> None:
+    """Fewer live records than ``slots`` are read with padding: as many rows (records) cross as for ``slots``."""
+    for i in range(3):
+        store.put(rec(f"t{i}", created=T0 + i))
+    store.put(rec("gone", created=T0 + 9))
+    store.revoke("gone", T0)
+    cases = (("alice", 0, 3), ("alice", 2, 3), ("alice", 8, 8), ("nobody", 8, 8), ("nobody", 0, 0))
+    for user, slots, crossing in cases:
+        if store_url.startswith("sqlite"):
+            db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+            rows = db.execute(_SELECT_LIVE, (user, time.time(), slots, _PAD_ID, _PAD_KEY_ID)).fetchall()
+            db.close()
+        else:
+            assert isinstance(store, RedisTokenStore)
+            flat = store._list_live(keys=[store._index_key(user)],
+                                    args=[store._token_key(""), repr(time.time()), str(slots), user, "x", "k"])
+            rows = list(zip(flat[::3], flat[1::3], strict=True))
+        assert len(rows) == crossing, (user, slots)
+        assert [r[1] for r in rows if not r[0]] == (["t0", "t1", "t2"] if user == "alice" else [])
 
 
 def test_revoke(store: TokenStore) -> None:

@@ -95,20 +95,29 @@ end
 return 0
 """
 
-# KEYS: user index.  ARGV: token key prefix, now.  The live records as {id, hash, id, hash, ...}, oldest first:
+# KEYS: user index.  ARGV: token key prefix, now, slots, user, padding id, padding key id.
+# The live records as {padding?, id, hash, ...}, oldest first, then padding records up to ``slots``:
 # revoked and expired ones cost one HMGET here and are never sent; ids whose hash expired are pruned.
 _LIST_LIVE = """
 local out = {}
 local now = tonumber(ARGV[2])
+local live = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     local key = ARGV[1] .. id
     local f = redis.call('HMGET', key, 'user', 'revoked', 'expires')
     if not f[1] then
         redis.call('ZREM', KEYS[1], id)
     elseif not f[2] and (not f[3] or tonumber(f[3]) > now) then
+        live = live + 1
+        out[#out + 1] = 0
         out[#out + 1] = id
         out[#out + 1] = redis.call('HGETALL', key)
     end
+end
+for _ = live + 1, tonumber(ARGV[3]) do
+    out[#out + 1] = 1
+    out[#out + 1] = ARGV[5]
+    out[#out + 1] = {'user', ARGV[4], 'type', 'RANDOM', 'key_id', ARGV[6], 'created', '0.0'}
 end
 return out
 """
@@ -248,18 +257,22 @@ class RedisTokenStore:
             h = self.client.hgetall(self._token_key(token_id))
         return self._record(token_id, h)
 
-    def list_live(self, user: str, now: float) -> list[TokenRecord]:
+    def list_live(self, user: str, now: float, slots: int = 0) -> list[TokenRecord]:
         """``user``'s records neither revoked nor expired at ``now``, oldest first: one script (the HT lookup).
 
         Dead records are filtered inside Redis (one HMGET each), so only
         live ones travel and are decoded; stale ids are pruned on the way.
+        Fewer than ``slots`` live records are followed by padding records,
+        decoded like real ones and dropped last, so the decoding here costs
+        the same for 0 to ``slots`` records.
         """
+        args = [self._token_key(""), repr(now), str(slots), user, "A" * 43, "token-1700000000-abcdef"]
         with self._errors():
-            flat = self._list_live(keys=[self._index_key(user)], args=[self._token_key(""), repr(now)])
+            flat = self._list_live(keys=[self._index_key(user)], args=args)
         records = []
-        for token_id, fields in zip(flat[::2], flat[1::2], strict=True):
+        for padding, token_id, fields in zip(flat[::3], flat[1::3], flat[2::3], strict=True):
             record = self._record(_str(token_id), dict(zip(fields[::2], fields[1::2], strict=True)))
-            if record is not None:
+            if record is not None and not padding:
                 records.append(record)
         return records
 

@@ -77,6 +77,8 @@ _JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 _RANDOM_PREFIX = "sk1"
 #: First element of the derived-token cache key of an HT slot (ids never hold NUL).
 _SLOT = "\x00ht-slot"
+#: What an empty HT slot goes through instead of a record (its key id names no key).
+_PAD_RECORD = TokenRecord("A" * 43, "", "RANDOM", "\x00padding", 0.0)
 _JWT_ALGORITHMS = {"ed25519": "EdDSA", "hs256": "HS256"}
 #: Mechanisms whose success does not count as a strong authentication for minting.
 TOKEN_MECHANISM_PREFIXES = ("REMEMBERME", "HT-", "HT2-", "STOKEN")
@@ -322,94 +324,98 @@ class TokenService:
 
         The work must not tell how many tokens a user has, or whether the
         user exists (RFC 4422 §3.6 advice).  Every call fills exactly
-        :attr:`max_tokens_per_user` slots (more only if a race left the user
-        over the cap; the next mint trims it): slot *i* holds the user's
-        *i*-th live token, or nothing (no token, or its key was retired).
-        Each slot has a key in the bounded derived-token cache: the token's
-        (as in :meth:`token_for`) or, for an empty slot, the name's marker
-        ``(user,)``, which is also looked up once for every call.
+        :attr:`max_tokens_per_user` (``cap``) slots, more only if a race left
+        the user over the cap (the next mint trims it): slot *i* holds the
+        user's *i*-th live token, or nothing (no token, or its key retired).
 
-        * If all ``cap + 1`` keys are cached (a *hit*), the call costs those
-          lookups and derives nothing.
+        * The store is read with ``list_live`` padded to ``cap`` records
+          (:func:`~saslkit.tokens.records.live_records`): revoked and expired
+          records are not read, and a live one costs what padding costs.
+          Empty slots then go through the same steps as tokens.
+        * Each slot has a key in the bounded derived-token cache: the
+          token's (as in :meth:`token_for`) or, for an empty slot, the
+          name's marker (the user name), which every call also looks up once.
+          If all ``cap + 1`` keys are cached (a *hit*), nothing is derived.
         * Otherwise (a *miss*) every slot is derived at the same cost, one
           RANDOM derivation (an HMAC) plus one JWT signature, whether it
           holds a RANDOM token, a JWT or nothing (:meth:`_derive_slot`), and
-          the tokens and the name's marker are cached.
+          the tokens and the marker are cached.
 
         Tokens cached by :meth:`verify` or :meth:`mint` without the marker
-        make no partial hit: the name costs a full miss, never a count of
+        give no partial hit: such a name costs a full miss, never a count of
         hits.  So the first attempt at a name on this process costs ``cap``
         misses and later ones ``cap`` hits, whether the name exists or not
-        and whatever it holds; revoking a token, or retiring its key, empties
+        and whatever it holds; revoking a token or retiring its key empties
         its slot without a miss, and a token minted here is cached at once.
-        The store is read with ``list_live`` (:func:`live_records`), so
-        revoked and expired records cost nothing.
 
         What the time still tells (this process's cache state, never a
         count): a name that hits on its first attempt was looked up here
-        recently, by its user or by anyone (so an active user can be told
-        from a name nobody uses); a token minted since on *another* process,
-        or eviction under a flood of other names (the cache is FIFO, bounded
-        at :attr:`DERIVED_CACHE_SIZE` entries, one per name plus one per
-        token), turns a cached name into one miss, which looks like any
-        name's first attempt; a user over the cap after a race costs one slot
-        more per extra token.  The live records are read and decoded, about
-        a microsecond per token, next to the ``cap`` HMACs of the HT
-        mechanism.
+        recently, by its user or by anyone, so a user who logs in with HT
+        can be told from a name nobody uses until the cache forgets it; a
+        token minted since on *another* process, or eviction under a flood
+        of other names (the cache is FIFO, bounded at
+        :attr:`DERIVED_CACHE_SIZE` entries, one per name plus one per token),
+        turns a cached name into one miss, which looks like any name's first
+        attempt; a user over the cap after a race costs one slot more per
+        extra token; a store without ``list_live`` costs more per record.
         """
         now = self._clock()
         mech = mechanism.upper()
+        cap = self.max_tokens_per_user
         records = [
-            r for r in live_records(self.store, user, now)
+            r for r in live_records(self.store, user, now, cap)
             if r.mechanism is None or r.mechanism == mech
         ]
-        marker: tuple[object, ...] = (_SLOT, user)
+        marker: tuple[object, ...] = (_SLOT, user, "RANDOM", "", 0.0, None, None)  # shaped like a token's key
         slots: list[tuple[tuple[object, ...], TokenRecord | None, Key | None]] = []
-        for i in range(max(self.max_tokens_per_user, len(records))):
-            record = records[i] if i < len(records) else None
-            key = None if record is None else self.keys.get(record.key_id)
-            if record is None or key is None:
-                slots.append((marker, None, None))
+        for i in range(max(cap, len(records))):  # the same steps for a token and for padding
+            real = i < len(records)
+            record = records[i] if real else _PAD_RECORD
+            key = self.keys.get(record.key_id)
+            cache_key = _cache_key(record)
+            if real and key is not None:
+                slots.append((cache_key, record, key))
             else:
-                slots.append((_cache_key(record), record, key))
+                slots.append((marker, None, None))
         with self._derived_lock:
             named = self._derived.get(marker)
             cached = [self._derived.get(cache_key) for cache_key, _, _ in slots]
         if named is not None and None not in cached:  # a hit
-            return [(record, token) for (_, record, _), token in zip(slots, cached, strict=True)
-                    if record is not None and token]
+            return [(held, token) for (_, held, _), token in zip(slots, cached, strict=True)
+                    if held is not None and token]
         out: list[tuple[TokenRecord, str]] = []
         entries: list[tuple[tuple[object, ...], str]] = []
-        for cache_key, record, key in slots:  # a miss: derive every slot, outside the lock
-            token = self._derive_slot(record, key)
-            if record is not None and token is not None:
-                out.append((record, token))
+        for cache_key, held, key in slots:  # a miss: derive every slot, outside the lock
+            token = self._derive_slot(held, key)
+            if held is not None and token is not None:
+                out.append((held, token))
                 entries.append((cache_key, token))
         entries.append((marker, ""))  # last: FIFO eviction takes the marker after the tokens
         self._cache(entries)
         return out
 
     def _derive_slot(self, record: TokenRecord | None, key: Key | None) -> str | None:
-        """Derive ``record``'s token with ``key`` (or nothing) at the fixed cost of one HMAC plus one JWT signature."""
+        """Derive ``record``'s token with ``key`` (or nothing) at the fixed cost of one HMAC plus one JWT signature.
+
+        Each type takes the same steps whether it derives the record's token
+        or a dummy: the dummy's key and record are made either way.
+        """
         token: str | None = None
-        did_random = did_jwt = False
-        if record is not None and key is not None:
-            token = self._derive(record, key)
-            did_random, did_jwt = record.type == "RANDOM", record.type != "RANDOM"
-        if not did_random:
-            self._dummy_derive("token", "RANDOM")
-        if not did_jwt:
-            self._dummy_derive(self.jwt_key_kind, "JWT")
+        for token_type, kind in (("RANDOM", "token"), ("JWT", self.jwt_key_kind)):
+            dummy = self._dummy(kind, token_type)
+            if record is not None and key is not None and record.type == token_type:
+                token = self._derive(record, key)
+            elif dummy is not None:
+                self._derive(*dummy)
         return token
 
-    def _dummy_derive(self, kind: str, token_type: str) -> None:
-        """One derivation of a token nobody holds, with the current key of ``kind`` (if the ring has one)."""
+    def _dummy(self, kind: str, token_type: str) -> tuple[TokenRecord, Key] | None:
+        """A record nobody holds and the current key of ``kind`` to derive it with (``None`` if the ring has none)."""
         try:
             key = self.keys.current(kind)
         except KeyRingError:
-            return  # no key of that kind: no real token of that type derives either
-        self._derive(TokenRecord("A" * 43 if token_type == "RANDOM" else "A" * 22, "\x00dummy", token_type,
-                                 key.id, 0.0), key)
+            return None  # no key of that kind: no real token of that type derives either
+        return TokenRecord("A" * 43 if token_type == "RANDOM" else "A" * 22, "\x00dummy", token_type, key.id, 0.0), key
 
     #: ``last_used`` is written at most this often per token, so a busy token
     #: costs no store write on every login (resolution of ``token list``).
