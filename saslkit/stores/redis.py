@@ -264,7 +264,9 @@ class RedisTokenStore:
         live ones travel and are decoded; stale ids are pruned on the way.
         Fewer than ``slots`` live records are followed by padding records,
         decoded like real ones and dropped last, so the decoding here costs
-        the same for 0 to ``slots`` records.
+        the same for 0 to ``slots`` records.  Redis's own time still grows by
+        a microsecond or two per record in the user's index: revoked records
+        stay there until they expire (never, without a ``ttl``).
         """
         args = [self._token_key(""), repr(now), str(slots), user, "A" * 43, "token-1700000000-abcdef"]
         with self._errors():
