@@ -34,8 +34,8 @@ Decisions (where the drafts leave room):
   depend on who asks: exactly ``max_tokens_per_user`` (the verifier's cap on
   live tokens per user, default 20) candidate HMACs are computed, padded with
   dummy tokens, so an unknown user, a user with one token and a user at the
-  cap cost the same (the verifier's ``secrets_for`` derives that many token
-  strings in the same way).  The user is then looked up in ``ctx.users``
+  cap cost the same (the verifier's ``secrets_for`` serves that many slots at
+  one cost too: all derived on a name's first attempt, all cached after).  The user is then looked up in ``ctx.users``
   whether a token matched or not: a matching token of a deleted user, or one
   minted before the user's last credential change
   (:func:`~saslkit.tokens.records.token_user_current`), fails exactly like a
