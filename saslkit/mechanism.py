@@ -15,6 +15,7 @@ everything of that kind is injected through their constructors.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -24,6 +25,7 @@ __all__ = [
     "ClientMechanism",
     "Failure",
     "FailureReason",
+    "OneMessageState",
     "ServerMechanism",
     "ServerStep",
     "Success",
@@ -99,6 +101,18 @@ class Failure:
 
 
 ServerStep = Challenge | Success | Failure
+
+
+class OneMessageState(enum.Enum):
+    """Server states of a client-first mechanism whose client sends one message (RFC 4422 §3, §5).
+
+    ``START`` -> ``EMPTY_CHALLENGE_SENT`` when there was no initial response,
+    then ``DONE`` after the message; a step once ``DONE`` is a caller error.
+    """
+
+    START = "start"
+    EMPTY_CHALLENGE_SENT = "empty challenge sent"
+    DONE = "done"
 
 
 @runtime_checkable

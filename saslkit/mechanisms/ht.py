@@ -82,6 +82,7 @@ Decisions (where the drafts leave room):
 
 from __future__ import annotations
 
+import enum
 import hmac
 import re
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ from ..errors import (
     TokenRejected,
     UsageError,
 )
-from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
 from ..saslprep import saslprep
 from ..tokens.records import TokenRecord, token_user_current
 from ..tokens.service import DEFAULT_MAX_TOKENS_PER_USER
@@ -332,25 +333,25 @@ class HTServer:
         self.name = self.spec.name
         self._extra = _check_extra_values(extra_values, self.spec)
         self._ctx = ctx
-        self._state = 0  # 0: want initiator-msg, 1: empty challenge sent, 2: done
+        self._state = OneMessageState.START
         #: The client's extra-initiator-values once verified (HT2), else "".
         self.peer_extra_values = ""
         self._authcid: str | None = None  # the prepared authcid, for Failure.authcid
 
     @property
     def done(self) -> bool:
-        return self._state == 2
+        return self._state is OneMessageState.DONE
 
     def step(self, response: bytes | None) -> ServerStep:
-        if self._state == 2:
+        if self._state is OneMessageState.DONE:
             raise UsageError(f"{self.name} exchange already finished")
         if response is None:
-            if self._state == 0:
+            if self._state is OneMessageState.START:
                 # Client-first mechanism without an initial response: empty challenge (RFC 4422 §3).
-                self._state = 1
+                self._state = OneMessageState.EMPTY_CHALLENGE_SENT
                 return Challenge(b"")
             response = b""
-        self._state = 2
+        self._state = OneMessageState.DONE
         try:
             return self._initiator(response)
         except ProtocolError as exc:
@@ -438,6 +439,15 @@ class HTServer:
 # ---------------------------------------------------------------- client
 
 
+class _ClientState(enum.Enum):
+    """Initiator states (HT-09 §3.3: the initiator must verify the responder-msg)."""
+
+    START = "start"
+    SENT_INITIATOR = "initiator-msg sent"
+    VERIFIED = "responder verified"
+    FAILED = "failed"
+
+
 class HTClient:
     """Client (initiator) side of ``HT-*`` / ``HT2-*``.
 
@@ -468,25 +478,25 @@ class HTClient:
             self._cb_data = bytes(cb_data)
         self._creds = creds
         self._token = creds.secret.encode("utf-8")
-        self._state = 0  # 0 start, 1 sent initiator, 3 verified, 4 failed
+        self._state = _ClientState.START
         #: The server's extra-responder-values once verified (HT2), else "".
         self.peer_extra_values = ""
 
     @property
     def verified(self) -> bool:
         """True once the responder-msg matched."""
-        return self._state == 3
+        return self._state is _ClientState.VERIFIED
 
     def start(self) -> bytes:
-        if self._state != 0:
+        if self._state is not _ClientState.START:
             raise UsageError("start() called twice")
         message = initiator_message(self.name, self._creds.username, self._creds.secret, self._cb_data,
                                     self._extra_str)
-        self._state = 1
+        self._state = _ClientState.SENT_INITIATOR
         return message
 
     def step(self, challenge: bytes) -> bytes:
-        if self._state != 1:
+        if self._state is not _ClientState.SENT_INITIATOR:
             raise UsageError("unexpected step() in this state")
         try:
             extra, digest = parse_responder_message(self.name, challenge)
@@ -494,15 +504,15 @@ class HTClient:
             if not hmac.compare_digest(expected, digest):
                 raise AuthenticationFailed(INVALID_RESPONDER_TOKEN, "responder message does not match")
         except (ProtocolError, AuthenticationFailed):
-            self._state = 4
+            self._state = _ClientState.FAILED
             raise
         self.peer_extra_values = extra
-        self._state = 3
+        self._state = _ClientState.VERIFIED
         return b""
 
     def finish(self, additional_data: bytes | None = None) -> None:
-        if additional_data is not None and self._state == 1:
+        if additional_data is not None and self._state is _ClientState.SENT_INITIATOR:
             self.step(additional_data)
-        if self._state != 3:
-            self._state = 4
+        if self._state is not _ClientState.VERIFIED:
+            self._state = _ClientState.FAILED
             raise AuthenticationFailed(SERVER_NOT_VERIFIED, "server success without a valid responder message")

@@ -33,7 +33,7 @@ from ..credentials import (
     verify_password_hash,
 )
 from ..errors import PreparationError, ProtocolError, UsageError
-from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
 from ..saslprep import saslprep
 from ..unknown_users import plain_stand_in
 
@@ -117,21 +117,21 @@ class PlainServer:
 
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
-        self._state = 0  # 0 start, 1 empty challenge sent, 2 done
+        self._state = OneMessageState.START
 
     @property
     def done(self) -> bool:
-        return self._state == 2
+        return self._state is OneMessageState.DONE
 
     def step(self, response: bytes | None) -> ServerStep:
-        if self._state == 2:
+        if self._state is OneMessageState.DONE:
             raise UsageError("PLAIN exchange already finished")
         if response is None:
-            if self._state == 0:
-                self._state = 1
+            if self._state is OneMessageState.START:
+                self._state = OneMessageState.EMPTY_CHALLENGE_SENT
                 return Challenge(b"")
             response = b""
-        self._state = 2
+        self._state = OneMessageState.DONE
         try:
             authzid, authcid, passwd = parse_plain(response)
         except ProtocolError as exc:

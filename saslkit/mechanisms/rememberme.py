@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..context import ClientCredentials, ServerContext
 from ..errors import ProtocolError, StoreError, TemporaryFailure, TokenRejected, UsageError
-from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
 from ..tokens.records import token_user_current
 from ..tokens.service import identified, rejected_user
 
@@ -41,19 +41,19 @@ class RememberMeServer:
 
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
-        self._state = 0  # 0 start, 1 empty challenge sent, 2 done
+        self._state = OneMessageState.START
 
     @property
     def done(self) -> bool:
-        return self._state == 2
+        return self._state is OneMessageState.DONE
 
     def step(self, response: bytes | None) -> ServerStep:
-        if self._state == 2:
+        if self._state is OneMessageState.DONE:
             raise UsageError("REMEMBERME exchange already finished")
-        if response is None and self._state == 0:
-            self._state = 1
+        if response is None and self._state is OneMessageState.START:
+            self._state = OneMessageState.EMPTY_CHALLENGE_SENT
             return Challenge(b"")
-        self._state = 2
+        self._state = OneMessageState.DONE
         data = response or b""
         if not data or len(data) > MAX_TOKEN:
             return Failure(FailureReason.INVALID_ENCODING, "bad token length",

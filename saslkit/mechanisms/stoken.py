@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..context import ClientCredentials, ServerContext
 from ..errors import ProtocolError, TemporaryFailure, TokenRejected, UsageError
-from ..mechanism import Challenge, Failure, FailureReason, ServerStep, Success
+from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
 from ..tokens.stoken import stoken_remote
 
 __all__ = ["StokenClient", "StokenServer", "parse_stoken_message"]
@@ -52,19 +52,19 @@ class StokenServer:
 
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
-        self._state = 0
+        self._state = OneMessageState.START
 
     @property
     def done(self) -> bool:
-        return self._state == 2
+        return self._state is OneMessageState.DONE
 
     def step(self, response: bytes | None) -> ServerStep:
-        if self._state == 2:
+        if self._state is OneMessageState.DONE:
             raise UsageError("STOKEN exchange already finished")
-        if response is None and self._state == 0:
-            self._state = 1
+        if response is None and self._state is OneMessageState.START:
+            self._state = OneMessageState.EMPTY_CHALLENGE_SENT
             return Challenge(b"")
-        self._state = 2
+        self._state = OneMessageState.DONE
         try:
             recipient, token = parse_stoken_message(response or b"")
         except ProtocolError as exc:
