@@ -3,8 +3,8 @@
 Every server step (PLAIN and each SCRAM variant, -PLUS with channel-binding
 data) answers arbitrary bytes with a Challenge/Success/Failure or a
 ``SaslError``; every SCRAM client step does the same for arbitrary
-server-first and server-final messages; ``parse_plain`` raises only
-``ProtocolError``; ``ScramCredential.parse`` raises only ``UsageError``.
+server-first and server-final messages; ``parse_plain`` and the SCRAM
+``parse_*`` functions raise only ``ProtocolError``; ``ScramCredential.parse`` raises only ``UsageError``.
 
 To keep this fast the users' SCRAM keys are derived with one PBKDF2
 iteration and the argon2 hashes use minimal parameters.
@@ -56,7 +56,22 @@ from saslkit.mechanisms.ht import (
 )
 from saslkit.mechanisms.plain import PlainClient, PlainServer, parse_plain
 from saslkit.mechanisms.rememberme import RememberMeServer
-from saslkit.mechanisms.scram import SCRAM_MECHANISMS, ScramClient, ScramServer
+from saslkit.mechanisms.scram import (
+    SCRAM_MECHANISMS,
+    ClientFinal,
+    ClientFirst,
+    ScramClient,
+    ScramServer,
+    ServerError,
+    ServerFinal,
+    ServerFirst,
+    decode_message,
+    decode_proof,
+    parse_client_final,
+    parse_client_first,
+    parse_server_final,
+    parse_server_first,
+)
 from saslkit.mechanisms.stoken import StokenServer, parse_stoken_message
 from saslkit.stores.sqlite import SQLiteTokenStore
 from saslkit.tokens import SubmissionTokens, TokenService
@@ -469,6 +484,77 @@ def test_parse_plain(data: bytes) -> None:
     assert "\0" not in authzid + authcid + passwd
     assert authcid and passwd
     assert "\0".join((authzid, authcid, passwd)).encode() == data
+
+
+def _only_protocol_errors(parse: Any, *args: Any) -> Any:
+    """``parse(*args)``, or None if it raised ProtocolError; any other exception fails the test."""
+    try:
+        return parse(*args)
+    except ProtocolError:
+        return None
+    except SaslError as exc:  # pragma: no cover - reported as a failure
+        pytest.fail(f"{parse.__name__} raised {exc!r}, not ProtocolError")
+
+
+def _scram_texts(message: int) -> st.SearchStrategy[bytes]:
+    """Arbitrary bytes and variations of transcript message ``message`` of every SCRAM variant."""
+    return st.one_of(
+        st.binary(max_size=200),
+        st.sampled_from(SCRAM_ALL).flatmap(lambda mech: structured(transcript(mech)[message])),
+    )
+
+
+def _decoded(data: bytes) -> str | None:
+    text: str | None = _only_protocol_errors(decode_message, data, 4096)
+    assert text is None or "\0" not in text
+    return text
+
+
+@FUZZ
+@given(data=_scram_texts(0), text=st.text(max_size=60))
+def test_parse_client_first(data: bytes, text: str) -> None:
+    for message in (_decoded(data), text):
+        first = None if message is None else _only_protocol_errors(parse_client_first, message)
+        if first is not None:
+            assert isinstance(first, ClientFirst)
+            assert message == first.gs2.raw + first.bare
+            assert first.username and first.nonce and "," not in first.nonce
+            assert first.gs2.flag in "nyp" and (first.gs2.cb_name is not None) == (first.gs2.flag == "p")
+
+
+@FUZZ
+@given(data=_scram_texts(2), text=st.text(max_size=60))
+def test_parse_client_final(data: bytes, text: str) -> None:
+    for message in (_decoded(data), text):
+        final = None if message is None else _only_protocol_errors(parse_client_final, message)
+        if final is not None:
+            assert isinstance(final, ClientFinal)
+            assert message == f"{final.without_proof},p={final.proof_b64}"
+            assert final.without_proof.startswith(f"c={final.cbind_b64},r={final.nonce}")
+            proof = _only_protocol_errors(decode_proof, final.proof_b64)
+            assert proof is None or isinstance(proof, bytes)
+
+
+@FUZZ
+@given(data=_scram_texts(1), text=st.text(max_size=60), limit=st.integers(0, 70))
+def test_parse_server_first(data: bytes, text: str, limit: int) -> None:
+    for message in (_decoded(data), text):
+        first = None if message is None else _only_protocol_errors(parse_server_first, message, C_NONCE, limit)
+        if isinstance(first, ServerFirst):
+            assert first.nonce.startswith(C_NONCE) and first.nonce != C_NONCE
+            assert first.salt and 1 <= first.iterations <= limit and first.text == message
+        else:
+            assert first is None or isinstance(first, ServerError)
+
+
+@FUZZ
+@given(data=_scram_texts(3), text=st.text(max_size=60))
+def test_parse_server_final(data: bytes, text: str) -> None:
+    for message in (_decoded(data), text):
+        final = None if message is None else _only_protocol_errors(parse_server_final, message)
+        assert final is None or isinstance(final, (ServerFinal, ServerError))
+        if isinstance(final, ServerFinal):
+            assert final.signature
 
 
 @functools.cache
