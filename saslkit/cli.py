@@ -841,7 +841,7 @@ def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
 
 
 def cmd_vectors_check(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    from .vectors import check_files
+    from .testing.vectors import check_files
 
     results = check_files(args.files)
     passed = sum(1 for r in results if r.ok)

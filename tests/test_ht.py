@@ -52,8 +52,8 @@ from saslkit.mechanisms.ht import (
     parse_key_values,
     responder_message,
 )
+from saslkit.testing.vectors import check_file
 from saslkit.tokens.records import TokenRecord, TokenVerifier
-from saslkit.vectors import check_file
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 HT_FILE = VECTORS / "ht.json"

@@ -1,4 +1,4 @@
-"""The vector runner (saslkit.vectors), the files in vectors/ and an independent cross-check with scramp."""
+"""The vector runner (saslkit.testing.vectors), the files in vectors/ and an independent cross-check with scramp."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from saslkit.vectors import VectorResult, check_file, check_files, summarize
+from saslkit.testing.vectors import VectorResult, check_file, check_files, summarize
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "vectors"

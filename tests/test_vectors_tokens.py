@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from saslkit.mechanisms.stoken import parse_stoken_message
-from saslkit.vectors import VectorResult, check_file
+from saslkit.testing.vectors import VectorResult, check_file
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "vectors"

@@ -1,0 +1,1 @@
+"""Testing aids shipped with saslkit: the test-vector runner (:mod:`saslkit.testing.vectors`)."""
