@@ -27,7 +27,24 @@ from saslkit import (
     run_exchange,
 )
 from saslkit.credentials import SCRAM_HASHES, salted_password, scram_keys
-from saslkit.mechanisms.scram import SCRAM_MECHANISMS, SERVER_ERRORS, ScramClient, ScramServer
+from saslkit.mechanisms.scram import (
+    SCRAM_MECHANISMS,
+    SERVER_ERRORS,
+    ClientFinal,
+    ClientFirst,
+    GS2Header,
+    ScramClient,
+    ScramServer,
+    ServerError,
+    ServerFinal,
+    ServerFirst,
+    decode_message,
+    decode_proof,
+    parse_client_final,
+    parse_client_first,
+    parse_server_final,
+    parse_server_first,
+)
 
 SECRET = b"unit-test-server-secret-0123456789"
 ITERATIONS = 4096
@@ -822,3 +839,83 @@ def test_failure_names_the_prepared_identity_tried(users: MemoryUserStore) -> No
     assert isinstance(empty_authzid, Failure) and empty_authzid.authcid == "user"
     unparsed = ScramServer("SCRAM-SHA-1", ctx(users)).step(b"n,,r=abc")
     assert isinstance(unparsed, Failure) and unparsed.authcid is None
+
+
+# --------------------------------------------------------------------------- parse functions (RFC 5802 §7)
+
+RFC_C_NONCE = "fyko+d2lbbFgONRv9qkxdawL"
+RFC_NONCE = RFC_C_NONCE + "3rfcNHYJY1ZVvWVs7j"
+
+
+def test_parse_client_first_rfc_example() -> None:
+    first = parse_client_first(f"n,,n=user,r={RFC_C_NONCE}")
+    assert first == ClientFirst(GS2Header("n", None, None, "n,,"), "user", RFC_C_NONCE, f"n=user,r={RFC_C_NONCE}")
+
+
+def test_parse_client_first_with_binding_authzid_and_escapes() -> None:
+    first = parse_client_first("p=tls-unique,a=adm=2Cin,n=us=3Der,r=abc,x=ext")
+    assert first.gs2 == GS2Header("p", "tls-unique", "adm,in", "p=tls-unique,a=adm=2Cin,")
+    assert (first.username, first.nonce, first.bare) == ("us=er", "abc", "n=us=3Der,r=abc,x=ext")
+
+
+def test_parse_client_final_rfc_example() -> None:
+    final = parse_client_final(f"c=biws,r={RFC_NONCE},p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")
+    assert final == ClientFinal("biws", RFC_NONCE, "v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=", f"c=biws,r={RFC_NONCE}")
+    assert decode_proof(final.proof_b64) == base64.b64decode("v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")
+
+
+def test_parse_server_messages_rfc_example() -> None:
+    text = f"r={RFC_NONCE},s=QSXCR+Q6sek8bf92,i=4096"
+    assert parse_server_first(text, RFC_C_NONCE, 10000) == ServerFirst(
+        RFC_NONCE, base64.b64decode("QSXCR+Q6sek8bf92"), 4096, text
+    )
+    assert parse_server_final("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=") == ServerFinal(
+        base64.b64decode("rmF9pqV8S7suAoZWja4dJRkFsKQ=")
+    )
+
+
+def test_parse_server_messages_return_the_server_error() -> None:
+    assert parse_server_first("e=unknown-user", RFC_C_NONCE, 10000) == ServerError("unknown-user")
+    assert parse_server_final("e=invalid-proof") == ServerError("invalid-proof")
+
+
+@pytest.mark.parametrize(
+    ("parse", "args", "reason"),
+    [
+        (decode_message, (b"n,,n=u,r=a", 5), "invalid-encoding"),
+        (decode_message, (b"n,,n=\xff,r=a", 100), "invalid-encoding"),
+        (decode_message, (b"n,,n=\0,r=a", 100), "invalid-encoding"),
+        (parse_client_first, ("x,,n=u,r=a",), "invalid-encoding"),
+        (parse_client_first, ("n,n=u,r=a",), "invalid-encoding"),
+        (parse_client_first, ("p=t!,,n=u,r=a",), "invalid-encoding"),
+        (parse_client_first, ("n,b=x,n=u,r=a",), "invalid-encoding"),
+        (parse_client_first, ("n,,m=ext,n=u,r=a",), "extensions-not-supported"),
+        (parse_client_first, ("n,,r=a,n=u",), "invalid-encoding"),
+        (parse_client_first, ("n,,n=,r=a",), "invalid-username-encoding"),
+        (parse_client_first, ("n,,n=u=2X,r=a",), "invalid-username-encoding"),
+        (parse_client_first, ("n,,n=u,r=a b",), "invalid-encoding"),
+        (parse_client_final, ("c=biws,r=abc",), "invalid-encoding"),
+        (parse_client_final, ("c=biws,r=abc,n=x,p=AAAA",), "invalid-encoding"),
+        (decode_proof, ("!!",), "invalid-proof"),
+        (parse_server_first, ("m=x,r=ab,s=AAAA,i=1", "a", 10), "extensions-not-supported"),
+        (parse_server_first, ("r=ab,i=1,s=AAAA", "a", 10), "invalid-encoding"),
+        (parse_server_first, ("r=xb,s=AAAA,i=1", "a", 10), "other-error"),
+        (parse_server_first, ("r=a,s=AAAA,i=1", "a", 10), "other-error"),
+        (parse_server_first, ("r=ab,s=AAA,i=1", "a", 10), "invalid-encoding"),
+        (parse_server_first, ("r=ab,s=AAAA,i=x", "a", 10), "invalid-encoding"),
+        (parse_server_first, ("r=ab,s=AAAA,i=11", "a", 10), "other-error"),
+        (parse_server_final, ("x=1",), "invalid-encoding"),
+        (parse_server_final, ("v=!!",), "invalid-encoding"),
+    ],
+)
+def test_parse_functions_raise_protocol_error_with_rfc_reason(parse: object, args: tuple, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse(*args)  # type: ignore[operator]
+    assert info.value.reason == reason
+
+
+def test_channel_binding_refusal_outranks_a_malformed_rest(users: MemoryUserStore) -> None:
+    # RFC 5802 §6: the gs2 header is judged before the rest of client-first is parsed.
+    server = ScramServer("SCRAM-SHA-256", ctx(users, channel_bindings=CB_DATA))
+    outcome = server.step(b"y,,n=user")
+    assert isinstance(outcome, Failure) and outcome.data == b"e=server-does-support-channel-binding"
