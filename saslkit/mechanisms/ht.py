@@ -100,7 +100,7 @@ from ..errors import (
 )
 from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
 from ..saslprep import saslprep
-from ..tokens.records import TokenRecord, token_user_current
+from ..tokens.records import TokenRecord, TokenVerifier, token_user_current
 from ..tokens.service import DEFAULT_MAX_TOKENS_PER_USER
 
 __all__ = [
@@ -371,69 +371,98 @@ class HTServer:
         return self._fail(FailureReason.AUTHENTICATION_FAILED, str(exc), description)
 
     def _initiator(self, data: bytes) -> ServerStep:
-        ctx = self._ctx
-        spec = self.spec
-        tokens = ctx.tokens
+        """Verify the initiator-msg against the user's tokens (HT-09 §3.2 / ietf-01 §3.2)."""
+        tokens = self._ctx.tokens
         if tokens is None:
             return self._fail(FailureReason.AUTHENTICATION_FAILED, "token authentication is not available here")
-        cb_data = b""
-        if spec.cb_type is not None:
-            if spec.cb_type not in ctx.channel_bindings:
-                return self._fail(CHANNEL_BINDING_NOT_SUPPORTED,
-                                  f"no {spec.cb_type} channel binding on this connection")
-            if spec.cb_type == "tls-exporter" and "tls-exporter" in ctx.bindings_used:
-                return self._fail(CHANNEL_BINDING_ALREADY_USED,
-                                  "tls-exporter already served an authentication on this connection")
-            cb_data = ctx.channel_bindings[spec.cb_type]
-        if len(data) > ctx.max_message_size:
+        refusal = self._binding_refusal()
+        if refusal is not None:
+            return refusal
+        if len(data) > self._ctx.max_message_size:
             raise ProtocolError(FailureReason.INVALID_ENCODING, "initiator message too long")
         authcid, extra, received = parse_initiator_message(self.name, data)
+        user = self._prepare(authcid)
+        try:
+            candidates, user_record = self._lookup(tokens, user)
+        except TemporaryFailure:
+            return self._fail(FailureReason.TEMPORARY_FAILURE, "token store temporarily unavailable")
+        except TokenRejected as exc:
+            return self._rejected(exc)
+        cap = int(getattr(tokens, "max_tokens_per_user", DEFAULT_MAX_TOKENS_PER_USER))
+        match = self._match(candidates, received, extra.encode("ascii"), cap)
+        if match is None or not token_user_current(match[0], user_record):
+            return self._auth_failed()
+        return self._success(tokens, match, user, extra)
+
+    def _binding_data(self) -> bytes:
+        """The channel-binding data the HMACs cover ("" for mechanisms without binding)."""
+        cb_type = self.spec.cb_type
+        return self._ctx.channel_bindings[cb_type] if cb_type is not None else b""
+
+    def _binding_refusal(self) -> Failure | None:
+        """A failure if this connection cannot serve the mechanism's binding (ietf-01 §4, RFC 9266 §4.1)."""
+        cb_type, ctx = self.spec.cb_type, self._ctx
+        if cb_type is None:
+            return None
+        if cb_type not in ctx.channel_bindings:
+            return self._fail(CHANNEL_BINDING_NOT_SUPPORTED, f"no {cb_type} channel binding on this connection")
+        if cb_type == "tls-exporter" and "tls-exporter" in ctx.bindings_used:
+            return self._fail(CHANNEL_BINDING_ALREADY_USED,
+                              "tls-exporter already served an authentication on this connection")
+        return None
+
+    def _prepare(self, authcid: str) -> str:
+        """SASLprep the authcid ("" if it cannot be prepared) and remember it for Failure.authcid."""
         try:
             user = saslprep(authcid)
         except PreparationError:
             user = ""
         self._authcid = user or None
-        candidates: list[tuple[TokenRecord, str]] = []
-        user_record: UserRecord | None = None
-        if user:
-            try:
-                candidates = list(tokens.secrets_for(user, mechanism=self.name))
-                user_record = ctx.users.get_user(user)  # asked whatever matches: same work for every name
-            except TemporaryFailure:
-                return self._fail(FailureReason.TEMPORARY_FAILURE, "token store temporarily unavailable")
-            except TokenRejected as exc:
-                return self._rejected(exc)
-        extra_bytes = extra.encode("ascii")
+        return user
+
+    def _lookup(self, tokens: TokenVerifier, user: str) -> tuple[list[tuple[TokenRecord, str]], UserRecord | None]:
+        """The user's token candidates and user record; nothing is asked for an empty name."""
+        if not user:
+            return [], None
+        candidates = list(tokens.secrets_for(user, mechanism=self.name))
+        return candidates, self._ctx.users.get_user(user)  # asked whatever matches: same work for every name
+
+    def _match(self, candidates: list[tuple[TokenRecord, str]], received: bytes, extra: bytes,
+               cap: int) -> tuple[TokenRecord, str] | None:
+        """The candidate whose initiator HMAC is ``received``, after exactly ``max(cap, candidates)`` HMACs.
+
+        The same number of HMACs whatever the user has (RFC 4422 §3.6 advice); a
+        token pinned to another mechanism never matches (HT-09 §5).
+        """
+        spec, cb_data = self.spec, self._binding_data()
         match: tuple[TokenRecord, str] | None = None
-        # Exactly the cap's number of HMACs, whatever the user has (RFC 4422 §3.6 advice).
-        cap = int(getattr(tokens, "max_tokens_per_user", DEFAULT_MAX_TOKENS_PER_USER))
         for i in range(max(cap, len(candidates))):
             if i >= len(candidates):
-                _hmac(spec, _DUMMY_TOKEN, INITIATOR_LABEL, cb_data, extra_bytes)
+                _hmac(spec, _DUMMY_TOKEN, INITIATOR_LABEL, cb_data, extra)
                 continue
             record, token = candidates[i]
-            expected = _hmac(spec, token.encode("utf-8"), INITIATOR_LABEL, cb_data, extra_bytes)
+            expected = _hmac(spec, token.encode("utf-8"), INITIATOR_LABEL, cb_data, extra)
             pinned_elsewhere = record.mechanism is not None and record.mechanism.upper() != self.name
             if hmac.compare_digest(expected, received) and match is None and not pinned_elsewhere:
-                match = (record, token)  # HT-09 §5: a token pinned to another mechanism must fail
-        if match is None or not token_user_current(match[0], user_record):
-            return self._auth_failed()
+                match = (record, token)
+        return match
+
+    def _success(self, tokens: TokenVerifier, match: tuple[TokenRecord, str], user: str, extra: str) -> Success:
+        """Mark the token used and answer with the responder-msg (HT-09 §3.3 / ietf-01 §3.3.1)."""
         record, token = match
         try:
             tokens.mark_used(record)  # best effort (TokenVerifier.mark_used): never fails the login
         except StoreError:
             pass
-        if spec.cb_type is not None:
-            ctx.bindings_used.add(spec.cb_type)
-        digest = _hmac(spec, token.encode("utf-8"), RESPONDER_LABEL, cb_data, self._extra)
+        if self.spec.cb_type is not None:
+            self._ctx.bindings_used.add(self.spec.cb_type)
+        digest = _hmac(self.spec, token.encode("utf-8"), RESPONDER_LABEL, self._binding_data(), self._extra)
         details = {"token_id": record.id}
-        if spec.extended:
-            self.peer_extra_values = extra
-            details["extra_values"] = extra
-            additional = b"\x00" + self._extra + b"\x00" + digest
-        else:
-            additional = digest
-        return Success(user, None, additional, self.name, details=details)
+        if not self.spec.extended:
+            return Success(user, None, digest, self.name, details=details)
+        self.peer_extra_values = extra
+        details["extra_values"] = extra
+        return Success(user, None, b"\x00" + self._extra + b"\x00" + digest, self.name, details=details)
 
 
 # ---------------------------------------------------------------- client
