@@ -136,6 +136,10 @@ class PlainServer:
             authzid, authcid, passwd = parse_plain(response)
         except ProtocolError as exc:
             return Failure(FailureReason.INVALID_ENCODING, str(exc))
+        return self._authenticate(authzid, authcid, passwd)
+
+    def _authenticate(self, authzid: str, authcid: str, passwd: str) -> ServerStep:
+        """SASLprep the fields (RFC 4616 §2), verify the password, then the authorization."""
         sent_authzid = bool(authzid)
         try:
             authcid = saslprep(authcid)
@@ -148,6 +152,18 @@ class PlainServer:
         if not authcid or not password or (sent_authzid and not authzid):
             return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed",
                            authcid=authcid or None)
+        record = self._verified_user(authcid, password)
+        if record is None:
+            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed", authcid=authcid)
+        if authzid and authzid != authcid and not self._ctx.authorize(authcid, authzid):
+            return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
+                           authcid=authcid)
+        if record.password_hash is None:
+            self._upgrade(record, password)
+        return Success(authcid, authzid if authzid and authzid != authcid else None, None, self.name)
+
+    def _verified_user(self, authcid: str, password: str) -> UserRecord | None:
+        """The user if ``password`` is theirs, else None; every name costs what its (virtual) profile costs."""
         users = self._ctx.users
         record = users.get_user(authcid)
         # Drawn for every name, so that no outcome skips (or adds) this work.
@@ -159,14 +175,7 @@ class PlainServer:
         else:  # unknown, or a user with no credential: what the virtual user would cost
             _spend_like(stand_in, password)
             ok = False
-        if not ok or record is None:
-            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed", authcid=authcid)
-        if authzid and authzid != authcid and not self._ctx.authorize(authcid, authzid):
-            return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
-                           authcid=authcid)
-        if record.password_hash is None:
-            self._upgrade(record, password)
-        return Success(authcid, authzid if authzid and authzid != authcid else None, None, self.name)
+        return record if ok else None
 
     def _upgrade(self, record: UserRecord, password: str) -> None:
         """Give a user imported with SCRAM keys only an argon2 hash and default SCRAM keys.
