@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..auth.events import log_line
 from ..credentials import UserStore
 from ..penalty import AuthPenalty
 from ..serving import IDLE_TIMEOUT, LOGIN_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, LineServer, run_until_signal
@@ -77,14 +78,10 @@ class ImapServer:
 
     @staticmethod
     def _log_auth(peer: str, session: object, reply: object) -> None:
-        """One log line per authentication outcome: mechanism, identity, result; never secrets."""
-        assert isinstance(session, ImapSession) and isinstance(reply, ImapReply)
-        for line in reply.lines:
-            if " OK [CAPABILITY " in line and "] Authenticated" in line and session.authenticated is not None:
-                auth = session.authenticated
-                log.info("auth ok peer=%s mechanism=%s identity=%s", peer, auth.mechanism, auth.identity)
-            elif " NO [AUTHENTICATIONFAILED]" in line or " NO [AUTHORIZATIONFAILED]" in line:
-                log.info("auth failed peer=%s reply=%s", peer, line.split(" ", 1)[1][:30])
+        """One log line per authentication event (:func:`saslkit.auth.events.log_line`); never secrets."""
+        assert isinstance(reply, ImapReply)
+        for event in reply.events:
+            log.info("%s", log_line(event, peer))
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         return await self._server.start(host, port)

@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..auth.events import log_line
 from ..credentials import UserStore
 from ..penalty import AuthPenalty
 from ..serving import (
@@ -109,14 +110,10 @@ class SmtpServer:
 
     @staticmethod
     def _log_auth(peer: str, session: object, reply: object) -> None:
-        """One log line per authentication outcome: mechanism, identity, result; never secrets."""
-        assert isinstance(session, SmtpSession) and isinstance(reply, Reply)
-        first = reply.lines[0] if reply.lines else ""
-        if first.startswith("235 2.7.0 Authentication successful") and session.authenticated is not None:
-            auth = session.authenticated
-            log.info("auth ok peer=%s mechanism=%s identity=%s", peer, auth.mechanism, auth.identity)
-        elif first[:3] in ("535", "454", "534") and session.authenticated is None:
-            log.info("auth failed peer=%s reply=%s", peer, first[:9])
+        """One log line per authentication event (:func:`saslkit.auth.events.log_line`); never secrets."""
+        assert isinstance(reply, Reply)
+        for event in reply.events:
+            log.info("%s", log_line(event, peer))
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound address (port 0 picks a free one)."""
