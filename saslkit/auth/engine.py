@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import logging
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..context import ServerContext, same_identity_only
 from ..errors import SaslError, TemporaryFailure, UsageError
@@ -70,6 +70,9 @@ class ServerAuth:
                  additional_data_with_success: bool = False) -> None:
         self.registry = registry
         self.offer = offer
+        if context.channel_bindings and not any(registry.info(n).channel_binding for n in offer.mechanisms):
+            # No -PLUS offered (policy, allow-list): a client's "y" flag is then honest (RFC 5802 §6).
+            context = replace(context, channel_bindings={})
         self.context = context
         self.additional_data_with_success = additional_data_with_success
         self._mechanism: ServerMechanism | None = None

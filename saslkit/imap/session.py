@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from ..auth.attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
-from ..auth.events import Authenticated, AuthEvent, AuthFailed, TokenMinted
+from ..auth.events import Authenticated, AuthEvent, AuthFailed, AuthRefused, TokenMinted
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import TemporaryFailure, UsageError
@@ -384,12 +384,13 @@ class ImapSession:
         if len(args) != 2:
             return self._bad(tag, "Syntax: LOGIN user password")
         refusal = self.offer.refusal("PLAIN")
+        self._auth_tag = tag
         if refusal is not None:
-            return ImapReply([replies.tagged(tag, replies.LOGIN_REFUSED[refusal])])
+            return self._auth_reply(AuthRefused(refusal, "PLAIN"), login=True)
         if any("\x00" in a for a in args):
+            self._auth_tag = ""
             return self._bad(tag, "NUL in LOGIN arguments")
         message = b"\x00" + args[0].encode() + b"\x00" + args[1].encode()  # RFC 4616 §2, no authzid
-        self._auth_tag = tag
         return self._auth_reply(self.auth_engine.start("PLAIN", message, encoded=False), login=True)
 
     def _cmd_authenticate(self, tag: str, args: list[str], raw: str) -> ImapReply:
