@@ -49,3 +49,9 @@ class AuthAttempts:
     def exhausted(self) -> bool:
         """Too many failures: the binding closes the connection."""
         return self.failures >= self.max_failures
+
+    def settle(self, event: Authenticated | AuthFailed) -> tuple[float, bool]:
+        """Record a final outcome: the delay of its reply, and whether to close after it (too many failures)."""
+        if isinstance(event, Authenticated):
+            return self.succeeded(event), False
+        return self.failed(event), not event.temporary and self.exhausted

@@ -8,13 +8,17 @@ secret (the events hold none).
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..mechanism import FailureReason, Success
 from ..registry import Refusal
 
-__all__ = ["AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "TokenMinted", "log_line", "logfmt"]
+__all__ = [
+    "AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "TokenMinted", "log_line", "logfmt", "reply_logger",
+]
 
 _BARE = re.compile(r"[A-Za-z0-9@._+:/=-]+")
 
@@ -89,3 +93,13 @@ def log_line(event: AuthEvent, peer: str) -> str:
     if isinstance(event, AuthRefused):
         return f"auth refused {head} mechanism={logfmt(event.mechanism)} reason={logfmt(event.refusal.value)}"
     return f"token minted {head} kind={logfmt(event.kind)} identity={logfmt(event.identity)}"
+
+
+def reply_logger(log: logging.Logger) -> Callable[[str, object, object], None]:
+    """A server driver's observer: one INFO line on ``log`` per event of each reply."""
+
+    def observe(peer: str, session: object, reply: object) -> None:
+        for event in getattr(reply, "events", ()):
+            log.info("%s", log_line(event, peer))
+
+    return observe

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from ..auth.attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
-from ..auth.events import Authenticated, AuthEvent, AuthFailed, AuthRefused, TokenMinted
+from ..auth.events import Authenticated, AuthFailed, AuthRefused, TokenMinted
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import TemporaryFailure, UsageError
@@ -45,6 +45,7 @@ from ..framing import encode_challenge
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
+from ..reply import Reply
 from ..tokens import TOKEN_TYPES, TokenService
 from . import replies
 
@@ -72,19 +73,11 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = (
 
 
 @dataclass
-class ImapReply:
-    """Lines to send (CRLF added by :meth:`wire`) after ``delay`` seconds, and what to do next."""
+class ImapReply(Reply):
+    """A :class:`~saslkit.reply.Reply`; ``literal`` says how many raw octets to read next and hand to
+    :meth:`ImapSession.receive_literal`."""
 
-    lines: list[str] = field(default_factory=list)
-    delay: float = 0.0
     literal: int | None = None
-    starttls: bool = False
-    close: bool = False
-    #: What happened (authenticated, failed, refused, token minted), for logs and counters.
-    events: list[AuthEvent] = field(default_factory=list)
-
-    def wire(self) -> bytes:
-        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in self.lines)
 
 
 @dataclass
@@ -414,15 +407,12 @@ class ImapSession:
         tag, self._auth_tag = self._auth_tag, ""
         reply = ImapReply()
         if isinstance(outcome, Authenticated):
-            self.authenticated = outcome.success
-            self.state = AUTHENTICATED
-            reply.delay = self._attempts.succeeded(outcome)
-        elif isinstance(outcome, AuthFailed):
-            reply.delay = self._attempts.failed(outcome)
-            if not outcome.temporary and self._attempts.exhausted:
-                reply.lines.append(replies.TOO_MANY_FAILURES)
-                reply.close = True
-        reply.lines.insert(0, replies.auth_reply(tag, outcome, self.capabilities(), login=login))
+            self.authenticated, self.state = outcome.success, AUTHENTICATED
+        if isinstance(outcome, (Authenticated, AuthFailed)):
+            reply.delay, reply.close = self._attempts.settle(outcome)
+        reply.lines = [replies.auth_reply(tag, outcome, self.capabilities(), login=login)]
+        if reply.close:
+            reply.lines.append(replies.TOO_MANY_FAILURES)
         if not isinstance(outcome, Aborted):
             reply.events.append(outcome)
         return reply

@@ -74,7 +74,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
-from ..auth.events import log_line
+from ..auth.events import reply_logger
 from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, UsageError
@@ -89,6 +89,7 @@ from .session import MAX_AUTH_LINE, AuthThrottle, Reply, SmtpConfig, SmtpSession
 __all__ = ["SaslkitAuth", "SaslkitController", "SaslkitEnvelope", "SaslkitLMTP", "SaslkitSMTP", "saslkit_controller"]
 
 log = logging.getLogger("saslkit.smtp.aiosmtpd")
+_log_events = reply_logger(log)
 T = TypeVar("T")
 
 _KEYWORDS = ("AUTH", "REMEMBERME", "STOKEN")  # EHLO keywords saslkit decides
@@ -265,8 +266,7 @@ class SaslkitSMTP(SMTP):
         sasl = self._sasl
         assert sasl is not None
         reply = await self.saslkit.run(sasl.receive_line, line) if sasl.may_block(line) else sasl.receive_line(line)
-        for event in reply.events:
-            log.info("%s", log_line(event, sasl.peer))
+        _log_events(sasl.peer, sasl, reply)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         for text in reply.lines:

@@ -42,7 +42,7 @@ from typing import Protocol
 
 from ..auth.attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
-from ..auth.events import Authenticated, AuthEvent, AuthFailed, TokenMinted
+from ..auth.events import Authenticated, AuthRefused, TokenMinted
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, TemporaryFailure, UsageError
@@ -50,6 +50,7 @@ from ..framing import encode_challenge
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
+from ..reply import Reply
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
 from . import replies
@@ -116,23 +117,6 @@ def add_submission_token_header(message: bytes, token: str) -> bytes:
     if not token or any(ch in token for ch in "\r\n") or not token.isascii():
         raise UsageError("a submission token is one line of ASCII")
     return f"Submission-Token: {token}\r\n".encode("ascii") + message
-
-
-@dataclass
-class Reply:
-    """What the driver must do: send ``lines`` (CRLF added by :meth:`wire`) after ``delay`` seconds.
-
-    ``events`` say what happened (authenticated, failed, refused, token minted), for logs and counters.
-    """
-
-    lines: list[str] = field(default_factory=list)
-    delay: float = 0.0
-    starttls: bool = False
-    close: bool = False
-    events: list[AuthEvent] = field(default_factory=list)
-
-    def wire(self) -> bytes:
-        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in self.lines)
 
 
 @dataclass
@@ -435,16 +419,14 @@ class SmtpSession:
             self.state = SmtpState.AUTH_EXCHANGE
             return reply
         self.state = SmtpState.GREETED
+        if isinstance(outcome, Aborted):
+            return reply  # cancelled or malformed: no attempt to count
         if isinstance(outcome, Authenticated):
             self.authenticated = outcome.success
-            reply.delay = self._attempts.succeeded(outcome)
-        elif isinstance(outcome, AuthFailed):
-            reply.delay = self._attempts.failed(outcome)
-            if not outcome.temporary and self._attempts.exhausted:
-                reply.lines.append(replies.TOO_MANY_FAILURES)
-                reply.close = True
-        elif isinstance(outcome, Aborted):
-            return reply  # cancelled or malformed: no attempt to count
+        if not isinstance(outcome, AuthRefused):
+            reply.delay, reply.close = self._attempts.settle(outcome)
+        if reply.close:
+            reply.lines.append(replies.TOO_MANY_FAILURES)
         reply.events.append(outcome)
         return reply
 
