@@ -6,7 +6,11 @@ seconds; it starts TLS when ``reply.starttls`` is set (then calls
 :meth:`SmtpSession.tls_started`) and closes when ``reply.close`` is set.
 No sockets, clocks or threads in here: blocking work (argon2, stores) happens
 inside ``receive_line``, so an asyncio driver runs the lines that
-:meth:`SmtpSession.may_block` flags in a worker thread.
+:meth:`SmtpSession.may_block` flags in a worker thread.  Where a connection
+is (greeted, in a transaction, in an AUTH exchange, in DATA) is a named
+:class:`SmtpState`; each AUTH exchange runs in
+:class:`~saslkit.auth.engine.ServerAuth`, and replies carry its typed
+``events``.
 
 Covered: RFC 4954 AUTH (§4, §6 codes, §5 ``AUTH=`` on MAIL FROM), RFC 2034
 enhanced codes, RFC 5321 line limits (§4.5.3.1), RFC 3207 STARTTLS reset,
