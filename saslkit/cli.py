@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
+from .auth.engine import Abort, ServerAuth
+from .auth.events import Authenticated, AuthFailed, AuthRefused
 from .context import ClientCredentials, ServerContext
 from .credentials import (
     DEFAULT_ITERATIONS,
@@ -34,7 +36,7 @@ from .credentials import (
 )
 from .errors import AuthenticationFailed, ProtocolError, SaslError, StoreError, UsageError
 from .exchange import run_exchange
-from .framing import decode_continuation, decode_initial_response, encode_challenge, encode_initial_response
+from .framing import decode_continuation, encode_challenge, encode_initial_response
 from .keys import KeyRing, default_keys_path
 from .mechanism import Challenge, Failure, Success
 from .redact import redact
@@ -319,8 +321,17 @@ def cmd_user_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
 # ---------------------------------------------------------------- sasl server / client
 
 
+#: ``sasl server``'s replies to an exchange that ended without an outcome (its own compact framing).
+_SASL_SERVER_ABORTED = {
+    Abort.CANCELLED: "501 5.5.2 authentication cancelled",
+    Abort.INVALID_BASE64: "501 5.5.2 invalid base64 data",
+    Abort.INVALID_INITIAL_RESPONSE: "501 5.5.2 invalid base64 data",
+    Abort.LINE_TOO_LONG: "501 5.5.2 line too long",
+}
+
+
 def cmd_sasl_server(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    """One exchange in SMTP AUTH framing over stdio (RFC 4954 §4).
+    """One exchange in SMTP AUTH framing over stdio (RFC 4954 §4), run by :class:`~saslkit.auth.engine.ServerAuth`.
 
     The pipe is treated as a protected channel (tls=True), so PLAIN is offered.
     """
@@ -341,37 +352,26 @@ def cmd_sasl_server(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     if (args.mech and name != args.mech.upper()) or name not in registry:
         _out(stdout, "504 5.5.4 Unrecognized authentication type")
         return EXIT_FAIL
-    try:
-        server = registry.server(name, ctx)
-        response: bytes | None = decode_initial_response(words[2]) if len(words) == 3 else None
-        while True:
-            step = server.step(response)
-            if isinstance(step, Challenge):
-                _out(stdout, f"334 {encode_challenge(step.data)}")
-            elif isinstance(step, Success) and step.additional_data is not None:
-                _out(stdout, f"334 {encode_challenge(step.additional_data)}")
-                if decode_continuation(stdin.readline(MAX_LINE).rstrip("\r\n")):
-                    _out(stdout, "535 5.7.8 non-empty response to additional data")
-                    return EXIT_FAIL
-                _out(stdout, " ".join(["235", step.authcid] + ([step.authzid] if step.authzid else [])))
-                return EXIT_OK
-            elif isinstance(step, Success):
-                _out(stdout, " ".join(["235", step.authcid] + ([step.authzid] if step.authzid else [])))
-                return EXIT_OK
-            else:
-                _out(stdout, f"535 {step.reason}")
-                return EXIT_FAIL
-            reply = stdin.readline(MAX_LINE)
-            if not reply:
-                _out(stdout, "535 connection closed during authentication")
-                return EXIT_FAIL
-            response = decode_continuation(reply.rstrip("\r\n"))
-    except ProtocolError as exc:
-        _out(stdout, f"501 5.5.2 {exc}")
-        return EXIT_FAIL
-    except SaslError as exc:  # MechanismNotAllowed, TemporaryFailure
-        _out(stdout, f"535 {exc}")
-        return EXIT_FAIL
+    engine = ServerAuth(registry, registry.offer(tls=True, channel_bindings=ctx.channel_bindings), ctx)
+    outcome = engine.start(name, words[2] if len(words) == 3 else None)
+    while isinstance(outcome, Challenge):
+        _out(stdout, f"334 {encode_challenge(outcome.data)}")
+        reply = stdin.readline(MAX_LINE)
+        if not reply:
+            _out(stdout, "535 connection closed during authentication")
+            return EXIT_FAIL
+        outcome = engine.receive(reply.rstrip("\r\n"))
+    if isinstance(outcome, Authenticated):
+        success = outcome.success
+        _out(stdout, " ".join(["235", success.authcid] + ([success.authzid] if success.authzid else [])))
+        return EXIT_OK
+    if isinstance(outcome, AuthFailed):
+        _out(stdout, f"535 {outcome.reason}")
+    elif isinstance(outcome, AuthRefused):
+        _out(stdout, f"535 mechanism {outcome.mechanism} not allowed here: {outcome.refusal.value}")
+    else:
+        _out(stdout, _SASL_SERVER_ABORTED[outcome.reason])
+    return EXIT_FAIL
 
 
 def cmd_sasl_client(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
@@ -567,6 +567,15 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
     return context, der
 
 
+def _mechanism_list(text: str) -> tuple[str, ...]:
+    """``--mechanisms``: names separated by commas or spaces, each one saslkit implements."""
+    names = tuple(dict.fromkeys(n.upper() for n in text.replace(",", " ").split()))
+    unknown = [n for n in names if n not in default_registry()]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown SASL mechanism(s): {' '.join(unknown) or '(none given)'}")
+    return names
+
+
 def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     """``serve smtp`` / ``serve imap``: one server on the SQLite (or Redis) stores until SIGTERM/SIGINT."""
     import logging
@@ -591,7 +600,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
         imap = ImapServer(
             ImapConfig(hostname=args.hostname, tls_available=not args.implicit_tls,
                        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
-                       unauthenticate=args.unauthenticate),
+                       unauthenticate=args.unauthenticate, mechanisms=args.mechanisms),
             users, ring.server_secret, tokens=tokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls, mailbox=maildir_counter(args.maildir) if args.maildir else None,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
@@ -606,7 +615,8 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
         protocol = "lmtp" if args.lmtp else "smtp"
         smtp = SmtpServer(
             SmtpConfig(hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
-                       allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay),
+                       allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
+                       mechanisms=args.mechanisms),
             users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls,
             deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
@@ -964,6 +974,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465/993 style)")
         sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN/LOGIN and tokens without TLS")
         sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
+        sp.add_argument("--mechanisms", type=_mechanism_list, metavar="LIST",
+                        help="SASL mechanisms to offer and accept, in offer order, comma or space separated "
+                             "(like Dovecot's auth_mechanisms; default: all, strongest first); "
+                             + ("IMAP LOGIN needs PLAIN" if proto == "imap" else "others are refused"))
         sp.add_argument("--auth-penalty", default="2:15", metavar="BASE:CAP",
                         help="after failures from an IP or for a user, delay the next attempt's reply BASE "
                              "seconds, doubling up to CAP (default 2:15); off to disable")

@@ -1,7 +1,10 @@
 """Mechanism registry and offer policy.
 
-Names map to server and client factories.  :meth:`Registry.offered` lists
-what a server may advertise on a connection, strongest first: plaintext
+Names map to server and client factories.  :meth:`Registry.offer` computes,
+once per capability change (connect, STARTTLS), an immutable :class:`Offer`:
+what a server may advertise on a connection, strongest first (or in the
+policy's ``mechanisms`` order), and a typed :class:`Refusal` for each
+registered name it may not use.  Plaintext
 mechanisms (PLAIN) only over TLS unless the policy allows otherwise (RFC 4954
 §4, RFC 9051 §6.2.2 LOGINDISABLED), channel-binding (-PLUS) mechanisms only
 when channel-binding data exists (RFC 5802 §6).  Names follow RFC 4422 §3.1:
@@ -10,16 +13,18 @@ when channel-binding data exists (RFC 5802 §6).  Names follow RFC 4422 §3.1:
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
+from types import MappingProxyType
 
 from .context import ClientCredentials, ServerContext
 from .errors import MechanismNotAllowed, UnknownMechanism, UsageError
 from .mechanism import ClientMechanism, ServerMechanism
 
-__all__ = ["MechanismInfo", "Policy", "Registry", "default_registry"]
+__all__ = ["MechanismInfo", "Offer", "Policy", "Refusal", "Registry", "default_registry", "server_policy"]
 
 _NAME_RE = re.compile(r"[A-Z0-9_-]{1,20}")
 
@@ -42,6 +47,9 @@ class MechanismInfo:
     token_based: bool = False
     #: Must run over TLS even though no password crosses the wire (HT-09 §1.2: replayable).
     requires_tls: bool = False
+    #: Once it has sent a non-empty challenge, its steps only compute (HMACs: no store access,
+    #: no password hashing), e.g. SCRAM's client-final step (RFC 5802 §3); a driver may run them inline.
+    computes_after_challenge: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -53,22 +61,84 @@ class Policy:
     """Which registered mechanisms a server offers.
 
     ``allowed``/``denied`` are name sets (``None`` = everything registered).
-    ``allow_plaintext_without_tls`` lifts the TLS requirement of plaintext
-    mechanisms (for tests or loopback-only deployments).
+    ``mechanisms`` is an ordered allow-list (like Dovecot's ``auth_mechanisms``):
+    only these are offered, in this order.  ``allow_plaintext_without_tls``
+    lifts the TLS requirement of plaintext mechanisms (for tests or
+    loopback-only deployments).
     """
 
     allow_plaintext_without_tls: bool = False
     allowed: frozenset[str] | None = None
     denied: frozenset[str] = frozenset()
+    mechanisms: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Mechanism names are case-insensitive (RFC 4422 §3.1): keep them upper-case.
         if self.allowed is not None:
             object.__setattr__(self, "allowed", frozenset(n.upper() for n in self.allowed))
         object.__setattr__(self, "denied", frozenset(n.upper() for n in self.denied))
+        if self.mechanisms is not None:
+            object.__setattr__(self, "mechanisms", tuple(dict.fromkeys(n.upper() for n in self.mechanisms)))
+
+    def permits(self, name: str) -> bool:
+        """Whether the allow- and deny-lists let ``name`` (upper-case) through."""
+        return ((self.allowed is None or name in self.allowed) and name not in self.denied
+                and (self.mechanisms is None or name in self.mechanisms))
+
+
+class Refusal(enum.Enum):
+    """Why a server will not run a mechanism here; each binding maps it to its reply."""
+
+    UNKNOWN = "unknown mechanism"
+    NOT_OFFERED = "mechanism not offered on this connection"
+    DISABLED_BY_POLICY = "disabled by policy"
+    REQUIRES_TLS = "mechanism requires TLS"
+    NO_CHANNEL_BINDING = "channel binding is not available on this connection"
+    INITIAL_RESPONSE_NOT_ALLOWED = "initial response not allowed for this mechanism"
+
+    @property
+    def too_weak(self) -> bool:
+        """Registered but not usable on this connection (SMTP 534 5.7.9, IMAP [PRIVACYREQUIRED])."""
+        return self in (Refusal.DISABLED_BY_POLICY, Refusal.REQUIRES_TLS, Refusal.NO_CHANNEL_BINDING)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What one connection may use: ``mechanisms`` in advertising order, and why the others are refused."""
+
+    mechanisms: tuple[str, ...] = ()
+    refusals: Mapping[str, Refusal] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.upper() in self.mechanisms
+
+    def refusal(self, name: str) -> Refusal | None:
+        """``None`` if ``name`` is offered, else why not (``UNKNOWN`` if it is not registered)."""
+        name = name.upper()
+        if name in self.mechanisms:
+            return None
+        return self.refusals.get(name, Refusal.UNKNOWN)
 
 
 _DEFAULT_POLICY = Policy()
+
+
+def server_policy(registry: Registry, policy: Policy | None, allow_plaintext: bool = False,
+                  mechanisms: Iterable[str] | None = None) -> Policy:
+    """A server's policy with its ``allow_plaintext_auth`` and ``mechanisms`` (allow-list) settings folded in.
+
+    An unknown name in ``mechanisms`` is a :class:`UsageError` (like Dovecot's ``auth_mechanisms``).
+    """
+    base = policy or _DEFAULT_POLICY
+    if mechanisms is not None:
+        names = tuple(mechanisms)
+        unknown = [n for n in names if n not in registry]
+        if unknown:
+            raise UsageError(f"unknown SASL mechanism(s) in the allow-list: {' '.join(unknown)}")
+        base = replace(base, mechanisms=names)
+    if allow_plaintext and not base.allow_plaintext_without_tls:
+        base = replace(base, allow_plaintext_without_tls=True)
+    return base
 
 
 class Registry:
@@ -109,21 +179,51 @@ class Registry:
         policy: Policy | None = None,
     ) -> str | None:
         """Why ``name`` may not be used on this connection, or ``None`` if it may."""
-        info = self.info(name)
-        policy = policy or _DEFAULT_POLICY
-        if policy.allowed is not None and info.name not in policy.allowed:
-            return "disabled by policy"
-        if info.name in policy.denied:
-            return "disabled by policy"
+        why = self._refusal(self.info(name), tls, channel_bindings, policy or _DEFAULT_POLICY)
+        return None if why is None else why.value
+
+    @staticmethod
+    def _refusal(info: MechanismInfo, tls: bool, channel_bindings: Collection[str], policy: Policy) -> Refusal | None:
+        if not policy.permits(info.name):
+            return Refusal.DISABLED_BY_POLICY
         if (info.plaintext or info.requires_tls) and not tls and not policy.allow_plaintext_without_tls:
-            return "mechanism requires TLS"
+            return Refusal.REQUIRES_TLS
         if info.channel_binding:
             usable = set(channel_bindings)
             if info.channel_binding_types is not None:
                 usable &= info.channel_binding_types
             if not usable:
-                return "channel binding is not available on this connection"
+                return Refusal.NO_CHANNEL_BINDING
         return None
+
+    def offer(
+        self,
+        *,
+        tls: bool,
+        channel_bindings: Collection[str] = (),
+        policy: Policy | None = None,
+        available: Callable[[MechanismInfo], bool] | None = None,
+    ) -> Offer:
+        """The :class:`Offer` of one connection, computed once per capability change.
+
+        ``available`` lets a binding drop what it cannot serve (e.g. token
+        mechanisms without a token service): those are ``NOT_OFFERED``.
+        """
+        policy = policy or _DEFAULT_POLICY
+        offered: list[str] = []
+        refusals: dict[str, Refusal] = {}
+        for name in self.names():
+            info = self._mechs[name]
+            why = self._refusal(info, tls, channel_bindings, policy)
+            if why is None and available is not None and not available(info):
+                why = Refusal.NOT_OFFERED
+            if why is None:
+                offered.append(name)
+            else:
+                refusals[name] = why
+        if policy.mechanisms is not None:
+            offered.sort(key=policy.mechanisms.index)
+        return Offer(tuple(offered), MappingProxyType(refusals))
 
     def offered(
         self,
@@ -132,12 +232,8 @@ class Registry:
         channel_bindings: Collection[str] = (),
         policy: Policy | None = None,
     ) -> list[str]:
-        """The names a server may advertise here, strongest first."""
-        return [
-            n
-            for n in self.names()
-            if self.refusal(n, tls=tls, channel_bindings=channel_bindings, policy=policy) is None
-        ]
+        """The names a server may advertise here, strongest first (or in the policy's order)."""
+        return list(self.offer(tls=tls, channel_bindings=channel_bindings, policy=policy).mechanisms)
 
     def server(self, name: str, ctx: ServerContext, *, policy: Policy | None = None) -> ServerMechanism:
         """Start the server side of ``name``; raises UnknownMechanism or MechanismNotAllowed."""
@@ -194,6 +290,7 @@ def default_registry() -> Registry:
                 partial(ScramClient, name),
                 strength=(100 if plus else 50) + hash_rank[hash_name],
                 channel_binding=plus,
+                computes_after_challenge=True,
             )
         )
     # HT-*/HT2-* token mechanisms: above PLAIN, below SCRAM (a client holding only a password

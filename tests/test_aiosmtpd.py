@@ -270,6 +270,22 @@ def test_auth_required_can_be_turned_off(serve: Callable[..., Running]) -> None:
     assert auth is None and envelope.auth_param == ""  # untrusted AUTH= of an unauthenticated client
 
 
+def test_allow_list_and_logged_events(serve: Callable[..., Running], caplog: pytest.LogCaptureFixture) -> None:
+    """``mechanisms`` is an allow-list in offer order; outcomes are logged from typed events, never secrets."""
+    caplog.set_level("INFO", logger="saslkit.smtp.aiosmtpd")
+    server = serve(mechanisms=("SCRAM-SHA-256", "PLAIN"))
+    with server.connect() as client:
+        assert keywords(client)["auth"].split() == ["SCRAM-SHA-256", "PLAIN"]
+        assert client.docmd("AUTH", "SCRAM-SHA-1")[0] == 534  # 5.7.9: not in the allow-list
+        assert client.docmd("AUTH", "PLAIN " + b64(b"\0a b\0secret-pw-1"))[0] == 535
+        client.login("alice", "pencil")
+    log = caplog.text
+    assert 'auth refused peer=127.0.0.1 mechanism=SCRAM-SHA-1 reason="disabled by policy"' in log
+    assert 'auth failed peer=127.0.0.1 mechanism=PLAIN identity="a b" reason=authentication-failed' in log
+    assert "auth ok peer=127.0.0.1 mechanism=PLAIN identity=alice" in log
+    assert "secret-pw-1" not in log and "pencil" not in log
+
+
 def test_wrong_password_535_and_failure_cap(serve: Callable[..., Running]) -> None:
     server = serve()
     with server.connect() as client:

@@ -23,6 +23,7 @@ from saslkit import (
     make_user,
     run_exchange,
 )
+from saslkit.registry import server_policy
 
 SECRET = b"registry-test-secret-0123456789ab"
 SCRAM_BASE = ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1"]
@@ -144,6 +145,26 @@ def test_policy_allowed_and_denied() -> None:
     offered = reg.offered(tls=True, channel_bindings=CB, policy=denied)
     assert "SCRAM-SHA-1" not in offered and "SCRAM-SHA-1-PLUS" not in offered
     assert "SCRAM-SHA-256" in offered
+
+
+def test_policy_mechanisms_is_an_ordered_allow_list() -> None:
+    reg = default_registry()
+    policy = Policy(mechanisms=("plain", "SCRAM-SHA-256", "PLAIN"))
+    assert policy.mechanisms == ("PLAIN", "SCRAM-SHA-256")  # upper-cased, first occurrence kept
+    assert reg.offered(tls=True, policy=policy) == ["PLAIN", "SCRAM-SHA-256"]
+    assert reg.refusal("SCRAM-SHA-512", tls=True, policy=policy) == "disabled by policy"
+    both = Policy(allowed=frozenset({"SCRAM-SHA-256"}), mechanisms=("PLAIN", "SCRAM-SHA-256"))
+    assert reg.offered(tls=True, policy=both) == ["SCRAM-SHA-256"]  # every list must let a name through
+
+
+def test_server_policy_folds_in_server_settings() -> None:
+    reg = default_registry()
+    folded = server_policy(reg, Policy(denied=frozenset({"SCRAM-SHA-1"})), True, ["SCRAM-SHA-256", "PLAIN"])
+    assert folded.allow_plaintext_without_tls and folded.mechanisms == ("SCRAM-SHA-256", "PLAIN")
+    assert folded.denied == frozenset({"SCRAM-SHA-1"})
+    assert server_policy(reg, None) == Policy()
+    with pytest.raises(UsageError, match="X-NOSUCH"):
+        server_policy(reg, None, False, ["X-NOSUCH"])
 
 
 # --------------------------------------------------------------------------- server() / client()

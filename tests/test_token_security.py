@@ -2,8 +2,8 @@
 
 * item 3: a JWT-shaped token whose payload nests ~1,100 JSON arrays is an
   ordinary authentication failure everywhere (TokenService, REMEMBERME,
-  LineExchange, the SMTP and IMAP sessions), and a bug in any mechanism
-  becomes a Failure in LineExchange, logged without the peer's data;
+  the server engine, the SMTP and IMAP sessions), and a bug in any mechanism
+  becomes a failure in the server engine, logged without the peer's data;
 * item 9: a token login succeeds promptly while another connection holds
   the SQLite write lock; ``last_used`` is best effort (Redis down too);
 * item 7: every token check confirms the user still exists and the token is
@@ -31,7 +31,9 @@ from typing import Any
 import pytest
 from conftest import free_port
 
-from saslkit.binding import LineExchange
+from saslkit import MechanismInfo, Registry, default_registry
+from saslkit.auth.engine import ServerAuth
+from saslkit.auth.events import AuthFailed
 from saslkit.context import ClientCredentials, ServerContext
 from saslkit.credentials import MemoryUserStore, UserRecord, make_user
 from saslkit.errors import TokenRejected
@@ -147,9 +149,11 @@ def test_deep_json_token_through_rememberme_and_line_exchange(service: TokenServ
     direct = RememberMeServer(ctx_of(service)).step(token.encode())
     assert isinstance(direct, Failure) and direct.reason == FailureReason.AUTHENTICATION_FAILED
     assert direct.data is not None and direct.data.startswith(b"e=other-error,")
-    exchange = LineExchange(RememberMeServer(ctx_of(service)))
-    result = exchange.start(token.encode())
-    assert isinstance(result, Failure) and result.reason == FailureReason.AUTHENTICATION_FAILED and exchange.done
+    registry = default_registry()
+    exchange = ServerAuth(registry, registry.offer(tls=True), ctx_of(service))
+    result = exchange.start("REMEMBERME", token.encode(), encoded=False)
+    assert isinstance(result, AuthFailed) and result.reason == FailureReason.AUTHENTICATION_FAILED
+    assert not exchange.active
 
 
 class BuggyServer:
@@ -177,11 +181,13 @@ class BuggyServer:
 def test_line_exchange_turns_a_mechanism_bug_into_a_failure(caplog: pytest.LogCaptureFixture,
                                                             exc: BaseException) -> None:
     caplog.set_level(logging.DEBUG, logger="saslkit")
-    exchange = LineExchange(BuggyServer(exc))
-    assert isinstance(exchange.start(None), Challenge)
+    registry = Registry([MechanismInfo("BUGGY", lambda ctx: BuggyServer(exc), default_registry().info("PLAIN").client,
+                                       strength=1)])
+    exchange = ServerAuth(registry, registry.offer(tls=True), ctx_of(None))
+    assert isinstance(exchange.start("BUGGY", None), Challenge)
     result = exchange.receive(base64.b64encode(b"peer-secret-xyz"))
-    assert isinstance(result, Failure) and result.reason == FailureReason.AUTHENTICATION_FAILED
-    assert "peer-secret-xyz" not in result.message and exchange.done
+    assert isinstance(result, AuthFailed) and result.reason == FailureReason.AUTHENTICATION_FAILED
+    assert "peer-secret-xyz" not in repr(result) and not exchange.active
     errors = [r for r in caplog.records if r.name == "saslkit" and r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "BUGGY" in errors[0].getMessage()
     assert type(exc).__name__ in errors[0].getMessage()

@@ -14,11 +14,12 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..auth.events import reply_logger
 from ..credentials import UserStore
 from ..penalty import AuthPenalty
 from ..serving import IDLE_TIMEOUT, LOGIN_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, LineServer, run_until_signal
 from ..tokens import TokenService
-from .session import MAX_LINE, ImapConfig, ImapReply, ImapSession, Mailbox
+from .session import MAX_LINE, ImapConfig, ImapSession, Mailbox
 
 __all__ = ["ImapServer", "maildir_counter", "run_imap_server"]
 
@@ -65,7 +66,7 @@ class ImapServer:
         self._server = LineServer(
             self._session, name="imap", ssl_context=self.ssl_context, certificate_der=self.certificate_der,
             implicit_tls=self.implicit_tls, line_limit=MAX_LINE + 2, workers=self.workers,
-            idle_reply=b"* BYE Idle timeout\r\n", error_reply=b"* BYE Internal error\r\n", observe=self._log_auth,
+            idle_reply=b"* BYE Idle timeout\r\n", error_reply=b"* BYE Internal error\r\n", observe=reply_logger(log),
             idle_timeout=self.idle_timeout, login_timeout=self.login_timeout, max_connections=self.max_connections,
             max_connections_per_ip=self.max_connections_per_ip, login_reply=b"* BYE Login timeout\r\n",
             busy_reply=b"* BYE Too many connections; try again later\r\n",
@@ -74,17 +75,6 @@ class ImapServer:
     def _session(self, peer: str, tls: bool, bindings: dict[str, bytes]) -> ImapSession:
         return ImapSession(self.config, self.users, self.server_secret, tokens=self.tokens, peer=peer, tls=tls,
                            channel_bindings=bindings, mailbox=self.mailbox, penalty=self.auth_penalty)
-
-    @staticmethod
-    def _log_auth(peer: str, session: object, reply: object) -> None:
-        """One log line per authentication outcome: mechanism, identity, result; never secrets."""
-        assert isinstance(session, ImapSession) and isinstance(reply, ImapReply)
-        for line in reply.lines:
-            if " OK [CAPABILITY " in line and "] Authenticated" in line and session.authenticated is not None:
-                auth = session.authenticated
-                log.info("auth ok peer=%s mechanism=%s identity=%s", peer, auth.mechanism, auth.identity)
-            elif " NO [AUTHENTICATIONFAILED]" in line or " NO [AUTHORIZATIONFAILED]" in line:
-                log.info("auth failed peer=%s reply=%s", peer, line.split(" ", 1)[1][:30])
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         return await self._server.start(host, port)

@@ -22,26 +22,34 @@ draft-melnikov-smtp-rememberme-00 and documented here):
   token-based login gets ``NO [CANNOT]``, a store failure ``NO [UNAVAILABLE]``,
   a bad argument ``BAD``;
 * a registered mechanism refused here by policy (PLAIN without TLS) gets
-  ``NO [PRIVACYREQUIRED]``, an unknown one ``NO [CANNOT]``.
+  ``NO [PRIVACYREQUIRED]``, an unknown one ``NO [CANNOT]``
+  (:mod:`saslkit.imap.replies` holds the table);
+* ``LOGIN`` is PLAIN through the same offer: refused (and ``LOGINDISABLED``
+  advertised) whenever PLAIN is, by TLS, policy or ``ImapConfig.mechanisms``.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..binding import LineExchange
+from ..auth.attempts import AuthAttempts
+from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
+from ..auth.events import Authenticated, AuthFailed, AuthRefused, TokenMinted
 from ..context import ServerContext
 from ..credentials import UserStore
-from ..errors import MechanismNotAllowed, TemporaryFailure, UnknownMechanism, UsageError
-from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
-from ..mechanism import Challenge, Failure, ServerStep, Success
-from ..penalty import AuthPenalty, attempt_delay
-from ..registry import Policy, Registry, default_registry
+from ..errors import TemporaryFailure, UsageError
+from ..framing import encode_challenge
+from ..mechanism import Challenge, Success
+from ..penalty import AuthPenalty
+from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
+from ..reply import Reply
 from ..tokens import TOKEN_TYPES, TokenService
+from . import replies
 
-__all__ = ["ImapConfig", "ImapReply", "ImapSession", "Mailbox"]
+__all__ = ["ImapConfig", "ImapReply", "ImapSession", "ImapState", "Mailbox"]
 
 MAX_LINE = 16384
 MAX_LITERAL = 16384
@@ -49,21 +57,27 @@ MAX_COMMAND = MAX_LINE + 2 * MAX_LITERAL  # one command's lines and literals tog
 _TAG_RE = re.compile(r"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+")  # ASTRING-CHAR minus "+" (RFC 9051 §9)
 _LITERAL_RE = re.compile(rb"\{(\d{1,9})(\+?)\}$")
 
-NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-authenticated", "authenticated", "selected", "logout"
+
+
+class ImapState(enum.StrEnum):
+    """The connection states of RFC 9051 §3 (values are their names, for logs and old callers)."""
+
+    NOT_AUTHENTICATED = "not-authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = (
+    ImapState.NOT_AUTHENTICATED, ImapState.AUTHENTICATED, ImapState.SELECTED, ImapState.LOGOUT)
 
 
 @dataclass
-class ImapReply:
-    """Lines to send (CRLF added by :meth:`wire`) after ``delay`` seconds, and what to do next."""
+class ImapReply(Reply):
+    """A :class:`~saslkit.reply.Reply`; ``literal`` says how many raw octets to read next and hand to
+    :meth:`ImapSession.receive_literal`."""
 
-    lines: list[str] = field(default_factory=list)
-    delay: float = 0.0
     literal: int | None = None
-    starttls: bool = False
-    close: bool = False
-
-    def wire(self) -> bytes:
-        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in self.lines)
 
 
 @dataclass
@@ -87,12 +101,14 @@ class ImapConfig:
     failure_delay: float = 1.0
     max_auth_failures: int = 3
     enableable: tuple[str, ...] = ("IMAP4REV2", "UTF8=ACCEPT")
+    #: Allow-list in offer order (None: every registered mechanism, strongest first); LOGIN counts as PLAIN.
+    mechanisms: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.effective_policy()  # an unknown name in ``mechanisms`` is a UsageError now, not at the first login
 
     def effective_policy(self) -> Policy:
-        base = self.policy or Policy()
-        if self.allow_plaintext_auth and not base.allow_plaintext_without_tls:
-            return Policy(True, base.allowed, base.denied)
-        return base
+        return server_policy(self.registry, self.policy, self.allow_plaintext_auth, self.mechanisms)
 
 
 class _Syntax(Exception):
@@ -162,7 +178,8 @@ class ImapSession:
         self._bindings = dict(channel_bindings or {})
         self._bindings_used: set[str] = set()  # survives UNAUTHENTICATE: same TLS connection (RFC 9266 §4.1)
         self._mailbox = mailbox or (lambda user: Mailbox())
-        self._failures = 0
+        self._attempts = AuthAttempts(peer, penalty, config.failure_delay, config.max_auth_failures)
+        self._engine: ServerAuth | None = None  # built from the offer, once per capability change
         self._pending: list[str | bytes] = []
         self._reset_state()
 
@@ -173,24 +190,43 @@ class ImapSession:
         self.selected: str | None = None
         self.read_only = False
         self.enabled: set[str] = set()
-        self._auth: LineExchange | None = None
-        self._auth_tag = ""
+        self._auth_tag = ""  # the tag of the AUTHENTICATE under way, "" when none is
 
     def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
         self.tls = True
         self._bindings = dict(channel_bindings or {})
         self._bindings_used = set()
+        self._engine = None
 
     # ------------------------------------------------------------ capabilities
 
+    @property
+    def auth_engine(self) -> ServerAuth:
+        """The SASL engine of this connection's current offer (rebuilt after STARTTLS)."""
+        if self._engine is None:
+            registry = self.config.registry
+            ctx = ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
+                                tokens=self._tokens, bindings_used=self._bindings_used)
+            offer = registry.offer(tls=self.tls, channel_bindings=self._bindings,
+                                   policy=self.config.effective_policy(), available=self._serves)
+            self._engine = ServerAuth(registry, offer, ctx)
+        return self._engine
+
+    def _serves(self, info: MechanismInfo) -> bool:
+        """No STOKEN (an LMTP mechanism); token mechanisms need the token service."""
+        return info.name != "STOKEN" and not (info.token_based and self._tokens is None)
+
+    @property
+    def offer(self) -> Offer:
+        return self.auth_engine.offer
+
     def offered_mechanisms(self) -> list[str]:
-        reg = self.config.registry
-        names = reg.offered(tls=self.tls, channel_bindings=self._bindings, policy=self.config.effective_policy())
-        return [n for n in names if n != "STOKEN" and not (reg.info(n).token_based and self._tokens is None)]
+        return list(self.offer.mechanisms)
 
     @property
     def login_disabled(self) -> bool:
-        return not self.tls and not self.config.allow_plaintext_auth
+        """LOGIN is PLAIN: disabled whenever PLAIN is not offered (RFC 9051 §6.2.3 LOGINDISABLED)."""
+        return "PLAIN" not in self.offer
 
     def capabilities(self) -> list[str]:
         caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ENABLE", "ID", "SASL-IR"]
@@ -212,7 +248,7 @@ class ImapSession:
 
     @property
     def in_auth(self) -> bool:
-        return self._auth is not None
+        return self._engine is not None and self._engine.active
 
     def may_block(self, line: bytes) -> bool:
         """Whether handling ``line`` may block (password hashing, store access).
@@ -222,7 +258,7 @@ class ImapSession:
         command's first line (pending since its literals) decides.
         """
         if self.in_auth:
-            return True
+            return self.auth_engine.next_step_may_block  # e.g. SCRAM client-final only computes HMACs
         if _LITERAL_RE.search(line.rstrip(b"\r\n")) is not None:
             return False  # the command goes on after the literal (refusing one never blocks)
         first = self._pending[0] if self._pending else line
@@ -230,10 +266,6 @@ class ImapSession:
         words = head.split(b" ", 2)
         return len(words) > 1 and words[1].upper().rstrip(b"\r\n") in (
             b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT", b"EXAMINE")
-
-    def _ctx(self) -> ServerContext:
-        return ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
-                             tokens=self._tokens, bindings_used=self._bindings_used)
 
     # ------------------------------------------------------------ input
 
@@ -283,9 +315,7 @@ class ImapSession:
         """The driver read a line longer than it buffers (``head`` is its start)."""
         self._pending = []
         if self.in_auth:
-            tag = self._auth_tag
-            self._auth = None
-            return self._bad(tag, "Authentication line too long")
+            return self._auth_reply(self.auth_engine.abort(Abort.LINE_TOO_LONG))
         return ImapReply(["* BAD Line too long"])
 
     def receive_literal(self, data: bytes) -> ImapReply:
@@ -346,16 +376,15 @@ class ImapSession:
             return self._bad(tag, "Already authenticated")
         if len(args) != 2:
             return self._bad(tag, "Syntax: LOGIN user password")
-        if self.login_disabled:
-            return self._no(tag, "LOGIN is disabled without TLS", "PRIVACYREQUIRED")
-        from ..mechanisms.plain import PlainServer
-
-        if any("\x00" in a for a in args):
-            return self._bad(tag, "NUL in LOGIN arguments")
-        message = b"\x00" + args[0].encode() + b"\x00" + args[1].encode()
+        refusal = self.offer.refusal("PLAIN")
         self._auth_tag = tag
-        self._auth = LineExchange(PlainServer(self._ctx()))
-        return self._outcome(self._auth.start(message))
+        if refusal is not None:
+            return self._auth_reply(AuthRefused(refusal, "PLAIN"), login=True)
+        if any("\x00" in a for a in args):
+            self._auth_tag = ""
+            return self._bad(tag, "NUL in LOGIN arguments")
+        message = b"\x00" + args[0].encode() + b"\x00" + args[1].encode()  # RFC 4616 §2, no authzid
+        return self._auth_reply(self.auth_engine.start("PLAIN", message, encoded=False), login=True)
 
     def _cmd_authenticate(self, tag: str, args: list[str], raw: str) -> ImapReply:
         if self.state != NOT_AUTHENTICATED:
@@ -363,73 +392,29 @@ class ImapSession:
         words = raw.split(" ")
         if not 1 <= len(words) <= 2 or not words[0]:
             return self._bad(tag, "Syntax: AUTHENTICATE mechanism [initial-response]")
-        name = words[0].upper()
-        reg = self.config.registry
-        if name not in self.offered_mechanisms():
-            if name in reg and reg.refusal(name, tls=self.tls, channel_bindings=self._bindings,
-                                           policy=self.config.effective_policy()):
-                return self._no(tag, "Mechanism not allowed on this connection", "PRIVACYREQUIRED")
-            return self._no(tag, "Unsupported authentication mechanism", "CANNOT")
-        try:
-            response = decode_initial_response(words[1]) if len(words) == 2 else None
-        except InvalidBase64:
-            return self._bad(tag, "Invalid base64 in initial response")
-        try:
-            mechanism = reg.server(name, self._ctx(), policy=self.config.effective_policy())
-        except (UnknownMechanism, MechanismNotAllowed):
-            return self._no(tag, "Unsupported authentication mechanism", "CANNOT")
-        if response is not None and getattr(mechanism, "server_first", False):
-            return self._bad(tag, "Initial response not allowed for this mechanism")  # RFC 4959 §3
         self._auth_tag = tag
-        self._auth = LineExchange(mechanism)
-        return self._outcome(self._auth.start(response))
+        return self._auth_reply(self.auth_engine.start(words[0], words[1] if len(words) == 2 else None))
 
     def _auth_line(self, line: bytes) -> ImapReply:
-        assert self._auth is not None
-        tag = self._auth_tag
         if len(line) > MAX_LINE:
-            self._auth = None
-            return self._bad(tag, "Authentication line too long")
-        try:
-            return self._outcome(self._auth.receive(line))
-        except AuthCancelled:
-            self._auth = None
-            return self._bad(tag, "Authentication cancelled")
-        except InvalidBase64:
-            self._auth = None
-            return self._bad(tag, "Invalid base64")
+            return self._auth_reply(self.auth_engine.abort(Abort.LINE_TOO_LONG))
+        return self._auth_reply(self.auth_engine.receive(line))
 
-    def _outcome(self, result: ServerStep) -> ImapReply:
-        """Map one exchange step to a reply; additional data already arrives as a challenge."""
-        if isinstance(result, Challenge):
-            return ImapReply([f"+ {encode_challenge(result.data)}"])
-        self._auth = None
-        if isinstance(result, Success):
-            return self._succeeded(self._auth_tag, result)
-        return self._failed(self._auth_tag, result)
-
-    def _penalty_delay(self, authcid: str | None, success: bool | None) -> float:
-        """The auth penalty of this attempt's final reply; records the outcome unless temporary (None)."""
-        return attempt_delay(self._penalty, self.peer, authcid, success)
-
-    def _succeeded(self, tag: str, success: Success) -> ImapReply:
-        self.authenticated = success
-        self.state = AUTHENTICATED
-        reply = self._ok(tag, "Authenticated", "CAPABILITY " + " ".join(self.capabilities()))
-        reply.delay = self._penalty_delay(success.authcid, True)
-        return reply
-
-    def _failed(self, tag: str, failure: Failure) -> ImapReply:
-        if failure.temporary:
-            return self._no(tag, "Authentication temporarily unavailable", "UNAVAILABLE",
-                            delay=self._penalty_delay(failure.authcid, None))
-        self._failures += 1
-        code = "AUTHORIZATIONFAILED" if failure.authorization else "AUTHENTICATIONFAILED"
-        reply = self._no(tag, "Authentication failed", code,
-                         delay=self.config.failure_delay + self._penalty_delay(failure.authcid, False))
-        if self._failures >= self.config.max_auth_failures:
-            reply.lines.append("* BYE Too many failed authentication attempts")
-            reply.close = True
+    def _auth_reply(self, outcome: AuthOutcome, *, login: bool = False) -> ImapReply:
+        """One engine outcome as a reply (:mod:`saslkit.imap.replies`), with its event."""
+        if isinstance(outcome, Challenge):
+            return ImapReply([replies.auth_reply(self._auth_tag, outcome, [])])
+        tag, self._auth_tag = self._auth_tag, ""
+        reply = ImapReply()
+        if isinstance(outcome, Authenticated):
+            self.authenticated, self.state = outcome.success, AUTHENTICATED
+        if isinstance(outcome, (Authenticated, AuthFailed)):
+            reply.delay, reply.close = self._attempts.settle(outcome)
+        reply.lines = [replies.auth_reply(tag, outcome, self.capabilities(), login=login)]
+        if reply.close:
+            reply.lines.append(replies.TOO_MANY_FAILURES)
+        if not isinstance(outcome, Aborted):
+            reply.events.append(outcome)
         return reply
 
     # ------------------------------------------------------------ authenticated
@@ -512,5 +497,7 @@ class ImapSession:
             return self._no(tag, "Token store unavailable", "UNAVAILABLE")
         except UsageError:
             return self._no(tag, "Log in with a password-based mechanism to get a token", "CANNOT")
-        return self._ok(tag, "Token created", f"REMEMBERME {encode_challenge(token.encode('utf-8'))}")
+        reply = self._ok(tag, "Token created", f"REMEMBERME {encode_challenge(token.encode('utf-8'))}")
+        reply.events.append(TokenMinted(kind, self.authenticated.identity))
+        return reply
 

@@ -49,7 +49,10 @@ is ``True`` and ``session.auth_data`` the :class:`~saslkit.mechanism.Success`.
 * aiosmtpd's ``authenticator``, ``auth_callback``, ``auth_exclude_mechanism``,
   ``auth_require_tls`` and handler ``auth_*`` methods do not apply: saslkit's
   registry and :class:`~saslkit.registry.Policy` decide (``allow_plaintext_auth``
-  lifts the TLS requirement of PLAIN and REMEMBERME).
+  lifts the TLS requirement of PLAIN and REMEMBERME; ``mechanisms`` is an
+  allow-list in offer order, like Dovecot's ``auth_mechanisms``).
+* Outcomes are logged from the session's typed events
+  (:func:`saslkit.auth.events.log_line`), never from reply text.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, syntax
 
+from ..auth.events import reply_logger
 from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, UsageError
@@ -79,11 +83,13 @@ from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
+from . import replies
 from .session import MAX_AUTH_LINE, AuthThrottle, Reply, SmtpConfig, SmtpSession, xtext_decode
 
 __all__ = ["SaslkitAuth", "SaslkitController", "SaslkitEnvelope", "SaslkitLMTP", "SaslkitSMTP", "saslkit_controller"]
 
 log = logging.getLogger("saslkit.smtp.aiosmtpd")
+_log_events = reply_logger(log)
 T = TypeVar("T")
 
 _KEYWORDS = ("AUTH", "REMEMBERME", "STOKEN")  # EHLO keywords saslkit decides
@@ -111,6 +117,7 @@ class SaslkitAuth:
     policy: Policy | None = None
     allow_plaintext_auth: bool = False
     remember_types: tuple[str, ...] = TOKEN_TYPES
+    mechanisms: tuple[str, ...] | None = None
     failure_delay: float = 1.0
     max_auth_failures: int = 3
     throttle: AuthThrottle | None = None
@@ -132,6 +139,7 @@ class SaslkitAuth:
             weakref.WeakKeyDictionary()
         )
         self._configs: dict[tuple[str, bool, bool], SmtpConfig] = {}
+        self.config("localhost", lmtp=False, auth_required=True)  # an unknown allow-listed name fails here
 
     def config(self, hostname: str, *, lmtp: bool, auth_required: bool) -> SmtpConfig:
         key = (hostname, lmtp, auth_required)
@@ -141,7 +149,7 @@ class SaslkitAuth:
                 hostname=hostname, lmtp=lmtp, auth_required=auth_required,
                 allow_plaintext_auth=self.allow_plaintext_auth, registry=self.registry, policy=self.policy,
                 failure_delay=self.failure_delay, max_auth_failures=self.max_auth_failures,
-                remember_types=self.remember_types,
+                remember_types=self.remember_types, mechanisms=self.mechanisms,
             )
         return cfg
 
@@ -258,6 +266,7 @@ class SaslkitSMTP(SMTP):
         sasl = self._sasl
         assert sasl is not None
         reply = await self.saslkit.run(sasl.receive_line, line) if sasl.may_block(line) else sasl.receive_line(line)
+        _log_events(sasl.peer, sasl, reply)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         for text in reply.lines:
@@ -307,10 +316,10 @@ class SaslkitSMTP(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:
         assert self.session is not None and self.envelope is not None
         if not self.session.extended_smtp:
-            await self.push("503 5.5.1 Send EHLO first")
+            await self.push(replies.SEND_EHLO_FIRST)
             return
         if self.envelope.mail_from:
-            await self.push("503 5.5.1 AUTH not allowed during a mail transaction")
+            await self.push(replies.IN_TRANSACTION)
             return
         sasl = self._sasl
         assert sasl is not None
@@ -321,9 +330,6 @@ class SaslkitSMTP(SMTP):
         if success is not None and not self.session.authenticated:
             self.session.authenticated = True
             self.session.auth_data = success  # type: ignore[assignment]  # aiosmtpd infers None
-            log.info("auth ok peer=%s mechanism=%s identity=%s", sasl.peer, success.mechanism, success.identity)
-        elif reply.lines and reply.lines[0][:3] in ("535", "454"):
-            log.info("auth failed peer=%s reply=%s", sasl.peer, reply.lines[0][:9])
 
     @syntax("REMEMBERME token-type")
     async def smtp_REMEMBERME(self, arg: str) -> None:
@@ -332,7 +338,7 @@ class SaslkitSMTP(SMTP):
     async def _stoken_command(self, verb: str, arg: str) -> None:
         assert self.session is not None
         if self.saslkit.stokens is not None and not self.session.authenticated:  # the session needs an identity
-            await self.push("530 5.7.0 Authentication required")
+            await self.push(replies.AUTH_REQUIRED)
             return
         await self._feed(_line(verb, arg))
 

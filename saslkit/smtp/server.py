@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..auth.events import reply_logger
 from ..credentials import UserStore
 from ..penalty import AuthPenalty
 from ..serving import (
@@ -26,7 +27,7 @@ from ..serving import (
     run_until_signal,
 )
 from ..tokens import SubmissionTokens, TokenService
-from .session import MAX_AUTH_LINE, Deliver, Envelope, Reply, SmtpConfig, SmtpSession
+from .session import MAX_AUTH_LINE, Deliver, Envelope, SmtpConfig, SmtpSession
 
 __all__ = ["SmtpServer", "ensure_certificate", "maildir_delivery", "run_server"]
 
@@ -95,7 +96,7 @@ class SmtpServer:
             self._session, name="lmtp" if self.config.lmtp else "smtp", ssl_context=self.ssl_context,
             certificate_der=self.certificate_der, implicit_tls=self.implicit_tls, line_limit=MAX_AUTH_LINE + 2,
             workers=self.workers, idle_reply=b"421 4.4.2 Idle timeout; closing\r\n",
-            error_reply=b"421 4.3.0 Internal error; closing\r\n", observe=self._log_auth,
+            error_reply=b"421 4.3.0 Internal error; closing\r\n", observe=reply_logger(log),
             idle_timeout=self.idle_timeout, login_timeout=self.login_timeout if self.config.auth_required else None,
             max_connections=self.max_connections, max_connections_per_ip=self.max_connections_per_ip,
             login_reply=b"421 4.4.2 Login timeout; closing\r\n",
@@ -106,17 +107,6 @@ class SmtpServer:
         return SmtpSession(self.config, self.users, self.server_secret, tokens=self.tokens, stokens=self.stokens,
                            peer=peer, tls=tls, channel_bindings=bindings, deliver=self.deliver,
                            penalty=self.auth_penalty)
-
-    @staticmethod
-    def _log_auth(peer: str, session: object, reply: object) -> None:
-        """One log line per authentication outcome: mechanism, identity, result; never secrets."""
-        assert isinstance(session, SmtpSession) and isinstance(reply, Reply)
-        first = reply.lines[0] if reply.lines else ""
-        if first.startswith("235 2.7.0 Authentication successful") and session.authenticated is not None:
-            auth = session.authenticated
-            log.info("auth ok peer=%s mechanism=%s identity=%s", peer, auth.mechanism, auth.identity)
-        elif first[:3] in ("535", "454", "534") and session.authenticated is None:
-            log.info("auth failed peer=%s reply=%s", peer, first[:9])
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound address (port 0 picks a free one)."""

@@ -6,7 +6,11 @@ seconds; it starts TLS when ``reply.starttls`` is set (then calls
 :meth:`SmtpSession.tls_started`) and closes when ``reply.close`` is set.
 No sockets, clocks or threads in here: blocking work (argon2, stores) happens
 inside ``receive_line``, so an asyncio driver runs the lines that
-:meth:`SmtpSession.may_block` flags in a worker thread.
+:meth:`SmtpSession.may_block` flags in a worker thread.  Where a connection
+is (greeted, in a transaction, in an AUTH exchange, in DATA) is a named
+:class:`SmtpState`; each AUTH exchange runs in
+:class:`~saslkit.auth.engine.ServerAuth`, and replies carry its typed
+``events``.
 
 Covered: RFC 4954 AUTH (§4, §6 codes, §5 ``AUTH=`` on MAIL FROM), RFC 2034
 enhanced codes, RFC 5321 line limits (§4.5.3.1), RFC 3207 STARTTLS reset,
@@ -20,7 +24,10 @@ Choices the texts leave open (documented and tested):
   is unassigned); it needs TLS and a non-token login (``534 5.7.9``
   otherwise).
 * A registered mechanism refused here by policy (PLAIN without TLS) gets
-  ``534 5.7.9``; an unknown or unoffered one ``504 5.5.4``.
+  ``534 5.7.9``; an unknown or unoffered one ``504 5.5.4``
+  (:mod:`saslkit.smtp.replies` holds the table).
+* ``SmtpConfig.mechanisms`` is an allow-list in offer order (like Dovecot's
+  ``auth_mechanisms``): what it leaves out is neither advertised nor accepted.
 * A third-party mechanism whose server speaks first says so with a
   ``server_first = True`` attribute; an initial response to it gets
   ``501 5.7.0`` (RFC 4954 §4).  saslkit's own mechanisms are all client-first.
@@ -30,22 +37,27 @@ Choices the texts leave open (documented and tested):
 
 from __future__ import annotations
 
+import enum
 import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..binding import LineExchange
+from ..auth.attempts import AuthAttempts
+from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
+from ..auth.events import Authenticated, AuthRefused, TokenMinted
 from ..context import ServerContext
 from ..credentials import UserStore
-from ..errors import MechanismNotAllowed, ProtocolError, SaslError, TemporaryFailure, UnknownMechanism, UsageError
-from ..framing import AuthCancelled, InvalidBase64, decode_initial_response, encode_challenge
-from ..mechanism import Challenge, Failure, ServerStep, Success
-from ..penalty import AuthPenalty, attempt_delay
-from ..registry import Policy, Registry, default_registry
+from ..errors import ProtocolError, SaslError, TemporaryFailure, UsageError
+from ..framing import encode_challenge
+from ..mechanism import Challenge, Success
+from ..penalty import AuthPenalty
+from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
+from ..reply import Reply
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.stoken import normalize_address
+from . import replies
 
 __all__ = [
     "AuthThrottle",
@@ -53,6 +65,7 @@ __all__ = [
     "Reply",
     "SmtpConfig",
     "SmtpSession",
+    "SmtpState",
     "add_submission_token_header",
     "xtext_decode",
     "xtext_encode",
@@ -111,19 +124,6 @@ def add_submission_token_header(message: bytes, token: str) -> bytes:
 
 
 @dataclass
-class Reply:
-    """What the driver must do: send ``lines`` (CRLF added by :meth:`wire`) after ``delay`` seconds."""
-
-    lines: list[str] = field(default_factory=list)
-    delay: float = 0.0
-    starttls: bool = False
-    close: bool = False
-
-    def wire(self) -> bytes:
-        return b"".join(line.encode("utf-8", "replace") + b"\r\n" for line in self.lines)
-
-
-@dataclass
 class Envelope:
     """One mail transaction, handed to the delivery callback."""
 
@@ -171,12 +171,24 @@ class SmtpConfig:
     max_message_size: int = 25 * 1024 * 1024
     max_recipients: int = 100
     remember_types: tuple[str, ...] = TOKEN_TYPES
+    #: Allow-list in offer order (None: every registered mechanism, strongest first).
+    mechanisms: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.effective_policy()  # an unknown name in ``mechanisms`` is a UsageError now, not at the first AUTH
 
     def effective_policy(self) -> Policy:
-        base = self.policy or Policy()
-        if self.allow_plaintext_auth and not base.allow_plaintext_without_tls:
-            return Policy(True, base.allowed, base.denied)
-        return base
+        return server_policy(self.registry, self.policy, self.allow_plaintext_auth, self.mechanisms)
+
+
+class SmtpState(enum.Enum):
+    """Where a connection is: what the next line means (RFC 5321 §4.1.4, RFC 4954 §4)."""
+
+    CONNECTED = "connected"  # no EHLO/HELO/LHLO yet
+    GREETED = "greeted"  # commands, no mail transaction
+    TRANSACTION = "transaction"  # after MAIL FROM
+    AUTH_EXCHANGE = "auth exchange"  # the next line answers a 334 challenge
+    DATA = "data"  # message lines until "."
 
 
 #: Commands refused with 530 5.7.0 until AUTH succeeds when authentication is required (RFC 4954 §6).
@@ -218,14 +230,16 @@ class SmtpSession:
     # ------------------------------------------------------------ state
 
     def _reset_connection_state(self) -> None:
+        self.state = SmtpState.CONNECTED
         self.greeted: str | None = None  # EHLO/HELO/LHLO seen
         self.extended = False
         self.authenticated: Success | None = None
-        self._auth: LineExchange | None = None
-        self._failures = 0
+        self._engine: ServerAuth | None = None  # built from the offer, once per capability change
+        self._attempts = AuthAttempts(self.peer, self._penalty, self.config.failure_delay,
+                                      self.config.max_auth_failures,
+                                      self._throttle.record if self._throttle is not None else None)
         self._envelope: Envelope | None = None
         self._stoken_rcpts: dict[str, str] = {}  # recipient -> kind ("TEMP"/"PERM")
-        self._in_data = False
         self._data: list[bytes] = []
         self._data_size = 0
         self._data_too_big = False
@@ -243,34 +257,42 @@ class SmtpSession:
 
     @property
     def in_auth(self) -> bool:
-        return self._auth is not None
+        return self.state is SmtpState.AUTH_EXCHANGE
 
     def may_block(self, line: bytes) -> bool:
         """Whether handling ``line`` may block (password hashing, store access)."""
-        if self._in_data:
+        if self.state is SmtpState.DATA:
             # The final "." delivers (a Maildir write) and may mint submission tokens (store access).
             return line.rstrip(b"\r\n") == b"."
-        if self.in_auth:
-            return True
+        if self.state is SmtpState.AUTH_EXCHANGE:
+            return self.auth_engine.next_step_may_block  # e.g. SCRAM client-final only computes HMACs
         verb = line[:10].split(b" ", 1)[0].upper()
         return verb in (b"AUTH", b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
 
-    def _ctx(self) -> ServerContext:
-        return ServerContext(
-            self._users, self._secret, channel_bindings=self._bindings, tls=self.tls, tokens=self._tokens,
-            stokens=self._stokens, bindings_used=self._bindings_used,
-        )
+    @property
+    def auth_engine(self) -> ServerAuth:
+        """The SASL engine of this connection's current offer (rebuilt after STARTTLS)."""
+        if self._engine is None:
+            registry = self.config.registry
+            ctx = ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
+                                tokens=self._tokens, stokens=self._stokens, bindings_used=self._bindings_used)
+            offer = registry.offer(tls=self.tls, channel_bindings=self._bindings,
+                                   policy=self.config.effective_policy(), available=self._serves)
+            self._engine = ServerAuth(registry, offer, ctx)
+        return self._engine
+
+    def _serves(self, info: MechanismInfo) -> bool:
+        """Token mechanisms need the token service; STOKEN is LMTP only (draft-slusarz §7.3)."""
+        if info.name == "STOKEN":
+            return self._stokens is not None and self.config.lmtp
+        return not (info.token_based and self._tokens is None)
+
+    @property
+    def offer(self) -> Offer:
+        return self.auth_engine.offer
 
     def offered_mechanisms(self) -> list[str]:
-        names = self.config.registry.offered(
-            tls=self.tls, channel_bindings=self._bindings, policy=self.config.effective_policy()
-        )
-        info = self.config.registry.info
-        return [
-            n for n in names
-            if not (info(n).token_based and n != "STOKEN" and self._tokens is None)
-            and not (n == "STOKEN" and (self._stokens is None or not self.config.lmtp))
-        ]
+        return list(self.offer.mechanisms)
 
     # ------------------------------------------------------------ entry point
 
@@ -280,13 +302,12 @@ class SmtpSession:
             line = line[:-1]
         if line.endswith(b"\r"):
             line = line[:-1]
-        if self._in_data:
+        if self.state is SmtpState.DATA:
             return self._data_line(line)
-        if self.in_auth:
+        if self.state is SmtpState.AUTH_EXCHANGE:
             return self._auth_line(line)
         if len(line) + 2 > MAX_COMMAND_LINE:
-            is_auth = line[:5].upper() in (b"AUTH ", b"AUTH")
-            return self._r(500, "5.5.6" if is_auth else "5.5.2", "Line too long")
+            return self.line_too_long(line[:5])
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
@@ -294,7 +315,7 @@ class SmtpSession:
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         if self.config.auth_required and self.authenticated is None and verb in _NEEDS_AUTH:
-            return self._r(530, "5.7.0", "Authentication required")
+            return Reply([replies.AUTH_REQUIRED])
         handler = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None
         if handler is None:
             return self._r(500, "5.5.1", "Command unrecognized")
@@ -314,8 +335,8 @@ class SmtpSession:
             return self._r(500, "5.5.1", f"{verb} not accepted here; use {'LHLO' if lmtp else 'EHLO'}")
         if not arg or " " in arg:
             return self._r(501, "5.5.4", f"Syntax: {verb} hostname")
-        self._envelope = None
-        self._stoken_rcpts = {}
+        self._end_transaction()
+        self.state = SmtpState.GREETED
         self.greeted = arg
         self.extended = verb != "HELO"
         if verb == "HELO":
@@ -356,9 +377,14 @@ class SmtpSession:
         return self._r(250, "2.0.0", "OK")
 
     def _cmd_rset(self, arg: str) -> Reply:
+        self._end_transaction()
+        return self._r(250, "2.0.0", "OK")
+
+    def _end_transaction(self) -> None:
         self._envelope = None
         self._stoken_rcpts = {}
-        return self._r(250, "2.0.0", "OK")
+        if self.state is not SmtpState.CONNECTED:
+            self.state = SmtpState.GREETED
 
     def _cmd_quit(self, arg: str) -> Reply:
         return self._r(221, "2.0.0", "Bye", close=True)
@@ -373,86 +399,40 @@ class SmtpSession:
 
     def _cmd_auth(self, arg: str) -> Reply:
         if not self.extended:
-            return self._r(503, "5.5.1", "Send EHLO first")
+            return Reply([replies.SEND_EHLO_FIRST])
         if self.authenticated is not None:
-            return self._r(503, "5.5.1", "Already authenticated")
-        if self._envelope is not None:
-            return self._r(503, "5.5.1", "AUTH not allowed during a mail transaction")
+            return Reply([replies.ALREADY_AUTHENTICATED])
+        if self.state is SmtpState.TRANSACTION:
+            return Reply([replies.IN_TRANSACTION])
         parts = arg.split(" ")
         if not arg or len(parts) > 2:
-            return self._r(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+            return Reply([replies.AUTH_SYNTAX])
         if self._throttle is not None and not self._throttle.allow(self.peer):
-            return self._r(454, "4.7.0", "Too many authentication attempts; try again later")
-        name = parts[0].upper()
-        registry = self.config.registry
-        if name not in registry or name not in self.offered_mechanisms():
-            why = None
-            if name in registry:
-                why = registry.refusal(name, tls=self.tls, channel_bindings=self._bindings,
-                                       policy=self.config.effective_policy())
-            if why is not None:
-                return self._r(534, "5.7.9", f"Authentication mechanism is too weak here: {why}")
-            return self._r(504, "5.5.4", "Unrecognized authentication type")
-        try:
-            response = decode_initial_response(parts[1]) if len(parts) == 2 else None
-        except InvalidBase64:
-            return self._r(501, "5.5.2", "Invalid base64 data")
-        try:
-            mechanism = registry.server(name, self._ctx(), policy=self.config.effective_policy())
-        except (UnknownMechanism, MechanismNotAllowed):
-            return self._r(504, "5.5.4", "Unrecognized authentication type")
-        if response is not None and getattr(mechanism, "server_first", False):
-            # RFC 4954 §4: an initial response to a mechanism where the server speaks first.
-            return self._r(501, "5.7.0", "Initial response not allowed for this mechanism")
-        self._auth = LineExchange(mechanism)
-        return self._outcome(self._auth.start(response))
+            return Reply([replies.THROTTLED])
+        return self._auth_reply(self.auth_engine.start(parts[0], parts[1] if len(parts) == 2 else None))
 
     def _auth_line(self, line: bytes) -> Reply:
-        assert self._auth is not None
         if len(line) + 2 > MAX_AUTH_LINE:
-            self._auth = None
-            return self._r(500, "5.5.6", "Authentication Exchange line is too long")
-        try:
-            return self._outcome(self._auth.receive(line))
-        except AuthCancelled:
-            self._auth = None
-            return self._r(501, "5.0.0", "Authentication cancelled")
-        except InvalidBase64:
-            self._auth = None
-            return self._r(501, "5.5.2", "Invalid base64 data")
+            return self._auth_reply(self.auth_engine.abort(Abort.LINE_TOO_LONG))
+        return self._auth_reply(self.auth_engine.receive(line))
 
-    def _outcome(self, result: ServerStep) -> Reply:
-        """Map one exchange step to a reply; additional data already arrives as a challenge."""
-        if isinstance(result, Challenge):
-            return Reply([f"334 {encode_challenge(result.data)}"])
-        self._auth = None
-        if isinstance(result, Success):
-            return self._succeeded(result)
-        return self._failed(result)
-
-    def _penalty_delay(self, authcid: str | None, success: bool | None) -> float:
-        """The auth penalty of this attempt's final reply; records the outcome unless temporary (None)."""
-        return attempt_delay(self._penalty, self.peer, authcid, success)
-
-    def _succeeded(self, success: Success) -> Reply:
-        self.authenticated = success
-        if self._throttle is not None:
-            self._throttle.record(self.peer, success.identity, True)
-        return self._r(235, "2.7.0", "Authentication successful", delay=self._penalty_delay(success.authcid, True))
-
-    def _failed(self, failure: Failure) -> Reply:
-        if failure.temporary:
-            return self._r(454, "4.7.0", "Temporary authentication failure",
-                           delay=self._penalty_delay(failure.authcid, None))
-        self._failures += 1
-        if self._throttle is not None:
-            self._throttle.record(self.peer, failure.authcid, False)
-        delay = self.config.failure_delay + self._penalty_delay(failure.authcid, False)
-        if self._failures >= self.config.max_auth_failures:
-            return Reply(["535 5.7.8 Authentication credentials invalid",
-                          "421 4.7.0 Too many failed authentication attempts; closing"],
-                         delay=delay, close=True)
-        return self._r(535, "5.7.8", "Authentication credentials invalid", delay=delay)
+    def _auth_reply(self, outcome: AuthOutcome) -> Reply:
+        """One engine outcome as a reply (:mod:`saslkit.smtp.replies`), with its event."""
+        reply = Reply([replies.auth_reply(outcome)])
+        if isinstance(outcome, Challenge):
+            self.state = SmtpState.AUTH_EXCHANGE
+            return reply
+        self.state = SmtpState.GREETED
+        if isinstance(outcome, Aborted):
+            return reply  # cancelled or malformed: no attempt to count
+        if isinstance(outcome, Authenticated):
+            self.authenticated = outcome.success
+        if not isinstance(outcome, AuthRefused):
+            reply.delay, reply.close = self._attempts.settle(outcome)
+        if reply.close:
+            reply.lines.append(replies.TOO_MANY_FAILURES)
+        reply.events.append(outcome)
+        return reply
 
     # ------------------------------------------------------------ REMEMBERME (draft-melnikov-smtp-rememberme-00)
 
@@ -472,7 +452,9 @@ class SmtpSession:
             return self._r(454, "4.7.0", "Token store unavailable; try again later")
         except UsageError:
             return self._r(534, "5.7.9", "Log in with a password-based mechanism to get a token")
-        return self._r(235, "2.7.0", encode_challenge(token.encode("utf-8")))
+        reply = self._r(235, "2.7.0", encode_challenge(token.encode("utf-8")))
+        reply.events.append(TokenMinted(kind, self.authenticated.identity))
+        return reply
 
     # ------------------------------------------------------------ submission tokens (draft-slusarz §5.4)
 
@@ -521,7 +503,9 @@ class SmtpSession:
             token, _ = self._stokens.generate(kind, remote, local)
         except (TemporaryFailure, SaslError):
             return self._r(451, "4.5.0", "Could not generate a token for this address pair")
-        return self._r(250, "2.1.11", f"{token} Submission Token Successfully Created")
+        reply = self._r(250, "2.1.11", f"{token} Submission Token Successfully Created")
+        reply.events.append(TokenMinted(f"STOKEN-{kind}", local))
+        return reply
 
     def _cmd_revstoken(self, arg: str) -> Reply:
         parsed = self._stoken_args(arg, False)
@@ -569,6 +553,7 @@ class SmtpSession:
                 return self._r(555, "5.5.4", f"Unsupported parameter {key}")
         self._envelope = Envelope(m.group(1), auth_param,
                                   identity=self.authenticated.identity if self.authenticated else None)
+        self.state = SmtpState.TRANSACTION
         return self._r(250, "2.1.0", "Sender OK")
 
     def _cmd_rcpt(self, arg: str) -> Reply:
@@ -615,7 +600,7 @@ class SmtpSession:
             return self._r(503, "5.5.1", "Need MAIL before DATA")
         if not self._envelope.recipients:
             return self._r(503, "5.5.1", "Need RCPT before DATA")
-        self._in_data = True
+        self.state = SmtpState.DATA
         self._data, self._data_size, self._data_too_big, self._data_line_too_long = [], 0, False, False
         return Reply(["354 End data with <CR><LF>.<CR><LF>"])
 
@@ -625,18 +610,17 @@ class SmtpSession:
         In DATA the message is refused at its end (``554 5.6.0``); an AUTH
         exchange line gets ``500 5.5.6`` (RFC 4954 §4), a command ``500 5.5.2``.
         """
-        if self._in_data:
+        if self.state is SmtpState.DATA:
             self._data_line_too_long = True
             self._data = []
             return Reply()
-        if self.in_auth:
-            self._auth = None
-            return self._r(500, "5.5.6", "Authentication Exchange line is too long")
-        return self._r(500, "5.5.6" if head[:5].upper() in (b"AUTH ", b"AUTH") else "5.5.2", "Line too long")
+        if self.state is SmtpState.AUTH_EXCHANGE:
+            return self._auth_reply(self.auth_engine.abort(Abort.LINE_TOO_LONG))
+        return Reply([replies.AUTH_LINE_TOO_LONG if head[:5].upper() in (b"AUTH ", b"AUTH")
+                      else "500 5.5.2 Line too long"])
 
     def _data_line(self, line: bytes) -> Reply:
         if line == b".":
-            self._in_data = False
             return self._finish_data()
         if line.startswith(b"."):
             line = line[1:]  # RFC 5321 §4.5.2 dot-stuffing
@@ -649,10 +633,9 @@ class SmtpSession:
         return Reply()
 
     def _finish_data(self) -> Reply:
-        envelope = self._envelope
+        envelope, stoken_rcpts = self._envelope, self._stoken_rcpts
         assert envelope is not None
-        self._envelope = None
-        stoken_rcpts, self._stoken_rcpts = self._stoken_rcpts, {}
+        self._end_transaction()
         count = len(envelope.recipients) if self.config.lmtp else 1
         if self._data_too_big:
             return Reply(["552 5.3.4 Message size exceeds fixed limit"] * count)

@@ -1,0 +1,105 @@
+"""What happened in an authentication, as typed events (no reply text to parse).
+
+Sessions attach these to their replies (``reply.events``); servers log,
+count and penalise from them.  :func:`log_line` renders one event as a
+logfmt line: the mechanism and the attempted identity (quoted), never a
+secret (the events hold none).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..mechanism import FailureReason, Success
+from ..registry import Refusal
+
+__all__ = [
+    "AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "TokenMinted", "log_line", "logfmt", "reply_logger",
+]
+
+_BARE = re.compile(r"[A-Za-z0-9@._+:/=-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """Authenticated as ``identity`` (``authcid`` acting as it) with ``mechanism``."""
+
+    identity: str
+    mechanism: str
+    authcid: str
+    success: Success = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, success: Success) -> Authenticated:
+        return cls(success.identity, success.mechanism, success.authcid, success)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    """The exchange failed with ``reason``; ``authcid`` is who the client claimed to be, if known."""
+
+    reason: str
+    mechanism: str
+    authcid: str | None = None
+    temporary: bool = False
+
+    @property
+    def authorization(self) -> bool:
+        """Authenticated, but not allowed to act as the requested authzid (RFC 4422 §3.4.1)."""
+        return self.reason == FailureReason.AUTHORIZATION_FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRefused:
+    """The mechanism was refused before any exchange (unknown, not offered, too weak here...)."""
+
+    refusal: Refusal
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMinted:
+    """A token of ``kind`` was minted for ``identity`` (REMEMBERME, GENSTOKEN); the token is not kept here."""
+
+    kind: str
+    identity: str
+
+
+AuthEvent = Authenticated | AuthFailed | AuthRefused | TokenMinted
+
+
+def logfmt(value: str | None) -> str:
+    """A logfmt value: bare when safe, else double-quoted with ``\\``, ``"`` and controls escaped."""
+    if value is None:
+        return '""'
+    if _BARE.fullmatch(value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", escaped) + '"'
+
+
+def log_line(event: AuthEvent, peer: str) -> str:
+    """One log line for ``event``: mechanism and identity quoted, never secrets."""
+    head = f"peer={logfmt(peer)}"
+    if isinstance(event, Authenticated):
+        return f"auth ok {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.identity)}"
+    if isinstance(event, AuthFailed):
+        kind = "auth temporary failure" if event.temporary else "auth failed"
+        return (f"{kind} {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.authcid)} "
+                f"reason={logfmt(event.reason)}")
+    if isinstance(event, AuthRefused):
+        return f"auth refused {head} mechanism={logfmt(event.mechanism)} reason={logfmt(event.refusal.value)}"
+    return f"token minted {head} kind={logfmt(event.kind)} identity={logfmt(event.identity)}"
+
+
+def reply_logger(log: logging.Logger) -> Callable[[str, object, object], None]:
+    """A server driver's observer: one INFO line on ``log`` per event of each reply."""
+
+    def observe(peer: str, session: object, reply: object) -> None:
+        for event in getattr(reply, "events", ()):
+            log.info("%s", log_line(event, peer))
+
+    return observe
