@@ -22,6 +22,18 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
+from .auth.client import (
+    SMTP_FRAMING,
+    Authenticated,
+    ClientAuth,
+    EncodedChallenge,
+    Rejected,
+    ServerFailure,
+    ServerMessage,
+    ServerSuccess,
+    Unverified,
+    drive,
+)
 from .context import ClientCredentials, ServerContext
 from .credentials import (
     DEFAULT_ITERATIONS,
@@ -32,9 +44,9 @@ from .credentials import (
     make_user,
     prepare_username,
 )
-from .errors import AuthenticationFailed, ProtocolError, SaslError, StoreError, UsageError
+from .errors import ProtocolError, SaslError, StoreError, UsageError
 from .exchange import run_exchange
-from .framing import decode_continuation, decode_initial_response, encode_challenge, encode_initial_response
+from .framing import decode_continuation, decode_initial_response, encode_challenge
 from .keys import KeyRing, default_keys_path
 from .mechanism import Challenge, Failure, Success
 from .redact import redact
@@ -383,34 +395,28 @@ def cmd_sasl_client(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     creds = ClientCredentials(
         args.user, secret, authzid=args.authzid, channel_binding=cb, server_offers_plus=cb is not None
     )
-    client = registry.client(name, creds)
-    first = client.start()
-    _out(stdout, f"AUTH {name}" + (f" {encode_initial_response(first)}" if first is not None else ""))
-    while True:
-        line = stdin.readline(MAX_LINE)
-        if not line:
-            print("saslkit: server closed the exchange", file=sys.stderr)
-            return EXIT_FAIL
-        line = line.rstrip("\r\n")
-        code, _, text = line.partition(" ")
-        if code == "334":
-            try:
-                answer = client.step(decode_continuation(text))
-            except (AuthenticationFailed, ProtocolError) as exc:
-                _out(stdout, "*")
-                print(f"saslkit: authentication failed: {exc}", file=sys.stderr)
-                return EXIT_FAIL
-            _out(stdout, encode_challenge(answer))
-        elif code == "235":
-            try:
-                client.finish(None)
-            except AuthenticationFailed as exc:
-                print(f"saslkit: server not verified: {exc}", file=sys.stderr)
-                return EXIT_FAIL
-            return EXIT_OK
-        else:
-            print(f"saslkit: authentication failed: {line}", file=sys.stderr)
-            return EXIT_FAIL
+    auth = ClientAuth(registry.client(name, creds), framing=SMTP_FRAMING)
+    _out(stdout, f"AUTH {auth.start().arguments}")
+    outcome = drive(auth, lambda: _client_sasl_message(stdin), lambda step: _out(stdout, step.line))
+    if isinstance(outcome, Authenticated):
+        return EXIT_OK
+    if isinstance(outcome, Rejected):
+        raise CliError(f"authentication failed: {outcome.text}")
+    if isinstance(outcome, Unverified):
+        raise CliError(f"server not verified: {outcome.message}")
+    raise CliError(f"authentication failed: {outcome.message}")
+
+
+def _client_sasl_message(stdin: TextIO) -> ServerMessage:
+    """One ``sasl server`` line as the client engine takes it (RFC 4954 §4 framing)."""
+    line = stdin.readline(MAX_LINE)
+    if not line:
+        raise CliError("server closed the exchange")
+    line = line.rstrip("\r\n")
+    code, _, text = line.partition(" ")
+    if code == "334":
+        return EncodedChallenge(text)
+    return ServerSuccess() if code == "235" else ServerFailure(line)
 
 
 # ---------------------------------------------------------------- keys, tokens, stokens
