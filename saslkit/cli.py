@@ -17,6 +17,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -680,6 +681,29 @@ def _client_authenticated(host: str, port: int, user: str, mechanism: str, chann
     print(f"saslkit: authenticated to {host}:{port} as {user} with {mechanism}{bound}", file=sys.stderr)
 
 
+@contextmanager
+def _client_errors(sign_off: Callable[[], None]) -> Iterator[None]:
+    """Exit 3 for a connection or TLS failure; exit 1 (after ``sign_off``) when authentication fails."""
+    from .clientbase import ClientAuthError, ClientConnectionError
+
+    try:
+        yield
+    except ClientConnectionError as exc:
+        raise CliError(str(exc), EXIT_CONNECTION) from exc
+    except ClientAuthError as exc:
+        sign_off()
+        raise CliError(str(exc), EXIT_FAIL) from exc
+    sign_off()
+
+
+def _client_token_out(stdout: TextIO, token_type: str | None, token: str | None) -> int:
+    """With ``--remember``, the token alone on the last stdout line."""
+    if token is not None:
+        print(f"saslkit: got a {token_type} token", file=sys.stderr)
+        _out(stdout, token)
+    return EXIT_OK
+
+
 def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     """Authenticate to an SMTP server (RFC 4954), optionally get a REMEMBERME token, QUIT.
 
@@ -687,7 +711,7 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     line), 1 authentication or REMEMBERME refused, 2 usage, 3 connection or TLS
     failure.  -v shows each exchanged line on stderr with secrets masked.
     """
-    from .smtp.client import SmtpAuthError, SmtpClient, SmtpConnectionError, check_token_type
+    from .smtp.client import SmtpClient, check_token_type
 
     host, port = args.server
     registry = default_registry()
@@ -699,7 +723,7 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     token: str | None = None
     with SmtpClient(host, port, ssl_context=context, timeout=args.timeout, log=_client_log(args),
                     lmtp=args.lmtp) as smtp:
-        try:
+        with _client_errors(smtp.quit):
             smtp.connect(args.tls)
             if remember:
                 smtp.check_remember(remember)
@@ -709,17 +733,8 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
                                        allow_plaintext=args.tls == "none")
             if remember:
                 token = smtp.remember(remember)
-        except SmtpConnectionError as exc:
-            raise CliError(str(exc), EXIT_CONNECTION) from exc
-        except SmtpAuthError as exc:
-            smtp.quit()
-            raise CliError(str(exc), EXIT_FAIL) from exc
-        smtp.quit()
     _client_authenticated(host, port, args.user, result.mechanism, result.channel_binding)
-    if token is not None:
-        print(f"saslkit: got a {remember} token", file=sys.stderr)
-        _out(stdout, token)  # alone on the last line
-    return EXIT_OK
+    return _client_token_out(stdout, remember, token)
 
 
 def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
@@ -734,7 +749,7 @@ def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     when the first secret came from stdin too), and stdout gets a summary
     showing the selected mailbox and the ENABLE state reset.
     """
-    from .imap.client import ImapAuthError, ImapClient, ImapConnectionError, check_token_type
+    from .imap.client import ImapClient, check_token_type
     from .imap.client import reauthenticate_showing_reset as reauth_demo
 
     host, port = args.server
@@ -754,7 +769,7 @@ def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     token: str | None = None
     summary: list[str] = []
     with ImapClient(host, port, ssl_context=context, timeout=args.timeout, log=_client_log(args)) as imap:
-        try:
+        with _client_errors(imap.logout):
             imap.connect(args.tls)
             if remember:
                 imap.check_remember(remember)
@@ -777,18 +792,9 @@ def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
                         _out(stdout, line)
                     imap.logout()
                     raise CliError("the server kept state across UNAUTHENTICATE (RFC 8437 §3)", EXIT_FAIL)
-        except ImapConnectionError as exc:
-            raise CliError(str(exc), EXIT_CONNECTION) from exc
-        except ImapAuthError as exc:
-            imap.logout()
-            raise CliError(str(exc), EXIT_FAIL) from exc
-        imap.logout()
     for line in summary:
         _out(stdout, line)
-    if token is not None:
-        print(f"saslkit: got a {remember} token", file=sys.stderr)
-        _out(stdout, token)  # alone on the last line
-    return EXIT_OK
+    return _client_token_out(stdout, remember, token)
 
 
 # ---------------------------------------------------------------- demo, vectors

@@ -91,6 +91,7 @@ class ClientAuthError(ClientError):
 
     def __init__(self, message: str, reply: object | None = None) -> None:
         super().__init__(message)
+        self.reply = reply
 
 
 def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:

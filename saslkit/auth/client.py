@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import ClassVar
 
 from ..context import ClientCredentials
 from ..errors import ProtocolError, SaslError, UnknownMechanism, UsageError
@@ -41,6 +42,7 @@ __all__ = [
     "Authenticated",
     "Cancel",
     "ClientAuth",
+    "ClientRefusal",
     "ClientState",
     "ClientStep",
     "EncodedChallenge",
@@ -162,14 +164,21 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Cancel:
-    """The client rejects the server's data: send ``*`` (RFC 4954 §4, RFC 9051 §6.2.2) and read its reply."""
+class ClientRefusal:
+    """The client ended the exchange itself: a machine-readable ``reason``, text, and the error behind it."""
 
     reason: str
     message: str
     error: SaslError | None = None
-    line = "*"
-    shown = "*"
+
+
+@dataclass(frozen=True)
+class Cancel(ClientRefusal):
+    """The client rejects the server's data: send ``*`` (RFC 4954 §4, RFC 9051 §6.2.2) and read its reply."""
+
+    #: The line the transport sends, and shows.
+    line: ClassVar[str] = "*"
+    shown: ClassVar[str] = "*"
 
 
 @dataclass(frozen=True)
@@ -181,12 +190,8 @@ class Authenticated:
 
 
 @dataclass(frozen=True)
-class Unverified:
+class Unverified(ClientRefusal):
     """The server said success but its final data failed the check (RFC 4422 §5 item 2b)."""
-
-    reason: str
-    message: str
-    error: SaslError | None = None
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,12 @@ class ImapConnectionError(ImapClientError, ClientConnectionError):
 class ImapAuthError(ImapClientError, ClientAuthError):
     """Authentication, REMEMBERME or UNAUTHENTICATE refused or not possible (CLI exit 1)."""
 
-    def __init__(self, message: str, response: Response | None = None) -> None:
-        super().__init__(message)
-        self.response = response
+    reply: Response | None
+
+    @property
+    def response(self) -> Response | None:
+        """The server's last response (the tagged completion)."""
+        return self.reply
 
 
 @dataclass(frozen=True)

@@ -114,11 +114,9 @@ class SmtpConnectionError(SmtpClientError, ClientConnectionError):
 
 
 class SmtpAuthError(SmtpClientError, ClientAuthError):
-    """Authentication (or REMEMBERME) refused or not possible (CLI exit 1)."""
+    """Authentication (or REMEMBERME) refused or not possible (CLI exit 1); ``reply``: the server's last."""
 
-    def __init__(self, message: str, reply: Reply | None = None) -> None:
-        super().__init__(message)
-        self.reply = reply
+    reply: Reply | None
 
 
 @dataclass(frozen=True)
