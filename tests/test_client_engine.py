@@ -40,7 +40,7 @@ from saslkit.auth.client import (
     drive,
 )
 from saslkit.errors import SaslError, UnknownMechanism, UsageError
-from saslkit.mechanism import Challenge
+from saslkit.mechanism import Challenge, Success
 from saslkit.mechanisms.scram import ScramServer
 from saslkit.registry import default_registry
 
@@ -289,11 +289,15 @@ def test_a_server_that_never_decides_is_cancelled() -> None:
 # ---------------------------------------------------------------- the server's final data
 
 
-def scram_until_server_final(mech: str = "SCRAM-SHA-256") -> tuple[ClientAuth, bytes]:
-    """Run SCRAM against saslkit's server up to its success; return the engine and the server's ``v=``."""
+def scram_server(mech: str = "SCRAM-SHA-256") -> ScramServer:
     users = MemoryUserStore([make_user("user", PASSWORD, iterations=4096, argon2_hash=False)],
                             default_iterations=4096)
-    server = ScramServer(mech, ServerContext(users, server_secret=SECRET))
+    return ScramServer(mech, ServerContext(users, server_secret=SECRET))
+
+
+def scram_until_server_final(mech: str = "SCRAM-SHA-256") -> tuple[ClientAuth, bytes]:
+    """Run SCRAM against saslkit's server up to its success; return the engine and the server's ``v=``."""
+    server = scram_server(mech)
     auth = engine(mech)
     first = server.step(auth.start().initial_response)
     assert isinstance(first, Challenge)
@@ -349,6 +353,20 @@ def test_drive_runs_the_loop_and_sends_the_cancel() -> None:
     sent = []
     assert isinstance(drive(auth, lambda: inbox.pop(0), lambda step: sent.append(step.line)), Cancel)
     assert sent == ["*"]
+
+
+def test_bytes_in_bytes_out_as_stdlib_glue_needs_it() -> None:
+    """``smtplib``/``imaplib`` authobjects get decoded challenges and return raw responses: no base64 here."""
+    server = scram_server()
+    auth = engine("SCRAM-SHA-256")
+    result = server.step(auth.start().initial_response)
+    while isinstance(result, Challenge):
+        step = auth.receive(result)
+        assert isinstance(step, Answer)
+        result = server.step(step.data)
+    assert isinstance(result, Success) and result.additional_data is not None
+    assert auth.receive(Challenge(result.additional_data)) == Answer(b"", "(empty)")
+    assert auth.receive(ServerSuccess()) == Authenticated("SCRAM-SHA-256")
 
 
 # ---------------------------------------------------------------- fuzz

@@ -95,7 +95,7 @@ class Framing:
         return limit is None or len(self.verb) + 1 + len(arguments) + 2 <= limit
 
 
-SMTP_FRAMING = Framing("AUTH", max_command_line=512)
+SMTP_FRAMING = Framing("AUTH", max_command_line=512)  # RFC 4954 §4, RFC 5321 §4.5.3.1.4: CRLF included
 IMAP_SASL_IR_FRAMING = Framing("AUTHENTICATE")
 IMAP_FRAMING = Framing("AUTHENTICATE", initial_response=False,
                        deferred_note='no SASL-IR: the initial response follows the empty "+"')

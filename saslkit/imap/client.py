@@ -509,11 +509,11 @@ class ImapClient(LineClient):
         self._authenticating = True
         try:
             outcome = drive(auth, receive, lambda step: self._send(step.line, step.shown))
+            if not isinstance(outcome, Authenticated):
+                raise self._auth_failure(outcome, self._abandon(tag) if isinstance(outcome, Cancel) else responses[-1])
         finally:
             self._authenticating = False
-        if isinstance(outcome, Authenticated):
-            return responses[-1]
-        raise self._auth_failure(outcome, self._abandon(tag) if isinstance(outcome, Cancel) else responses[-1])
+        return responses[-1]
 
     def _abandon(self, tag: str) -> Response | None:
         """Read ``tag``'s completion, cancelling any continuation it asks for; ``None`` if the server left."""

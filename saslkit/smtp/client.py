@@ -96,7 +96,6 @@ __all__ = [
     "pick_channel_binding",
 ]
 
-MAX_COMMAND_LINE = SMTP_FRAMING.max_command_line  # RFC 5321 §4.5.3.1.4, CRLF included
 MAX_LINE = 12288  # RFC 4954 §4, CRLF included
 MAX_REPLY_LINES = 256
 
