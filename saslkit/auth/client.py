@@ -151,6 +151,15 @@ class AuthCommand:
 
 
 @dataclass(frozen=True)
+class ClientRefusal:
+    """The client ended the exchange itself: a machine-readable ``reason``, text, and the error behind it."""
+
+    reason: str
+    message: str
+    error: SaslError | None = None
+
+
+@dataclass(frozen=True)
 class Answer:
     """Send ``data`` as the next continuation line."""
 
@@ -161,15 +170,6 @@ class Answer:
     def line(self) -> str:
         """The base64 line (empty for an empty response)."""
         return encode_challenge(self.data)
-
-
-@dataclass(frozen=True)
-class ClientRefusal:
-    """The client ended the exchange itself: a machine-readable ``reason``, text, and the error behind it."""
-
-    reason: str
-    message: str
-    error: SaslError | None = None
 
 
 @dataclass(frozen=True)
