@@ -164,12 +164,17 @@ class Answer:
     """Send ``data`` as the next continuation line."""
 
     data: bytes = field(repr=False)
-    shown: str
+    mechanism: str
 
     @property
     def line(self) -> str:
         """The base64 line (empty for an empty response)."""
         return encode_challenge(self.data)
+
+    @property
+    def shown(self) -> str:
+        """The response with its secrets masked, for the transcript."""
+        return redact(self.mechanism, self.data)
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,7 @@ class ClientState(Enum):
     FAILED = "failed"
 
 
-_LIVE = frozenset({ClientState.AWAITING_PROMPT, ClientState.EXCHANGING})
+_LIVE = (ClientState.AWAITING_PROMPT, ClientState.EXCHANGING)  # the states that take server messages
 
 
 # ---------------------------------------------------------------- choice
@@ -367,7 +372,8 @@ class ClientAuth:
 
     def start(self) -> AuthCommand:
         """The command's arguments: the mechanism name, and the IR when the framing lets it ride (RFC 4422 §4)."""
-        self._expect({ClientState.NEW}, "start")
+        if self.state is not ClientState.NEW:
+            raise UsageError(f"start in state {self.state.value}")
         name = self.mechanism
         first = self._client.start()
         self.state = ClientState.EXCHANGING
@@ -383,17 +389,18 @@ class ClientAuth:
 
     def receive(self, message: ServerMessage) -> ClientStep | Outcome:
         """What to do about one server message: an :class:`Answer` to send, or how the exchange ended."""
-        self._expect(_LIVE, type(message).__name__)
+        if self.state not in _LIVE:
+            raise UsageError(f"{type(message).__name__} in state {self.state.value}")
+        if isinstance(message, EncodedChallenge):
+            return self._decoded(message.text)
+        if isinstance(message, Challenge):
+            return self._answer(message.data)
         if isinstance(message, ServerSuccess):
             return self._conclude(message.additional_data)
         if isinstance(message, ServerFailure):
             self.state = ClientState.FAILED
             return Rejected(message.text)
-        if isinstance(message, MalformedChallenge):
-            return self.cancel(message.reason)
-        if isinstance(message, EncodedChallenge):
-            return self._decoded(message.text)
-        return self._answer(message.data)
+        return self.cancel(message.reason)
 
     def cancel(self, message: str, error: SaslError | None = None) -> Cancel:
         """Give up on the exchange client-side: the transport sends ``*``."""
@@ -419,7 +426,7 @@ class ClientAuth:
             response = self._client.step(challenge)
         except SaslError as exc:
             return self.cancel(str(exc), exc)
-        return Answer(response, redact(self.mechanism, response))
+        return Answer(response, self.mechanism)
 
     def _release_initial_response(self, challenge: bytes) -> ClientStep:
         if challenge:
@@ -427,7 +434,7 @@ class ClientAuth:
             return self.cancel(str(error), error)
         pending, self._pending = self._pending or b"", None
         self.state = ClientState.EXCHANGING
-        return Answer(pending, redact(self.mechanism, pending))
+        return Answer(pending, self.mechanism)
 
     def _conclude(self, additional_data: bytes | None) -> Authenticated | Unverified:
         """RFC 4422 §5 item 2b: success counts only once the mechanism accepts the server's final data."""
@@ -442,10 +449,6 @@ class ClientAuth:
         self.state = ClientState.AUTHENTICATED
         return Authenticated(self.mechanism, self.channel_binding)
 
-    def _expect(self, states: Collection[ClientState], event: str) -> None:
-        if self.state not in states:
-            raise UsageError(f"{event} in state {self.state.value}")
-
 
 def drive(
     auth: ClientAuth, receive: Callable[[], ServerMessage], send: Callable[[ClientStep], None]
@@ -453,7 +456,7 @@ def drive(
     """Feed ``auth`` the server's messages and send its steps until the exchange ends (a :class:`Cancel` too)."""
     while True:
         event = auth.receive(receive())
-        if isinstance(event, Answer | Cancel):
+        if isinstance(event, (Answer, Cancel)):
             send(event)
         if not isinstance(event, Answer):
             return event
