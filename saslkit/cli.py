@@ -17,11 +17,24 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
+from .auth.client import (
+    SMTP_FRAMING,
+    ClientAuth,
+    EncodedChallenge,
+    Rejected,
+    ServerFailure,
+    ServerMessage,
+    ServerSuccess,
+    Unverified,
+    drive,
+)
+from .auth.client import Authenticated as ClientAuthenticated
 from .auth.engine import Abort, ServerAuth
 from .auth.events import Authenticated, AuthFailed, AuthRefused
 from .context import ClientCredentials, ServerContext
@@ -34,9 +47,9 @@ from .credentials import (
     make_user,
     prepare_username,
 )
-from .errors import AuthenticationFailed, ProtocolError, SaslError, StoreError, UsageError
+from .errors import SaslError, StoreError, UsageError
 from .exchange import run_exchange
-from .framing import decode_continuation, encode_challenge, encode_initial_response
+from .framing import encode_challenge
 from .keys import KeyRing, default_keys_path
 from .mechanism import Challenge, Failure, Success
 from .redact import redact
@@ -383,34 +396,28 @@ def cmd_sasl_client(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     creds = ClientCredentials(
         args.user, secret, authzid=args.authzid, channel_binding=cb, server_offers_plus=cb is not None
     )
-    client = registry.client(name, creds)
-    first = client.start()
-    _out(stdout, f"AUTH {name}" + (f" {encode_initial_response(first)}" if first is not None else ""))
-    while True:
-        line = stdin.readline(MAX_LINE)
-        if not line:
-            print("saslkit: server closed the exchange", file=sys.stderr)
-            return EXIT_FAIL
-        line = line.rstrip("\r\n")
-        code, _, text = line.partition(" ")
-        if code == "334":
-            try:
-                answer = client.step(decode_continuation(text))
-            except (AuthenticationFailed, ProtocolError) as exc:
-                _out(stdout, "*")
-                print(f"saslkit: authentication failed: {exc}", file=sys.stderr)
-                return EXIT_FAIL
-            _out(stdout, encode_challenge(answer))
-        elif code == "235":
-            try:
-                client.finish(None)
-            except AuthenticationFailed as exc:
-                print(f"saslkit: server not verified: {exc}", file=sys.stderr)
-                return EXIT_FAIL
-            return EXIT_OK
-        else:
-            print(f"saslkit: authentication failed: {line}", file=sys.stderr)
-            return EXIT_FAIL
+    auth = ClientAuth(registry.client(name, creds), framing=SMTP_FRAMING)
+    _out(stdout, f"AUTH {auth.start().arguments}")
+    outcome = drive(auth, lambda: _client_sasl_message(stdin), lambda step: _out(stdout, step.line))
+    if isinstance(outcome, ClientAuthenticated):
+        return EXIT_OK
+    if isinstance(outcome, Rejected):
+        raise CliError(f"authentication failed: {outcome.text}")
+    if isinstance(outcome, Unverified):
+        raise CliError(f"server not verified: {outcome.message}")
+    raise CliError(f"authentication failed: {outcome.message}")
+
+
+def _client_sasl_message(stdin: TextIO) -> ServerMessage:
+    """One ``sasl server`` line as the client engine takes it (RFC 4954 §4 framing)."""
+    line = stdin.readline(MAX_LINE)
+    if not line:
+        raise CliError("server closed the exchange")
+    line = line.rstrip("\r\n")
+    code, _, text = line.partition(" ")
+    if code == "334":
+        return EncodedChallenge(text)
+    return ServerSuccess() if code == "235" else ServerFailure(line)
 
 
 # ---------------------------------------------------------------- keys, tokens, stokens
@@ -684,6 +691,29 @@ def _client_authenticated(host: str, port: int, user: str, mechanism: str, chann
     print(f"saslkit: authenticated to {host}:{port} as {user} with {mechanism}{bound}", file=sys.stderr)
 
 
+@contextmanager
+def _client_errors(sign_off: Callable[[], None]) -> Iterator[None]:
+    """Exit 3 for a connection or TLS failure; exit 1 (after ``sign_off``) when authentication fails."""
+    from .clientbase import ClientAuthError, ClientConnectionError
+
+    try:
+        yield
+    except ClientConnectionError as exc:
+        raise CliError(str(exc), EXIT_CONNECTION) from exc
+    except ClientAuthError as exc:
+        sign_off()
+        raise CliError(str(exc), EXIT_FAIL) from exc
+    sign_off()
+
+
+def _client_token_out(stdout: TextIO, token_type: str | None, token: str | None) -> int:
+    """With ``--remember``, the token alone on the last stdout line."""
+    if token is not None:
+        print(f"saslkit: got a {token_type} token", file=sys.stderr)
+        _out(stdout, token)
+    return EXIT_OK
+
+
 def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     """Authenticate to an SMTP server (RFC 4954), optionally get a REMEMBERME token, QUIT.
 
@@ -691,7 +721,7 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     line), 1 authentication or REMEMBERME refused, 2 usage, 3 connection or TLS
     failure.  -v shows each exchanged line on stderr with secrets masked.
     """
-    from .smtp.client import SmtpAuthError, SmtpClient, SmtpConnectionError, check_token_type
+    from .smtp.client import SmtpClient, check_token_type
 
     host, port = args.server
     registry = default_registry()
@@ -703,7 +733,7 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     token: str | None = None
     with SmtpClient(host, port, ssl_context=context, timeout=args.timeout, log=_client_log(args),
                     lmtp=args.lmtp) as smtp:
-        try:
+        with _client_errors(smtp.quit):
             smtp.connect(args.tls)
             if remember:
                 smtp.check_remember(remember)
@@ -713,17 +743,8 @@ def cmd_client_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
                                        allow_plaintext=args.tls == "none")
             if remember:
                 token = smtp.remember(remember)
-        except SmtpConnectionError as exc:
-            raise CliError(str(exc), EXIT_CONNECTION) from exc
-        except SmtpAuthError as exc:
-            smtp.quit()
-            raise CliError(str(exc), EXIT_FAIL) from exc
-        smtp.quit()
     _client_authenticated(host, port, args.user, result.mechanism, result.channel_binding)
-    if token is not None:
-        print(f"saslkit: got a {remember} token", file=sys.stderr)
-        _out(stdout, token)  # alone on the last line
-    return EXIT_OK
+    return _client_token_out(stdout, remember, token)
 
 
 def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
@@ -738,7 +759,7 @@ def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     when the first secret came from stdin too), and stdout gets a summary
     showing the selected mailbox and the ENABLE state reset.
     """
-    from .imap.client import ImapAuthError, ImapClient, ImapConnectionError, check_token_type
+    from .imap.client import ImapClient, check_token_type
     from .imap.client import reauthenticate_showing_reset as reauth_demo
 
     host, port = args.server
@@ -758,7 +779,7 @@ def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     token: str | None = None
     summary: list[str] = []
     with ImapClient(host, port, ssl_context=context, timeout=args.timeout, log=_client_log(args)) as imap:
-        try:
+        with _client_errors(imap.logout):
             imap.connect(args.tls)
             if remember:
                 imap.check_remember(remember)
@@ -781,18 +802,9 @@ def cmd_client_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
                         _out(stdout, line)
                     imap.logout()
                     raise CliError("the server kept state across UNAUTHENTICATE (RFC 8437 §3)", EXIT_FAIL)
-        except ImapConnectionError as exc:
-            raise CliError(str(exc), EXIT_CONNECTION) from exc
-        except ImapAuthError as exc:
-            imap.logout()
-            raise CliError(str(exc), EXIT_FAIL) from exc
-        imap.logout()
     for line in summary:
         _out(stdout, line)
-    if token is not None:
-        print(f"saslkit: got a {remember} token", file=sys.stderr)
-        _out(stdout, token)  # alone on the last line
-    return EXIT_OK
+    return _client_token_out(stdout, remember, token)
 
 
 # ---------------------------------------------------------------- demo, vectors

@@ -5,11 +5,10 @@
 ``implicit`` or no TLS, send a command line, read a line of at most
 ``max_line`` octets, upgrade to TLS refusing any plaintext the server sent
 after its go-ahead (a response-injection attempt, CVE-2011-0411), and take the
-channel-binding data from the TLS socket.  :meth:`LineClient.prepare_mechanism`
-builds saslkit's client mechanism the way both protocols need it: the
-mechanism must be offered, a plaintext one (PLAIN, REMEMBERME, STOKEN) is used
-without TLS only with consent, and the channel binding is picked by
-:func:`pick_channel_binding`.
+channel-binding data from the TLS socket.  The SASL exchange itself is
+:class:`saslkit.auth.client.ClientAuth`'s: :meth:`LineClient._client_auth`
+hands it the connection's TLS state and channel bindings, and
+:meth:`LineClient._auth_failure` turns its outcomes into the protocol's errors.
 
 The protocol clients raise their own subclasses of :class:`ClientConnectionError`
 (CLI exit 3) and :class:`ClientAuthError` (CLI exit 1), set as the class
@@ -27,13 +26,22 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Literal, Self, TypedDict
 
+from .auth.client import (
+    CB_PREFERENCE,
+    Cancel,
+    ClientAuth,
+    Framing,
+    MechanismUnavailable,
+    Rejected,
+    Unavailable,
+    Unverified,
+    pick_channel_binding,
+)
 from .channel_binding import channel_bindings_from_ssl
-from .context import ClientCredentials
 from .errors import SaslError, UsageError
 from .framing import decode_continuation
-from .mechanism import ClientMechanism
 from .redact import redact
-from .registry import MechanismInfo, Registry, default_registry
+from .registry import Registry, default_registry
 
 __all__ = [
     "CB_PREFERENCE",
@@ -58,9 +66,6 @@ DEFAULT_TIMEOUT = 30.0
 TlsMode = Literal["starttls", "implicit", "none"]
 TLS_MODES = ("starttls", "implicit", "none")
 
-#: Preference among channel-binding types for mechanisms that take any (SCRAM-*-PLUS).
-CB_PREFERENCE = ("tls-exporter", "tls-server-end-point", "tls-unique")
-
 Log = Callable[[str], None]
 
 
@@ -82,7 +87,11 @@ class ClientConnectionError(ClientError):
 
 
 class ClientAuthError(ClientError):
-    """Authentication (or a token request) refused or not possible (CLI exit 1)."""
+    """Authentication (or a token request) refused or not possible (CLI exit 1); ``reply``: the server's."""
+
+    def __init__(self, message: str, reply: object | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
@@ -98,24 +107,6 @@ def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> 
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
-
-
-def pick_channel_binding(
-    registry: Registry, mechanism: str, bindings: dict[str, bytes]
-) -> tuple[str, bytes] | None:
-    """The ``(type, data)`` to give ``mechanism``'s client, from what this connection has.
-
-    A mechanism bound to one type (HT-*-ENDP) gets that type or ``None``; one
-    that takes any (SCRAM-*-PLUS) gets the first of :data:`CB_PREFERENCE`;
-    others get the same preference (a non-PLUS SCRAM client needs to know it
-    *could* bind, for its ``y``/``n`` flag).
-    """
-    info = registry.info(mechanism)
-    if info.channel_binding_types is not None:
-        usable = [t for t in CB_PREFERENCE if t in info.channel_binding_types and t in bindings]
-    else:
-        usable = [t for t in CB_PREFERENCE if t in bindings]
-    return (usable[0], bindings[usable[0]]) if usable else None
 
 
 def checked_token_type(pattern: re.Pattern[str], token_type: str) -> str:
@@ -343,37 +334,44 @@ class LineClient:
 
     # ------------------------------------------------------------ SASL
 
-    def prepare_mechanism(
+    def _client_auth(
         self,
-        mechanism: str,
+        mechanism: str | None,
         offered: list[str],
         username: str,
         secret: str,
         *,
-        authzid: str | None = None,
-        allow_plaintext: bool = False,
-    ) -> tuple[ClientMechanism, MechanismInfo, tuple[str, bytes] | None]:
-        """saslkit's client for ``mechanism`` on this connection: ``(client, info, channel binding)``.
+        authzid: str | None,
+        allow_plaintext: bool,
+        framing: Framing,
+    ) -> ClientAuth:
+        """The exchange engine for ``mechanism`` (``None``: the best offered one) on this connection.
 
         Raises :attr:`auth_error` if the server does not offer it, if it would
         send a plaintext secret without TLS (unless ``allow_plaintext``), or if
         it needs a channel binding this connection lacks.
         """
-        name = mechanism.upper()
-        info = self.registry.info(name)  # UnknownMechanism (a UsageError) for names saslkit lacks
-        if name not in offered:
-            raise self.auth_error(f"the server does not offer {name} here "
-                                  f"({self._offer_text(offered) or 'no mechanisms advertised'})")
-        if info.plaintext and not self.tls and not allow_plaintext:
-            raise self.auth_error(f"refusing to send {name} credentials without TLS")
-        cb = pick_channel_binding(self.registry, name, self.channel_bindings)
-        if info.channel_binding and cb is None:
-            raise self.auth_error(f"{name} needs channel binding this connection cannot provide")
-        plus_offered = any(self.registry.info(m).channel_binding for m in offered if m in self.registry)
-        creds = ClientCredentials(username, secret, authzid=authzid, channel_binding=cb,
-                                  server_offers_plus=plus_offered)
-        return self.registry.client(name, creds), info, cb
+        try:
+            return ClientAuth.for_server(self.registry, offered, username, secret, mechanism=mechanism,
+                                         authzid=authzid, framing=framing, tls=self.tls,
+                                         channel_bindings=self.channel_bindings, allow_plaintext=allow_plaintext)
+        except MechanismUnavailable as exc:
+            if exc.why is not Unavailable.NOT_OFFERED:
+                raise self.auth_error(str(exc)) from exc
+            raise self.auth_error(f"{exc} ({self._offer_text(offered) or 'no mechanisms advertised'})") from exc
 
     def _offer_text(self, offered: list[str]) -> str:
         """How the server's offer is shown in an error message."""
         return " ".join(offered)
+
+    def _auth_failure(self, outcome: Rejected | Unverified | Cancel, reply: object | None) -> ClientAuthError:
+        """The :attr:`auth_error` for an exchange that did not authenticate; ``reply`` is the server's last word."""
+        if isinstance(outcome, Rejected):
+            text = f"authentication failed: {outcome.text}"
+        elif isinstance(outcome, Unverified):
+            text = f"the server accepted but did not prove itself: {outcome.message}"
+        else:
+            text = f"authentication cancelled: {outcome.message}; server: {reply or 'no reply'}"
+        error = self.auth_error(text, reply)
+        error.__cause__ = getattr(outcome, "error", None)
+        return error

@@ -1,1 +1,2 @@
-"""Authentication engines: one sans-IO SASL exchange per side, under every protocol binding."""
+"""SASL exchange engines, one per side (RFC 4422 §3, §5): :mod:`saslkit.auth.engine` runs the server's,
+:mod:`saslkit.auth.client` the client's; :mod:`saslkit.auth.events` holds what the server side reports."""

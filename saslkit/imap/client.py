@@ -33,10 +33,10 @@ and error plumbing is shared with the SMTP client in :mod:`saslkit.clientbase`):
   ``+ `` continuation and sends it then.  Each ``+ <base64>`` continuation is
   answered in base64, an empty line for an empty response; a challenge that
   is not strict base64, or that the mechanism rejects, is answered with
-  ``*``.  A tagged OK is a success only if
-  :meth:`~saslkit.mechanism.ClientMechanism.finish` accepts it (SCRAM ``v=``,
-  HT responder message).  Without a ``[CAPABILITY …]`` code in that OK the
-  client asks for CAPABILITY again.
+  ``*``.  A tagged OK is a success only if the mechanism accepts it (SCRAM
+  ``v=``, HT responder message).  Without a ``[CAPABILITY …]`` code in that
+  OK the client asks for CAPABILITY again.  The exchange itself is
+  :class:`saslkit.auth.client.ClientAuth`'s; this module frames its lines.
 * UNAUTHENTICATE (RFC 8437): :meth:`ImapClient.reauthenticate` sends
   ``UNAUTHENTICATE`` and the next ``AUTHENTICATE`` in one write (§3 allows
   pipelining them when no SASL security layer is active; saslkit's
@@ -67,8 +67,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn, Unpack
+from typing import Unpack
 
+from ..auth.client import (
+    IMAP_FRAMING,
+    IMAP_SASL_IR_FRAMING,
+    Authenticated,
+    Cancel,
+    ClientAuth,
+    EncodedChallenge,
+    ServerFailure,
+    ServerMessage,
+    ServerSuccess,
+    drive,
+)
 from ..clientbase import (
     ClientAuthError,
     ClientConnectionError,
@@ -80,9 +92,7 @@ from ..clientbase import (
     client_tls_context,
     show_payload,
 )
-from ..errors import SaslError, UsageError
-from ..framing import decode_continuation, encode_challenge, encode_initial_response
-from ..redact import redact
+from ..errors import UsageError
 
 __all__ = [
     "AuthResult",
@@ -126,9 +136,12 @@ class ImapConnectionError(ImapClientError, ClientConnectionError):
 class ImapAuthError(ImapClientError, ClientAuthError):
     """Authentication, REMEMBERME or UNAUTHENTICATE refused or not possible (CLI exit 1)."""
 
-    def __init__(self, message: str, response: Response | None = None) -> None:
-        super().__init__(message)
-        self.response = response
+    reply: Response | None
+
+    @property
+    def response(self) -> Response | None:
+        """The server's last response (the tagged completion)."""
+        return self.reply
 
 
 @dataclass(frozen=True)
@@ -397,21 +410,21 @@ class ImapClient(LineClient):
 
     def authenticate(
         self,
-        mechanism: str,
+        mechanism: str | None,
         username: str,
         secret: str,
         *,
         authzid: str | None = None,
         allow_plaintext: bool = False,
     ) -> AuthResult:
-        """Run one AUTHENTICATE exchange with saslkit's client mechanism; raise unless it succeeded."""
+        """Run one AUTHENTICATE exchange (``mechanism`` ``None``: the best offered one); raise unless it succeeded."""
         if self.state != NOT_AUTHENTICATED:
             raise ImapAuthError("already authenticated (reauthenticate() sends UNAUTHENTICATE first)")
         return self._authenticate(mechanism, username, secret, authzid, allow_plaintext, unauthenticate=False)
 
     def reauthenticate(
         self,
-        mechanism: str,
+        mechanism: str | None,
         username: str,
         secret: str,
         *,
@@ -444,7 +457,7 @@ class ImapClient(LineClient):
 
     def _authenticate(
         self,
-        mechanism: str,
+        mechanism: str | None,
         username: str,
         secret: str,
         authzid: str | None,
@@ -452,32 +465,16 @@ class ImapClient(LineClient):
         *,
         unauthenticate: bool,
     ) -> AuthResult:
-        name = mechanism.upper()
-        client, info, cb = self.prepare_mechanism(name, self.auth_mechanisms, username, secret,
-                                                  authzid=authzid, allow_plaintext=allow_plaintext)
-
-        def render(data: bytes | None) -> str:
-            return redact(name, data)
-
-        def show_challenge(text: str) -> str:
-            return show_payload(name, text)
-
-        first = client.start()
+        framing = IMAP_SASL_IR_FRAMING if self.has("SASL-IR") or self.has("IMAP4rev2") else IMAP_FRAMING
+        auth = self._client_auth(mechanism, self.auth_mechanisms, username, secret, authzid=authzid,
+                                 allow_plaintext=allow_plaintext, framing=framing)
+        command = auth.start()
         lines: list[tuple[str, str | None]] = []
         untag = self._next_tag() if unauthenticate else None
         if untag is not None:
             lines.append((f"{untag} UNAUTHENTICATE", None))
         tag = self._next_tag()
-        pending: bytes | None = None
-        if first is None:
-            lines.append((f"{tag} AUTHENTICATE {name}", None))
-        elif self.has("SASL-IR") or self.has("IMAP4rev2"):
-            lines.append((f"{tag} AUTHENTICATE {name} {encode_initial_response(first)}",
-                          f"{tag} AUTHENTICATE {name} {render(first)}"))
-        else:  # RFC 4959 §3: no IR without SASL-IR; send it after the empty continuation
-            pending = first
-            lines.append((f"{tag} AUTHENTICATE {name}",
-                          f"{tag} AUTHENTICATE {name} (no SASL-IR: the initial response follows the empty \"+\")"))
+        lines.append((f"{tag} AUTHENTICATE {command.arguments}", f"{tag} AUTHENTICATE {command.shown}"))
         self._send_lines(lines)
         if untag is not None:
             done = self._expect(untag)
@@ -485,46 +482,38 @@ class ImapClient(LineClient):
                 self._abandon(tag)
                 raise ImapAuthError(f"UNAUTHENTICATE refused: {done}", done)
             self._reset_session()
-
-        self._authenticating = True
-        try:
-            while True:
-                item = self._read_response(tag, continuation=True, shown=show_challenge)
-                if isinstance(item, str):
-                    if pending is not None:
-                        if item:
-                            self._cancel(tag, "a non-empty challenge before the initial response")
-                        self._send(encode_challenge(pending), render(pending))
-                        pending = None
-                        continue
-                    try:
-                        answer = client.step(decode_continuation(item))
-                    except SaslError as exc:
-                        self._cancel(tag, str(exc), exc)
-                    self._send(encode_challenge(answer), render(answer) if answer else "(empty)")
-                    continue
-                if not item.ok:
-                    raise ImapAuthError(f"authentication failed: {item}", item)
-                self.state = AUTHENTICATED  # the server's view, even if it fails to prove itself below
-                try:
-                    client.finish(None)
-                except SaslError as exc:
-                    raise ImapAuthError(f"the server accepted but did not prove itself: {exc}", item) from exc
-                break
-        finally:
-            self._authenticating = False
-        if item.tagged.code_name != "CAPABILITY":
+        final = self._run_exchange(auth, tag)
+        if final.tagged.code_name != "CAPABILITY":
             self.capability()  # RFC 9051 §6.2.2: capabilities may change with authentication
-        self.authenticated = AuthResult(name, username, cb[0] if cb and info.channel_binding else None, item,
+        self.authenticated = AuthResult(auth.mechanism, username, auth.channel_binding, final,
                                         tuple(self.capabilities), pipelined=untag is not None)
         return self.authenticated
 
-    def _cancel(self, tag: str, reason: str, cause: BaseException | None = None) -> NoReturn:
-        """Answer ``*`` (RFC 9051 §6.2.2), read the server's BAD, raise :class:`ImapAuthError`."""
-        self._send("*")
-        final = self._abandon(tag)
-        raise ImapAuthError(f"authentication cancelled: {reason}; server: {final or 'no reply'}",
-                            final) from cause
+    def _run_exchange(self, auth: ClientAuth, tag: str) -> Response:
+        """Answer ``tag``'s continuations with ``auth`` up to its completion; raise unless authenticated."""
+        responses: list[Response] = []
+
+        def show_challenge(text: str) -> str:
+            return show_payload(auth.mechanism, text)
+
+        def receive() -> ServerMessage:
+            item = self._read_response(tag, continuation=True, shown=show_challenge)
+            if isinstance(item, str):
+                return EncodedChallenge(item)
+            responses.append(item)
+            if not item.ok:
+                return ServerFailure(str(item))
+            self.state = AUTHENTICATED  # the server's view, even if it fails to prove itself
+            return ServerSuccess()
+
+        self._authenticating = True
+        try:
+            outcome = drive(auth, receive, lambda step: self._send(step.line, step.shown))
+            if not isinstance(outcome, Authenticated):
+                raise self._auth_failure(outcome, self._abandon(tag) if isinstance(outcome, Cancel) else responses[-1])
+        finally:
+            self._authenticating = False
+        return responses[-1]
 
     def _abandon(self, tag: str) -> Response | None:
         """Read ``tag``'s completion, cancelling any continuation it asks for; ``None`` if the server left."""

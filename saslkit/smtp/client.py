@@ -30,8 +30,9 @@ What it does, and the choices made:
   ``334`` instead.  Each ``334`` is answered in base64 (an empty line for an
   empty response); a challenge that is not strict base64, or that the
   mechanism rejects, is answered with ``*``.  A ``235`` is a success only if
-  :meth:`~saslkit.mechanism.ClientMechanism.finish` accepts it (SCRAM ``v=``,
-  HT responder message).
+  the mechanism accepts it (SCRAM ``v=``, HT responder message).  The
+  exchange itself is :class:`saslkit.auth.client.ClientAuth`'s; this module
+  frames its lines.
 * The mechanism must be in the server's EHLO ``AUTH`` list.  A plaintext
   mechanism (PLAIN, REMEMBERME, STOKEN) that a server offers without TLS is
   used only with ``allow_plaintext=True``.
@@ -56,6 +57,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Unpack
 
+from ..auth.client import (
+    SMTP_FRAMING,
+    Authenticated,
+    Cancel,
+    EncodedChallenge,
+    MalformedChallenge,
+    ServerFailure,
+    ServerMessage,
+    ServerSuccess,
+    drive,
+)
+
 # Connection, TLS, channel-binding and error plumbing shared with the IMAP client (re-exported names kept).
 from ..clientbase import (
     ClientAuthError,
@@ -69,9 +82,6 @@ from ..clientbase import (
     pick_channel_binding,
     show_payload,
 )
-from ..errors import SaslError
-from ..framing import decode_continuation, encode_challenge, encode_initial_response
-from ..redact import redact
 
 __all__ = [
     "AuthResult",
@@ -86,7 +96,6 @@ __all__ = [
     "pick_channel_binding",
 ]
 
-MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, CRLF included
 MAX_LINE = 12288  # RFC 4954 §4, CRLF included
 MAX_REPLY_LINES = 256
 
@@ -104,11 +113,9 @@ class SmtpConnectionError(SmtpClientError, ClientConnectionError):
 
 
 class SmtpAuthError(SmtpClientError, ClientAuthError):
-    """Authentication (or REMEMBERME) refused or not possible (CLI exit 1)."""
+    """Authentication (or REMEMBERME) refused or not possible (CLI exit 1); ``reply``: the server's last."""
 
-    def __init__(self, message: str, reply: Reply | None = None) -> None:
-        super().__init__(message)
-        self.reply = reply
+    reply: Reply | None
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,15 @@ class AuthResult:
 def check_token_type(token_type: str) -> str:
     """A REMEMBERME token type is an RFC 5321 atom (rememberme-00 §4); raise :class:`UsageError` if not."""
     return checked_token_type(_ATOM_RE, token_type)
+
+
+def _auth_message(reply: Reply) -> ServerMessage:
+    """An AUTH reply as the exchange engine takes it (RFC 4954 §4: 334 challenge, 235 success)."""
+    if reply.code == 334:
+        if len(reply.lines) != 1:
+            return MalformedChallenge("multi-line 334 reply")
+        return EncodedChallenge(reply.lines[0].strip())
+    return ServerSuccess() if reply.code == 235 else ServerFailure(str(reply))
 
 
 def _address_literal(sock: socket.socket) -> str:
@@ -261,66 +277,40 @@ class SmtpClient(LineClient):
 
     def authenticate(
         self,
-        mechanism: str,
+        mechanism: str | None,
         username: str,
         secret: str,
         *,
         authzid: str | None = None,
         allow_plaintext: bool = False,
     ) -> AuthResult:
-        """Run one RFC 4954 AUTH exchange with saslkit's client mechanism; raise unless it succeeded."""
-        name = mechanism.upper()
-        client, info, cb = self.prepare_mechanism(name, self.offered_mechanisms, username, secret,
-                                                  authzid=authzid, allow_plaintext=allow_plaintext)
-
-        def render(data: bytes | None) -> str:
-            return redact(name, data)
+        """Run one RFC 4954 AUTH exchange (``mechanism`` ``None``: the best offered one); raise unless it succeeded."""
+        auth = self._client_auth(mechanism, self.offered_mechanisms, username, secret, authzid=authzid,
+                                 allow_plaintext=allow_plaintext, framing=SMTP_FRAMING)
+        command = auth.start()
+        self._send(f"AUTH {command.arguments}", f"AUTH {command.shown}")
+        replies: list[Reply] = []
 
         def show_challenge(code: int, text: str) -> str:
-            return show_payload(name, text, strip=True) if code == 334 else text
+            return show_payload(auth.mechanism, text, strip=True) if code == 334 else text
 
-        first = client.start()
-        pending: bytes | None = None
-        if first is None:
-            self._send(f"AUTH {name}")
-        else:
-            command = f"AUTH {name} {encode_initial_response(first)}"
-            if len(command) + 2 > MAX_COMMAND_LINE:
-                pending = first  # RFC 4954 §4: too long for the command line, send it after "334 "
-                self._send(f"AUTH {name}", f"AUTH {name} (initial response follows the empty challenge)")
-            else:
-                self._send(command, f"AUTH {name} {render(first)}")
-        while True:
-            reply = self.read_reply(shown=show_challenge)
-            if reply.code == 334:
-                text = reply.lines[0].strip() if len(reply.lines) == 1 else None
-                if pending is not None and text == "":
-                    self._send(encode_challenge(pending), render(pending))
-                    pending = None
-                    continue
-                try:
-                    if text is None:
-                        raise SmtpConnectionError("multi-line 334 reply")
-                    answer = client.step(decode_continuation(text))
-                except (SaslError, SmtpConnectionError) as exc:
-                    self._send("*")
-                    try:
-                        final: Reply | None = self.read_reply()
-                    except SmtpConnectionError:
-                        final = None
-                    raise SmtpAuthError(f"authentication cancelled: {exc}; server: {final or 'no reply'}",
-                                        final) from exc
-                self._send(encode_challenge(answer), render(answer) if answer else "(empty)")
-            elif reply.code == 235:
-                try:
-                    client.finish(None)
-                except SaslError as exc:
-                    raise SmtpAuthError(f"the server accepted but did not prove itself: {exc}", reply) from exc
-                self.authenticated = AuthResult(name, cb[0] if cb and info.channel_binding else None, reply,
-                                                dict(self.extensions))
-                return self.authenticated
-            else:
-                raise SmtpAuthError(f"authentication failed: {reply}", reply)
+        def receive() -> ServerMessage:
+            replies.append(self.read_reply(shown=show_challenge))
+            return _auth_message(replies[-1])
+
+        outcome = drive(auth, receive, lambda step: self._send(step.line, step.shown))
+        if not isinstance(outcome, Authenticated):
+            raise self._auth_failure(outcome, self._final_reply() if isinstance(outcome, Cancel) else replies[-1])
+        self.authenticated = AuthResult(outcome.mechanism, outcome.channel_binding, replies[-1],
+                                        dict(self.extensions))
+        return self.authenticated
+
+    def _final_reply(self) -> Reply | None:
+        """The server's reply to our ``*``; ``None`` if it left instead."""
+        try:
+            return self.read_reply()
+        except SmtpConnectionError:
+            return None
 
     # ------------------------------------------------------------ REMEMBERME
 
