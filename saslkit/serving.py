@@ -177,6 +177,8 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         if self.phase is _Phase.READING and not self.write_paused:
             self._guarded(self._serve_input)
+        elif len(self.buffer) > self.server.buffer_limit:
+            self._sync_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -262,8 +264,7 @@ class _Connection(asyncio.Protocol):
             del buffer[:end + 1]
             if session.may_block(line):
                 self.phase = _Phase.WORKING
-                future = self.loop.run_in_executor(self.server._pool, session.receive_line, line)
-                future.add_done_callback(self._line_done)
+                self.server._pool.submit(self._work, session, line)
                 break
             self._reply(session.receive_line(line))
         if self.phase is _Phase.READING and not self.write_paused:
@@ -273,15 +274,24 @@ class _Connection(asyncio.Protocol):
             self._await_input()
         self._sync_reading()
 
-    def _line_done(self, future: asyncio.Future[SessionReply]) -> None:
-        if future.cancelled():  # the server is stopping
-            self._abort()
-        elif self.phase is not _Phase.CLOSED:
-            self._guarded(self._resume, future.result)
+    def _work(self, session: LineSession, line: bytes) -> None:
+        """In a pool thread: handle a line that may block, then hand the outcome back to the loop."""
+        try:
+            outcome: SessionReply | BaseException = session.receive_line(line)
+        except BaseException as exc:  # re-raised on the loop by _line_done, as a bug of this connection
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the server is gone
+            self.loop.call_soon_threadsafe(self._line_done, outcome)
 
-    def _resume(self, reply: Callable[[], SessionReply]) -> None:
+    def _line_done(self, outcome: SessionReply | BaseException) -> None:
+        if self.phase is not _Phase.CLOSED:
+            self._guarded(self._resume, outcome)
+
+    def _resume(self, outcome: SessionReply | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            raise outcome
         self.phase = _Phase.READING
-        self._reply(reply())
+        self._reply(outcome)
         self._serve_input()
 
     def _reply(self, reply: SessionReply) -> None:
@@ -407,8 +417,13 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     def _sync_reading(self) -> None:
-        """Read from the peer only while its lines can be handled (bounds the buffer)."""
-        wanted = self.phase is _Phase.READING and not self.write_paused
+        """Stop reading during a TLS handshake, and while lines cannot be handled and input piles up."""
+        if self.phase is _Phase.TLS:
+            wanted = False
+        elif self.phase is _Phase.READING and not self.write_paused:
+            wanted = True
+        else:  # a line in the pool: keep reading what fits (no epoll change per pooled line)
+            wanted = len(self.buffer) <= self.server.buffer_limit
         if wanted != self.reading and self.transport is not None and not self.transport.is_closing():
             if wanted:
                 self.transport.resume_reading()
@@ -480,6 +495,7 @@ class LineServer:
         self.certificate_der = certificate_der
         self.implicit_tls = implicit_tls
         self.line_limit = line_limit
+        self.buffer_limit = 2 * line_limit  # unread input kept while a line is handled (StreamReader's bound)
         self.idle_reply = idle_reply
         self.error_reply = error_reply
         self.observe = observe
