@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import enum
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -110,6 +111,12 @@ class RateLimitedLog:
         return True
 
 
+@functools.lru_cache(maxsize=4096)
+def _client_key(peer: str) -> str:
+    """What the per-IP cap counts ``peer`` under (parsed once per address, not once per connection)."""
+    return address_key(peer, CLIENT_IPV6_PREFIX)
+
+
 class _Phase(enum.Enum):
     """What a connection is doing; input is read and the read timer runs only in ``READING``."""
 
@@ -159,7 +166,7 @@ class _Connection(asyncio.Protocol):
         server = self.server
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if isinstance(peername, tuple) else str(peername)
-        self.client = address_key(self.peer, CLIENT_IPV6_PREFIX)
+        self.client = _client_key(self.peer)
         if server._open >= server.max_connections or server._per_ip[self.client] >= server.max_connections_per_ip:
             self.phase = _Phase.CLOSED
             server._refuse(transport, self.peer, self.client)
