@@ -1,9 +1,12 @@
 """The asyncio driver shared by the reference SMTP and IMAP servers.
 
 A :class:`LineServer` reads lines, hands them to a sans-IO session, and writes
-its replies.  Lines the session flags with ``may_block`` (password hashing,
+its replies.  Each connection is an :class:`asyncio.Protocol`: a line the
+session says cannot block is answered inside ``data_received`` (no task, no
+future, no thread hop); lines it flags with ``may_block`` (password hashing,
 store access) run in a bounded thread pool so one slow login never stalls
-other connections.  STARTTLS upgrades the stream in place, refusing any
+other connections, and the connection handles its next line only after that
+one's reply.  STARTTLS upgrades the transport in place, refusing any
 plaintext pipelined behind the command (RFC 3207 §4.2, RFC 9051 §6.2.1;
 CVE-2011-0411), and gives the session the new connection's channel-binding
 data.  IMAP literals are read raw when the session asks for them.
