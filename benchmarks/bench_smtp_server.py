@@ -341,9 +341,9 @@ def start_servers(db: Path, core: int | None) -> Iterator[dict[str, Server]]:
     procs: dict[str, subprocess.Popen[str]] = {}
     servers: dict[str, Server] = {}
     try:
-        for kind, cmd in commands.items():
+        for kind, cmd in commands.items():  # cwd: ``-m saslkit`` imports from the current directory first
             procs[kind] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                           stdin=subprocess.DEVNULL, text=True, env=env)
+                                           stdin=subprocess.DEVNULL, text=True, env=env, cwd=_ROOT)
         for kind, proc in procs.items():
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], 60)
