@@ -1,9 +1,12 @@
 """The asyncio driver shared by the reference SMTP and IMAP servers.
 
 A :class:`LineServer` reads lines, hands them to a sans-IO session, and writes
-its replies.  Lines the session flags with ``may_block`` (password hashing,
+its replies.  Each connection is an :class:`asyncio.BufferedProtocol`: a line the
+session says cannot block is answered as soon as it is read (no task, no
+future, no thread hop); lines it flags with ``may_block`` (password hashing,
 store access) run in a bounded thread pool so one slow login never stalls
-other connections.  STARTTLS upgrades the stream in place, refusing any
+other connections, and the connection handles its next line only after that
+one's reply.  STARTTLS upgrades the transport in place, refusing any
 plaintext pipelined behind the command (RFC 3207 §4.2, RFC 9051 §6.2.1;
 CVE-2011-0411), and gives the session the new connection's channel-binding
 data.  IMAP literals are read raw when the session asks for them.
@@ -24,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import enum
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -32,10 +37,10 @@ import signal
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .channel_binding import channel_bindings_from_ssl
 from .mechanism import Success
@@ -51,9 +56,10 @@ CLIENT_IPV6_PREFIX = 64  # one IPv6 host usually holds a whole /64 (RFC 4291 §2
 SHUTDOWN_GRACE = 1.0  # seconds open connections get to end by themselves when the server stops
 LOG_INTERVAL = 10.0  # at most one line per this many seconds for floods (accept errors, refused connections)
 FD_RESERVE = 64  # descriptors kept for the listening socket, stores, logs and refused connections
+RECEIVE_BUFFER = 65536  # octets read per recv_into
 _ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
-T = TypeVar("T")
+_TIMER_SLACK = 0.001  # asyncio runs a timer up to its clock resolution early
 
 
 class SessionReply(Protocol):
@@ -109,30 +115,287 @@ class RateLimitedLog:
         return True
 
 
-class _Expired(Exception):
-    """A read ran out of time; ``reply`` (idle or login timeout) goes to the peer before closing."""
-
-    def __init__(self, reply: bytes, what: str) -> None:
-        super().__init__(what)
-        self.reply = reply
+@functools.lru_cache(maxsize=4096)
+def _client_key(peer: str) -> str:
+    """What the per-IP cap counts ``peer`` under (parsed once per address, not once per connection)."""
+    return address_key(peer, CLIENT_IPV6_PREFIX)
 
 
-class _Clock:
-    """One connection's time limits: ``idle_timeout`` per read, ``login_timeout`` while unauthenticated."""
+class _Phase(enum.Enum):
+    """What a connection is doing; input is read and the read timer runs only in ``READING``."""
 
-    def __init__(self, server: LineServer, session: LineSession) -> None:
+    TLS = "TLS handshake"
+    READING = "waiting for input"
+    WORKING = "a line in the pool, or a reply's delay"
+    CLOSED = "closed"
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One peer: lines from the transport to the session, replies back, within the server's limits.
+
+    Lines the session says cannot block are answered inside ``buffer_updated``
+    (no task, no future, no executor hop); the others go to the pool, and the
+    lines behind one wait in the buffer (reading pauses only past
+    ``buffer_limit``), so a connection handles one line at a time, in order.
+    One lazily re-armed timer bounds each wait for input, the login phase and
+    each wait for a peer that does not read its replies.
+    """
+
+    def __init__(self, server: LineServer) -> None:
         self.server = server
-        self.session = session
         self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.client = ""
+        self.session: LineSession | None = None
+        self.phase = _Phase.TLS
+        self.buffer = bytearray()
+        self.literal: int | None = None  # octets to read raw for the session (IMAP literals)
+        self.skipped_head: bytes | None = None  # the first octets of an over-long line being skipped
+        self.eof = False
+        self.counted = False
+        self.reading = True
+        self.write_paused = False
         self.login_deadline: float | None = None
+        self.deadline = 0.0  # when the current wait (input, or a peer reading our replies) ends
+        self.expiry = (b"", "idle timeout")
+        self.timer: asyncio.TimerHandle | None = None
+        self.lost: asyncio.Future[None] = self.loop.create_future()
+        self.tls_task: asyncio.Task[None] | None = None
 
-    def limit(self) -> tuple[float, bytes, str]:
-        """How long the next read may take, what to send if it does not end in time, and why."""
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         server = self.server
-        if server.login_timeout is None or self.session.authenticated is not None:
+        peername = transport.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) else str(peername)
+        self.client = _client_key(self.peer)
+        if server._open >= server.max_connections or server._per_ip[self.client] >= server.max_connections_per_ip:
+            self.phase = _Phase.CLOSED
+            server._refuse(transport, self.peer, self.client)
+            return
+        server._open += 1
+        server._per_ip[self.client] += 1
+        server._connections.add(self)
+        self.counted = True
+        if server.implicit_tls:  # started here, after the connection limits and under the time limits
+            self._start_tls(min(server.idle_timeout, server.login_timeout or server.idle_timeout))
+            return
+        self._guarded(self._begin, False)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the transport reads into: one buffer per server (no allocation per read, unlike
+        ``data_received``'s fresh bytes object, whose 256 KiB allocation can cost an mmap per read)."""
+        return self.server._receive_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.buffer += self.server._receive_view[:nbytes]
+        if self.phase is _Phase.READING and not self.write_paused:
+            self._guarded(self._serve_input)
+        elif len(self.buffer) > self.server.buffer_limit:
+            self._sync_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.phase is _Phase.READING and not self.write_paused:
+            self._close()
+        return self.transport is not None and self.transport.get_extra_info("ssl_object") is None
+
+    def pause_writing(self) -> None:
+        """The peer is not reading: handle no more lines until it does, for at most ``idle_timeout``."""
+        self.write_paused = True
+        self.deadline = self.loop.time() + self.server.idle_timeout
+        self._arm()
+        self._sync_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.phase is _Phase.READING:
+            self._guarded(self._serve_input)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = _Phase.CLOSED
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if exc is not None:
+            self.server.log.debug("connection from %s ended: %s", self.peer, exc)
+        if self.counted:
+            self.counted = False
+            server = self.server
+            server._open -= 1
+            server._per_ip[self.client] -= 1
+            if server._per_ip[self.client] <= 0:
+                del server._per_ip[self.client]
+            server._connections.discard(self)
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    # -- the conversation
+
+    def _begin(self, tls: bool) -> None:
+        """A new session (after the handshake, with implicit TLS) and its greeting."""
+        assert self.transport is not None
+        server = self.server
+        self.session = server.make_session(self.peer, tls, server.bindings(self.transport) if tls else {})
+        self.phase = _Phase.READING
+        self._write(self.session.greeting())
+        self._serve_input()
+
+    def _serve_input(self) -> None:
+        """Handle every complete line (or literal) buffered, until one must wait; then wait for input."""
+        session = self.session
+        assert session is not None
+        buffer, limit = self.buffer, self.server.line_limit
+        while self.phase is _Phase.READING and not self.write_paused:
+            if self.literal is not None:
+                if len(buffer) < self.literal:
+                    break
+                data = bytes(buffer[:self.literal])
+                del buffer[:self.literal]
+                self.literal = None
+                self._write(session.receive_literal(data))  # type: ignore[attr-defined]
+                continue
+            end = buffer.find(b"\n")
+            if self.skipped_head is not None:  # the rest of an over-long line
+                if end < 0:
+                    buffer.clear()
+                    break
+                del buffer[:end + 1]
+                head, self.skipped_head = self.skipped_head, None
+                self._write(session.line_too_long(head))
+                continue
+            if end < 0:
+                if len(buffer) > limit:
+                    self.skipped_head = bytes(buffer[:16])
+                    buffer.clear()
+                break
+            if end > limit:  # StreamReader's limit: up to ``line_limit`` octets before the LF
+                head = bytes(buffer[:16])
+                del buffer[:end + 1]
+                self._write(session.line_too_long(head))
+                continue
+            line = bytes(buffer[:end + 1])
+            del buffer[:end + 1]
+            if session.may_block(line):
+                self.phase = _Phase.WORKING
+                self.server._pool.submit(self._work, session, line)
+                break
+            self._reply(session.receive_line(line))
+        if self.phase is _Phase.READING and not self.write_paused:
+            if self.eof:
+                self._close()
+                return
+            self._await_input()
+        self._sync_reading()
+
+    def _work(self, session: LineSession, line: bytes) -> None:
+        """In a pool thread: handle a line that may block, then hand the outcome back to the loop."""
+        try:
+            outcome: SessionReply | BaseException = session.receive_line(line)
+        except BaseException as exc:  # re-raised on the loop by _line_done, as a bug of this connection
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the server is gone
+            self.loop.call_soon_threadsafe(self._line_done, outcome)
+
+    def _line_done(self, outcome: SessionReply | BaseException) -> None:
+        if self.phase is not _Phase.CLOSED:
+            self._guarded(self._resume, outcome)
+
+    def _resume(self, outcome: SessionReply | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.phase = _Phase.READING
+        self._reply(outcome)
+        self._serve_input()
+
+    def _reply(self, reply: SessionReply) -> None:
+        """Observe, delay if asked, send; then read a literal, start TLS or close as the reply says."""
+        server = self.server
+        if server.observe is not None:
+            assert self.session is not None
+            server.observe(self.peer, self.session, reply)
+        if reply.delay:
+            self.phase = _Phase.WORKING
+            self.loop.call_later(reply.delay, self._delayed, reply)
+            return
+        self._send(reply)
+
+    def _delayed(self, reply: SessionReply) -> None:
+        if self.phase is not _Phase.CLOSED:
+            self._guarded(self._send_then_serve, reply)
+
+    def _send_then_serve(self, reply: SessionReply) -> None:
+        self.phase = _Phase.READING
+        self._send(reply)
+        if self.phase is _Phase.READING:
+            self._serve_input()
+
+    def _send(self, reply: SessionReply) -> None:
+        self._write(reply)
+        literal = getattr(reply, "literal", None)
+        if literal is not None:
+            self.literal = literal
+        elif reply.starttls:
+            if self.buffer:  # RFC 3207 §4.2: nothing may be pipelined behind STARTTLS (CVE-2011-0411)
+                self.server.log.info("peer=%s sent data after STARTTLS; closing", self.peer)
+                self._close()
+                return
+            timeout, _, _ = self._limit(self.loop.time())
+            self._start_tls(max(timeout, 0.001))
+        elif reply.close:
+            self._close()
+
+    def _write(self, reply: SessionReply) -> None:
+        if reply.lines and self.transport is not None:
+            self.transport.write(reply.wire())
+
+    # -- TLS
+
+    def _start_tls(self, handshake_timeout: float) -> None:
+        self.phase = _Phase.TLS
+        self._sync_reading()
+        self.tls_task = self.loop.create_task(self._tls(handshake_timeout))
+
+    async def _tls(self, handshake_timeout: float) -> None:
+        server = self.server
+        assert self.transport is not None and server.ssl_context is not None
+        try:
+            transport = await self.loop.start_tls(self.transport, self, server.ssl_context, server_side=True,
+                                                  ssl_handshake_timeout=handshake_timeout)
+        except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
+            server.log.debug("connection from %s ended: %s", self.peer, exc)
+            self._abort()
+            return
+        except Exception:
+            server.log.exception("internal error on a connection from %s", self.peer)
+            self._abort()
+            return
+        if transport is None or self.phase is _Phase.CLOSED:
+            self._abort()
+            return
+        self.transport, self.reading = transport, True
+        if self.session is None:
+            self._guarded(self._begin, True)
+            return
+        self.phase = _Phase.READING
+        self._guarded(self._tls_started)
+
+    def _tls_started(self) -> None:
+        assert self.session is not None and self.transport is not None
+        self.session.tls_started(self.server.bindings(self.transport))
+        self._serve_input()
+
+    # -- time limits, flow control, closing
+
+    def _limit(self, now: float) -> tuple[float, bytes, str]:
+        """How long the next read may take, what to send if it does not end in time, and why."""
+        server, session = self.server, self.session
+        if server.login_timeout is None or session is None or session.authenticated is not None:
             self.login_deadline = None  # a new budget if the session ever goes back (IMAP UNAUTHENTICATE)
             return server.idle_timeout, server.idle_reply, "idle timeout"
-        now = self.loop.time()
         if self.login_deadline is None:
             self.login_deadline = now + server.login_timeout
         remaining = self.login_deadline - now
@@ -140,12 +403,80 @@ class _Clock:
             return max(remaining, 0.0), server.login_reply or server.idle_reply, "login timeout"
         return server.idle_timeout, server.idle_reply, "idle timeout"
 
-    async def bounded(self, awaitable: Awaitable[T]) -> T:
-        timeout, reply, what = self.limit()
+    def _await_input(self) -> None:
+        now = self.loop.time()
+        timeout, reply, what = self._limit(now)
+        self.deadline, self.expiry = now + timeout, (reply, what)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Make the timer fire at or before ``deadline`` (a later deadline re-arms it when it fires)."""
+        if self.timer is not None:
+            if self.timer.when() <= self.deadline:
+                return
+            self.timer.cancel()
+        self.timer = self.loop.call_at(self.deadline, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.phase is not _Phase.READING and not self.write_paused:
+            return  # no wait is bounded now; the next one arms the timer again
+        if self.loop.time() + _TIMER_SLACK < self.deadline:
+            self._arm()
+        elif self.write_paused:
+            self.server.log.debug("connection from %s ended: the peer does not read", self.peer)
+            self._abort()
+        else:
+            reply, what = self.expiry
+            self.server.log.info("peer=%s %s; closing", self.peer, what)
+            if reply and self.session is not None and self.transport is not None:
+                self.transport.write(reply)
+            self._close()
+
+    def _sync_reading(self) -> None:
+        """Stop reading during a TLS handshake, and while lines cannot be handled and input piles up."""
+        if self.phase is _Phase.TLS:
+            wanted = False
+        elif self.phase is _Phase.READING and not self.write_paused:
+            wanted = True
+        else:  # a line in the pool: keep reading what fits (no epoll change per pooled line)
+            wanted = len(self.buffer) <= self.server.buffer_limit
+        if wanted != self.reading and self.transport is not None and not self.transport.is_closing():
+            if wanted:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+            self.reading = wanted
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of the conversation; a bug in it ends this connection, never the server."""
         try:
-            return await asyncio.wait_for(awaitable, timeout)
-        except TimeoutError:
-            raise _Expired(reply, what) from None
+            step(*args)
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            self.server.log.debug("connection from %s ended: %s", self.peer, exc)
+            self._close()
+        except Exception:
+            self.server.log.exception("internal error on a connection from %s", self.peer)
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(self.server.error_reply)
+            self._close()
+
+    def _close(self) -> None:
+        """Close once the replies are sent; drop the connection if that takes longer than ``idle_timeout``."""
+        self.phase = _Phase.CLOSED
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():
+                self.loop.call_later(self.server.idle_timeout, self._abort)
+
+    def _abort(self) -> None:
+        self.phase = _Phase.CLOSED
+        if self.transport is not None and not self.lost.done():
+            self.transport.abort()
 
 
 class LineServer:
@@ -181,6 +512,7 @@ class LineServer:
         self.certificate_der = certificate_der
         self.implicit_tls = implicit_tls
         self.line_limit = line_limit
+        self.buffer_limit = 2 * line_limit  # unread input kept while a line is handled (StreamReader's bound)
         self.idle_reply = idle_reply
         self.error_reply = error_reply
         self.observe = observe
@@ -190,45 +522,22 @@ class LineServer:
         self.max_connections_per_ip = max_connections_per_ip
         self.login_reply = login_reply
         self.busy_reply = busy_reply
+        self._receive_view = memoryview(bytearray(RECEIVE_BUFFER))  # copied out at once, so shared
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"saslkit-{name}")
         self._server: asyncio.AbstractServer | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._connections: set[_Connection] = set()
         self._open = 0
         self._per_ip: Counter[str] = Counter()
         self._refusals = RateLimitedLog(self.log)
         self._accept_errors = RateLimitedLog(self.log)
 
-    def bindings(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
-        sslobj = writer.get_extra_info("ssl_object")
+    def bindings(self, transport: asyncio.BaseTransport) -> dict[str, bytes]:
+        sslobj = transport.get_extra_info("ssl_object")
         if sslobj is None:
             return {}
         return channel_bindings_from_ssl(sslobj, server_certificate=self.certificate_der)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        peer = peername[0] if isinstance(peername, tuple) else str(peername)
-        client = address_key(peer, CLIENT_IPV6_PREFIX)
-        if self._open >= self.max_connections or self._per_ip[client] >= self.max_connections_per_ip:
-            await self._refuse(writer, peer, client)
-            return
-        self._open += 1
-        self._per_ip[client] += 1
-        task = asyncio.current_task()
-        if task is not None:  # serve_until lets open connections end before returning
-            self._connections[task] = writer
-            task.add_done_callback(lambda done: self._connections.pop(done, None))
-        try:
-            await self._converse(reader, writer, peer)
-        finally:
-            self._open -= 1
-            self._per_ip[client] -= 1
-            if self._per_ip[client] <= 0:
-                del self._per_ip[client]
-            with contextlib.suppress(Exception):
-                writer.close()
-                await asyncio.wait_for(writer.wait_closed(), self.idle_timeout)
-
-    async def _refuse(self, writer: asyncio.StreamWriter, peer: str, client: str) -> None:
+    def _refuse(self, transport: asyncio.Transport, peer: str, client: str) -> None:
         """Over a connection limit: say so (in plaintext only) and close, without a session."""
         if self._open >= self.max_connections:
             self._refusals(logging.WARNING, "refused a connection from %s: %d connections open (max-connections)",
@@ -236,92 +545,11 @@ class LineServer:
         else:
             self._refusals(logging.WARNING, "refused a connection from %s: %d connections from that address "
                            "(max-connections-per-ip)", peer, self._per_ip[client])
-        with contextlib.suppress(Exception):
-            if self.busy_reply and not self.implicit_tls:
-                writer.write(self.busy_reply)
-            writer.close()
-            await asyncio.wait_for(writer.wait_closed(), 5.0)
-        if not writer.transport.is_closing():
-            writer.transport.abort()
-
-    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        loop = asyncio.get_running_loop()
-        session: LineSession | None = None
-        try:
-            if self.implicit_tls:
-                assert self.ssl_context is not None
-                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=min(
-                    self.idle_timeout, self.login_timeout or self.idle_timeout))
-            session = self.make_session(peer, self.implicit_tls, self.bindings(writer) if self.implicit_tls else {})
-            clock = _Clock(self, session)
-            await self._send(writer, session.greeting())
-            while True:
-                try:
-                    line = await clock.bounded(reader.readuntil(b"\n"))
-                except asyncio.LimitOverrunError:
-                    head = await self._discard_long_line(reader, clock)
-                    await self._send(writer, session.line_too_long(head))
-                    continue
-                except asyncio.IncompleteReadError:
-                    break
-                if session.may_block(line):
-                    reply = await loop.run_in_executor(self._pool, session.receive_line, line)
-                else:
-                    reply = session.receive_line(line)
-                literal = getattr(reply, "literal", None)
-                if self.observe is not None:
-                    self.observe(peer, session, reply)
-                if reply.delay:
-                    await asyncio.sleep(reply.delay)
-                await self._send(writer, reply)
-                if literal is not None:
-                    data = await clock.bounded(reader.readexactly(literal))
-                    await self._send(writer, session.receive_literal(data))  # type: ignore[attr-defined]
-                    continue
-                if reply.starttls:
-                    assert self.ssl_context is not None
-                    if reader._buffer:  # type: ignore[attr-defined]  # no public API for unread bytes
-                        self.log.info("peer=%s sent data after STARTTLS; closing", peer)
-                        break
-                    timeout, _, _ = clock.limit()
-                    await writer.start_tls(self.ssl_context, ssl_handshake_timeout=max(timeout, 0.001))
-                    session.tls_started(self.bindings(writer))
-                if reply.close:
-                    break
-        except _Expired as exc:
-            self.log.info("peer=%s %s; closing", peer, exc)
-            with contextlib.suppress(Exception):
-                if exc.reply and session is not None:
-                    writer.write(exc.reply)
-        except (ConnectionError, ssl.SSLError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-            self.log.debug("connection from %s ended: %s", peer, exc)
-        except Exception:  # never let one connection's bug take the server down
-            self.log.exception("internal error on a connection from %s", peer)
-            with contextlib.suppress(Exception):
-                writer.write(self.error_reply)
-
-    @staticmethod
-    async def _discard_long_line(reader: asyncio.StreamReader, clock: _Clock) -> bytes:
-        """Skip the rest of an over-long line, each read bounded by the clock; return its first octets."""
-        head = b""
-        while True:
-            try:
-                await clock.bounded(reader.readuntil(b"\n"))
-                return head
-            except asyncio.LimitOverrunError as exc:
-                chunk = await clock.bounded(reader.readexactly(exc.consumed))
-                head = head or chunk[:16]
-
-    async def _send(self, writer: asyncio.StreamWriter, reply: SessionReply) -> None:
-        if reply.lines:
-            writer.write(reply.wire())
-            transport = writer.transport
-            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
-                await asyncio.wait_for(writer.drain(), self.idle_timeout)  # a peer that does not read
-            else:
-                # drain() returns at once here; wait_for would yield to the loop, which could read
-                # the peer's TLS ClientHello into the buffer checked after STARTTLS.
-                await writer.drain()
+        if self.busy_reply and not self.implicit_tls:
+            transport.write(self.busy_reply)
+        transport.close()
+        if transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(5.0, transport.abort)  # a no-op once it has closed
 
     def _effective_max_connections(self) -> int:
         """``max_connections``, lowered (with a warning) to what RLIMIT_NOFILE leaves after a reserve."""
@@ -367,7 +595,7 @@ class LineServer:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(self._loop_exception(loop.get_exception_handler()))
         # Implicit TLS is started in the handler, after the connection limits and under the time limits.
-        self._server = await asyncio.start_server(self._handle, host, port, limit=self.line_limit)
+        self._server = await loop.create_server(lambda: _Connection(self), host, port)
         sockname = self._server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
@@ -382,19 +610,16 @@ class LineServer:
     async def _end_connections(self) -> None:
         """Let open connections end on their own, then drop the ones still open.
 
-        Python 3.11's ``Server.wait_closed()`` does not wait for connections,
-        and ``asyncio.run()`` would then cancel their handlers; 3.11's
-        ``StreamReaderProtocol`` logs every cancelled handler as "Exception in
-        callback ... CancelledError".  Aborting the transport instead makes the
-        handler's read fail, so it returns normally through its ``finally``.
+        Python 3.11's ``Server.wait_closed()`` does not wait for connections;
+        each connection's ``lost`` future says when it has ended, and the ones
+        still open after :data:`SHUTDOWN_GRACE` are aborted.
         """
         if not self._connections:
             return
-        _, pending = await asyncio.wait(set(self._connections), timeout=SHUTDOWN_GRACE)
-        for task in pending:
-            writer = self._connections.get(task)
-            if writer is not None:
-                writer.transport.abort()
+        open_now = {conn.lost: conn for conn in self._connections}
+        _, pending = await asyncio.wait(set(open_now), timeout=SHUTDOWN_GRACE)
+        for lost in pending:
+            open_now[lost]._abort()
         if pending:
             await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
 
