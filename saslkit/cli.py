@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
+from ._redact import redact
 from .auth.client import (
     SMTP_FRAMING,
     ClientAuth,
@@ -37,6 +38,7 @@ from .auth.client import (
 from .auth.client import Authenticated as ClientAuthenticated
 from .auth.engine import Abort, ServerAuth
 from .auth.events import Authenticated, AuthFailed, AuthRefused
+from .auth.framing import encode_challenge
 from .context import ClientCredentials, ServerContext
 from .credentials import (
     DEFAULT_ITERATIONS,
@@ -48,13 +50,11 @@ from .credentials import (
     prepare_username,
 )
 from .errors import SaslError, StoreError, UsageError
-from .exchange import run_exchange
-from .framing import encode_challenge
 from .keys import KeyRing, default_keys_path
 from .mechanism import Challenge, Failure, Success
-from .redact import redact
 from .registry import Registry, default_registry
 from .stores import SQLiteUserStore, open_token_store, open_user_store, sqlite_path
+from .testing.loopback import run_exchange
 from .tokens import SubmissionTokens, TokenRecord, TokenService
 
 __all__ = ["main"]
@@ -672,7 +672,7 @@ def _client_mechanism(registry: Registry, mech: str) -> str:
 
 
 def _client_tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    from .clientbase import client_tls_context
+    from .net.client import client_tls_context
 
     return None if args.tls == "none" else client_tls_context(cafile=args.cafile, insecure=args.insecure)
 
@@ -694,7 +694,7 @@ def _client_authenticated(host: str, port: int, user: str, mechanism: str, chann
 @contextmanager
 def _client_errors(sign_off: Callable[[], None]) -> Iterator[None]:
     """Exit 3 for a connection or TLS failure; exit 1 (after ``sign_off``) when authentication fails."""
-    from .clientbase import ClientAuthError, ClientConnectionError
+    from .net.client import ClientAuthError, ClientConnectionError
 
     try:
         yield

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
+from .._redact import redact
 from ..context import ClientCredentials
 from ..errors import ProtocolError, SaslError, UnknownMechanism, UsageError
-from ..framing import decode_continuation, encode_challenge, encode_initial_response
 from ..mechanism import Challenge, ClientMechanism
-from ..redact import redact
 from ..registry import Registry
+from .framing import decode_continuation, encode_challenge, encode_initial_response
 
 __all__ = [
     "CB_PREFERENCE",

@@ -12,7 +12,7 @@ cannot pipeline and knows neither UNAUTHENTICATE nor REMEMBERME).  One
         imap.logout()
 
 What it does, and the choices made (the TLS, channel-binding, secret-masking
-and error plumbing is shared with the SMTP client in :mod:`saslkit.clientbase`):
+and error plumbing is shared with the SMTP client in :mod:`saslkit.net.client`):
 
 * Tagged commands (``a001``, ``a002`` …); responses are read up to the
   command's tagged ``OK``/``NO``/``BAD`` (RFC 9051 §7), collecting the
@@ -50,7 +50,7 @@ and error plumbing is shared with the SMTP client in :mod:`saslkit.clientbase`):
 * A plaintext mechanism (PLAIN, REMEMBERME) that a server offers without TLS
   is used only with ``allow_plaintext=True``.
 * The transcript callback (``log``) sees every line with secrets masked:
-  SASL payloads through :func:`saslkit.redact.redact`, the REMEMBERME token
+  SASL payloads through :func:`saslkit._redact.redact`, the REMEMBERME token
   as ``<token masked>``.
 
 Errors: :class:`ImapConnectionError` (refused, timeout, TLS handshake or
@@ -58,8 +58,8 @@ certificate, STARTTLS not offered, BYE, the server breaking the protocol or
 closing) and :class:`ImapAuthError` (the mechanism is not offered, the server
 refused the credentials, the token request or UNAUTHENTICATE, or did not
 prove itself).  Both are :class:`ImapClientError`, and the shared
-:class:`~saslkit.clientbase.ClientConnectionError` /
-:class:`~saslkit.clientbase.ClientAuthError`.
+:class:`~saslkit.net.client.ClientConnectionError` /
+:class:`~saslkit.net.client.ClientAuthError`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ from ..auth.client import (
     ServerSuccess,
     drive,
 )
-from ..clientbase import (
+from ..errors import UsageError
+from ..net.client import (
     ClientAuthError,
     ClientConnectionError,
     ClientError,
@@ -92,7 +93,6 @@ from ..clientbase import (
     client_tls_context,
     show_payload,
 )
-from ..errors import UsageError
 
 __all__ = [
     "AuthResult",

@@ -35,13 +35,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..auth.attempts import AuthAttempts
+from ..auth._attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthFailed, AuthRefused, TokenMinted
+from ..auth.framing import encode_challenge
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import TemporaryFailure, UsageError
-from ..framing import encode_challenge
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy

@@ -82,7 +82,7 @@ from ..mechanism import Success
 from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
-from ..tokens.stoken import normalize_address
+from ..tokens.submission import normalize_address
 from . import replies
 from .session import MAX_AUTH_LINE, AuthThrottle, Reply, SmtpConfig, SmtpSession, xtext_decode
 

@@ -39,7 +39,7 @@ What it does, and the choices made:
 * ``REMEMBERME <type>`` needs the EHLO keyword listing that type; the answer
   ``235 [2.7.x] <base64 token>`` is decoded to the token string.
 * The transcript callback (``log``) sees every line with secrets masked:
-  SASL payloads through :func:`saslkit.redact.redact`, the REMEMBERME token
+  SASL payloads through :func:`saslkit._redact.redact`, the REMEMBERME token
   as ``<token masked>``.
 
 Errors: :class:`SmtpConnectionError` (refused, timeout, TLS handshake or
@@ -70,7 +70,7 @@ from ..auth.client import (
 )
 
 # Connection, TLS, channel-binding and error plumbing shared with the IMAP client (re-exported names kept).
-from ..clientbase import (
+from ..net.client import (
     ClientAuthError,
     ClientConnectionError,
     ClientError,

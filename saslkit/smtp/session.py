@@ -44,19 +44,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..auth.attempts import AuthAttempts
+from ..auth._attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthRefused, TokenMinted
+from ..auth.framing import encode_challenge
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, TemporaryFailure, UsageError
-from ..framing import encode_challenge
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
 from ..reply import Reply
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
-from ..tokens.stoken import normalize_address
+from ..tokens.submission import normalize_address
 from . import replies
 
 __all__ = [

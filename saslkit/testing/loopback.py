@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .auth.client import (
+from ..auth.client import (
     Authenticated,
     Cancel,
     ClientAuth,
@@ -25,8 +25,8 @@ from .auth.client import (
     ServerSuccess,
     drive,
 )
-from .errors import AuthenticationFailed, ProtocolError, UsageError
-from .mechanism import Challenge, ClientMechanism, Failure, ServerMechanism, Success
+from ..errors import AuthenticationFailed, ProtocolError, UsageError
+from ..mechanism import Challenge, ClientMechanism, Failure, ServerMechanism, Success
 
 __all__ = ["Transcript", "run_exchange"]
 
