@@ -8,6 +8,7 @@ from typing import TextIO
 from ..auth.client import (
     SMTP_FRAMING,
     ClientAuth,
+    ClientAuthenticated,
     EncodedChallenge,
     Rejected,
     ServerFailure,
@@ -16,7 +17,6 @@ from ..auth.client import (
     Unverified,
     drive,
 )
-from ..auth.client import Authenticated as ClientAuthenticated
 from ..auth.engine import Abort, ServerAuth
 from ..auth.events import Authenticated, AuthFailed, AuthRefused
 from ..auth.framing import encode_challenge

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..auth.client import (
-    Authenticated,
     Cancel,
     ClientAuth,
+    ClientAuthenticated,
     ClientStep,
     Framing,
     Outcome,
@@ -112,7 +112,7 @@ def run_exchange(
 
 def _result(outcome: Outcome, server_outcome: Success | Failure | None) -> Success | Failure:
     """The exchange's result: the server's, unless the client refused it (its reason then)."""
-    if isinstance(outcome, Authenticated | Rejected) and server_outcome is not None:
+    if isinstance(outcome, ClientAuthenticated | Rejected) and server_outcome is not None:
         return server_outcome
     error = getattr(outcome, "error", None)
     if error is None:
