@@ -42,10 +42,10 @@ if str(_ROOT) not in sys.path:
 
 from saslkit import ClientCredentials, MemoryUserStore, ServerContext, default_registry, make_user  # noqa: E402
 from saslkit.credentials import UserRecord  # noqa: E402
-from saslkit.exchange import run_exchange  # noqa: E402
 from saslkit.keys import KeyRing  # noqa: E402
 from saslkit.mechanism import Failure, Success  # noqa: E402
 from saslkit.stores import open_token_store  # noqa: E402
+from saslkit.testing.loopback import run_exchange  # noqa: E402
 from saslkit.tokens import SubmissionTokens, TokenService  # noqa: E402
 
 

@@ -32,7 +32,6 @@ from .errors import (
     UnknownMechanism,
     UsageError,
 )
-from .exchange import run_exchange
 from .mechanism import (
     Challenge,
     ClientMechanism,
@@ -44,6 +43,7 @@ from .mechanism import (
 )
 from .registry import MechanismInfo, Policy, Registry, default_registry
 from .saslprep import saslprep
+from .testing.loopback import run_exchange
 
 __version__ = "0.1.0"
 

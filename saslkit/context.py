@@ -20,7 +20,7 @@ from .errors import UsageError
 
 if TYPE_CHECKING:
     from .tokens.records import TokenVerifier
-    from .tokens.stoken import SubmissionTokens
+    from .tokens.submission import SubmissionTokens
 
 __all__ = ["Authorizer", "ClientCredentials", "ServerContext", "default_nonce", "same_identity_only"]
 

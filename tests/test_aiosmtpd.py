@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from saslkit import ClientCredentials, MemoryUserStore, Success, channel_bindings_from_ssl, make_user
-from saslkit.framing import encode_initial_response
+from saslkit.auth.framing import encode_initial_response
 from saslkit.keys import KeyRing
 from saslkit.mechanism import ClientMechanism
 from saslkit.mechanisms.ht import HTClient

@@ -22,9 +22,9 @@ from saslkit.auth.client import (
     IMAP_SASL_IR_FRAMING,
     SMTP_FRAMING,
     Answer,
-    Authenticated,
     Cancel,
     ClientAuth,
+    ClientAuthenticated,
     ClientState,
     EncodedChallenge,
     Framing,
@@ -178,7 +178,7 @@ def test_smtp_initial_response_past_512_octets_follows_the_empty_challenge() -> 
     answer = auth.receive(EncodedChallenge(""))
     assert isinstance(answer, Answer) and answer.data == b"\x00" + user.encode() + b"\x00pencil"
     assert "pencil" not in answer.shown
-    assert isinstance(auth.receive(ServerSuccess()), Authenticated)
+    assert isinstance(auth.receive(ServerSuccess()), ClientAuthenticated)
 
 
 @pytest.mark.parametrize(("framing", "rides"), [(IMAP_SASL_IR_FRAMING, True), (IMAP_FRAMING, False)])
@@ -311,12 +311,12 @@ def test_scram_v_as_a_last_challenge_then_success() -> None:
     auth, final = scram_until_server_final()
     answer = auth.receive(EncodedChallenge(b64(final)))
     assert isinstance(answer, Answer) and answer.data == b"" and answer.line == ""  # RFC 4422 §5 item 2b
-    assert auth.receive(ServerSuccess()) == Authenticated("SCRAM-SHA-256")
+    assert auth.receive(ServerSuccess()) == ClientAuthenticated("SCRAM-SHA-256")
 
 
 def test_scram_v_as_additional_data_with_success() -> None:
     auth, final = scram_until_server_final()
-    assert auth.receive(ServerSuccess(final)) == Authenticated("SCRAM-SHA-256")
+    assert auth.receive(ServerSuccess(final)) == ClientAuthenticated("SCRAM-SHA-256")
     assert auth.state is ClientState.AUTHENTICATED
 
 
@@ -345,7 +345,8 @@ def test_drive_runs_the_loop_and_sends_the_cancel() -> None:
     auth, final = scram_until_server_final()
     inbox: list[ServerMessage] = [EncodedChallenge(b64(final)), ServerSuccess()]
     sent: list[str] = []
-    assert drive(auth, lambda: inbox.pop(0), lambda step: sent.append(step.line)) == Authenticated("SCRAM-SHA-256")
+    outcome = drive(auth, lambda: inbox.pop(0), lambda step: sent.append(step.line))
+    assert outcome == ClientAuthenticated("SCRAM-SHA-256")
     assert sent == [""]
     auth, final = scram_until_server_final()
     inbox = [EncodedChallenge(b64(wrong_v(final)))]
@@ -365,7 +366,7 @@ def test_bytes_in_bytes_out_as_stdlib_glue_needs_it() -> None:
         result = server.step(step.data)
     assert isinstance(result, Success) and result.additional_data is not None
     assert auth.receive(Challenge(result.additional_data)) == Answer(b"", "SCRAM-SHA-256")
-    assert auth.receive(ServerSuccess()) == Authenticated("SCRAM-SHA-256")
+    assert auth.receive(ServerSuccess()) == ClientAuthenticated("SCRAM-SHA-256")
 
 
 # ---------------------------------------------------------------- fuzz
@@ -404,6 +405,6 @@ def test_fuzz_server_messages_raise_only_saslkit_errors(mech: str, framing: Fram
             step = auth.receive(message)
         except SaslError:
             continue
-        assert isinstance(step, Answer | Cancel | Authenticated | Unverified | Rejected)
+        assert isinstance(step, Answer | Cancel | ClientAuthenticated | Unverified | Rejected)
         if isinstance(step, Answer):
             assert step.line == b64(step.data)

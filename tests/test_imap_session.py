@@ -41,9 +41,9 @@ from saslkit import ClientCredentials, Policy, Registry, default_registry
 from saslkit.credentials import MemoryUserStore, make_user
 from saslkit.imap.session import (
     AUTHENTICATED,
-    MAX_COMMAND,
-    MAX_LINE,
-    MAX_LITERAL,
+    MAX_IMAP_COMMAND,
+    MAX_IMAP_COMMAND_LINE,
+    MAX_IMAP_COMMAND_LITERAL,
     NOT_AUTHENTICATED,
     SELECTED,
     ImapConfig,
@@ -321,7 +321,7 @@ TABLE: list[Row] = [
     Row("authenticate-after-auth", [LOGIN, ("b " + PLAIN_OK, "b BAD"), ("c AUTHENTICATE SCRAM-SHA-256", "c BAD"),
                                     ("d LOGIN alice pencil", "d BAD")]),
     Row("authenticate-in-selected", [LOGIN, SELECT, ("b " + PLAIN_OK, "b BAD")]),
-    Row("continuation-too-long", [("a AUTHENTICATE PLAIN", EMPTY), ("A" * (MAX_LINE + 4), "a BAD"),
+    Row("continuation-too-long", [("a AUTHENTICATE PLAIN", EMPTY), ("A" * (MAX_IMAP_COMMAND_LINE + 4), "a BAD"),
                                   ("b NOOP", "b OK")]),
     # ---- LOGIN: atoms, quoted strings (with escapes), literals (RFC 9051 §4.3), LITERAL+ (RFC 7888)
     Row("login-atoms", [("a LOGIN alice pencil", "a OK [CAPABILITY ")]),
@@ -342,14 +342,14 @@ TABLE: list[Row] = [
     Row("login-literal-nul", [("a LOGIN {3}", CONT), (Lit(b"a\0b"), None), (" pencil", "a BAD")]),
     # a refused synchronizing literal gets a BAD tagged like its command, so the client sends no more of it
     # (RFC 9051 §2.2.2); a refused non-synchronizing one is already on its way: BYE, not commands from its octets
-    Row("login-literal-too-large", [(f"a LOGIN {{{MAX_LITERAL + 1}}}", "a BAD"), ("b NOOP", "b OK")]),
+    Row("login-literal-too-large", [(f"a LOGIN {{{MAX_IMAP_COMMAND_LITERAL + 1}}}", "a BAD"), ("b NOOP", "b OK")]),
     Row("login-second-literal-too-large", [("a LOGIN {5}", CONT), (Lit(b"alice"), None),
-                                           (f" {{{MAX_LITERAL + 1}}}", "a BAD"), ("b NOOP", "b OK")]),
-    Row("literal-too-large-bad-tag", [(f"a% LOGIN {{{MAX_LITERAL + 1}}}", "* BAD"), ("b NOOP", "b OK")]),
+                                           (f" {{{MAX_IMAP_COMMAND_LITERAL + 1}}}", "a BAD"), ("b NOOP", "b OK")]),
+    Row("literal-too-large-bad-tag", [(f"a% LOGIN {{{MAX_IMAP_COMMAND_LITERAL + 1}}}", "* BAD"), ("b NOOP", "b OK")]),
     Row("literal-before-invalid-utf8", [(b"a LOGIN \xff {5}", "a BAD"), ("b NOOP", "b OK")]),
-    Row("literal-plus-too-large", [(f"a LOGIN {{{MAX_LITERAL + 1}+}}", "* BYE")]),
-    Row("literal-max-size", [(f"a LOGIN {{{MAX_LITERAL}+}}", None), (Lit(b"a" * MAX_LITERAL), None),
-                             (" pencil", "a NO [AUTHENTICATIONFAILED]")]),
+    Row("literal-plus-too-large", [(f"a LOGIN {{{MAX_IMAP_COMMAND_LITERAL + 1}+}}", "* BYE")]),
+    Row("literal-max-size", [(f"a LOGIN {{{MAX_IMAP_COMMAND_LITERAL}+}}", None),
+                             (Lit(b"a" * MAX_IMAP_COMMAND_LITERAL), None), (" pencil", "a NO [AUTHENTICATIONFAILED]")]),
     Row("login-wrong-password", [("a LOGIN alice nope", "a NO [AUTHENTICATIONFAILED]")]),
     Row("login-unknown-user-rfc9051", [('b LOGIN "fred" "foo"', "b NO [AUTHENTICATIONFAILED]")]),
     Row("login-syntax-one-argument", [("a LOGIN alice", "a BAD")]),
@@ -399,7 +399,7 @@ TABLE: list[Row] = [
       for i, tag in enumerate(["a}", "A]1", "~!#$&'", "a.b-c_d", "000"])],
     Row("tag-only", [("a", "a BAD")]),
     Row("unknown-command", [("a FOO", "a BAD"), ("b SEARCH ALL", "b BAD"), ("c NO-OP", "c BAD")]),
-    Row("line-too-long", [("a NOOP " + "x" * MAX_LINE, "* BAD"), ("b NOOP", "b OK")]),
+    Row("line-too-long", [("a NOOP " + "x" * MAX_IMAP_COMMAND_LINE, "* BAD"), ("b NOOP", "b OK")]),
     # ---- any state / simple commands
     Row("noop-id-capability", [("a NOOP", "a OK"), ('b ID ("name" "test")', "b OK"), ("c CAPABILITY", "c OK")]),
     Row("select-before-auth", [("a SELECT INBOX", "a BAD"), ("b EXAMINE INBOX", "b BAD"), ("c ENABLE X", "c BAD")]),
@@ -993,24 +993,24 @@ def test_line_too_long_from_the_driver(env: Env) -> None:
 
 
 def test_literals_are_bounded_per_command(env: Env) -> None:
-    """A command cannot pile up literals without end (MAX_COMMAND octets in all)."""
+    """A command cannot pile up literals without end (MAX_IMAP_COMMAND octets in all)."""
     conn = env.conn()
-    chunk = b"x" * MAX_LITERAL
-    conn.expect(f"a LOGIN {{{MAX_LITERAL}+}}", None)
-    for _ in range(MAX_COMMAND // MAX_LITERAL + 1):
-        reply = conn.send(f" {{{MAX_LITERAL}+}}")
+    chunk = b"x" * MAX_IMAP_COMMAND_LITERAL
+    conn.expect(f"a LOGIN {{{MAX_IMAP_COMMAND_LITERAL}+}}", None)
+    for _ in range(MAX_IMAP_COMMAND // MAX_IMAP_COMMAND_LITERAL + 1):
+        reply = conn.send(f" {{{MAX_IMAP_COMMAND_LITERAL}+}}")
         if reply.close:
             break
-        assert reply.lines == [] and reply.literal == MAX_LITERAL
+        assert reply.lines == [] and reply.literal == MAX_IMAP_COMMAND_LITERAL
         conn.send(Lit(chunk))
     assert reply.close and reply.lines == ["* BYE Literal too large"]
     conn = env.conn()
-    conn.expect(f"a LOGIN {{{MAX_LITERAL}}}", CONT)
+    conn.expect(f"a LOGIN {{{MAX_IMAP_COMMAND_LITERAL}}}", CONT)
     conn.send(Lit(chunk))
-    reply = conn.send(f" {{{MAX_LITERAL}}}")
+    reply = conn.send(f" {{{MAX_IMAP_COMMAND_LITERAL}}}")
     if reply.literal is not None:  # two fit; the third does not
         conn.send(Lit(chunk))
-        reply = conn.send(f" {{{MAX_LITERAL}}}")
+        reply = conn.send(f" {{{MAX_IMAP_COMMAND_LITERAL}}}")
     assert reply.lines == ["a BAD Literal too large"] and not reply.close
     conn.expect("b NOOP", "b OK")
 
@@ -1153,7 +1153,7 @@ def test_arbitrary_lines_and_literals_never_raise(fuzz_env: Env, state: str, lin
         assert isinstance(reply, ImapReply)
         check_form(reply.lines)
         assert isinstance(reply.wire(), bytes)
-        assert reply.literal is None or 0 <= reply.literal <= MAX_LITERAL
+        assert reply.literal is None or 0 <= reply.literal <= MAX_IMAP_COMMAND_LITERAL
         literal = reply.literal
         if reply.starttls:
             session.tls_started(dict(ENDPOINT))

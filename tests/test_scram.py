@@ -806,9 +806,9 @@ def test_tls_exporter_binding_serves_one_authentication_per_connection() -> None
     """RFC 9266 §4.1: a second SCRAM-PLUS login with tls-exporter on the same connection fails."""
     from saslkit.context import ClientCredentials, ServerContext
     from saslkit.credentials import MemoryUserStore, make_user
-    from saslkit.exchange import run_exchange
     from saslkit.mechanism import Failure, Success
     from saslkit.registry import default_registry
+    from saslkit.testing.loopback import run_exchange
 
     users = MemoryUserStore([make_user("user", "pencil", iterations=4096, argon2_hash=False)])
     reg = default_registry()

@@ -38,8 +38,8 @@ from saslkit.errors import TokenRejected, UsageError
 from saslkit.keys import KeyRing
 from saslkit.penalty import AuthPenalty, MemoryPenaltyStore
 from saslkit.smtp.session import (
-    MAX_AUTH_LINE,
-    MAX_COMMAND_LINE,
+    MAX_SMTP_AUTH_LINE,
+    MAX_SMTP_COMMAND_LINE,
     Envelope,
     Reply,
     SmtpConfig,
@@ -460,8 +460,8 @@ def test_rfc4954_transcripts(env: Env, tid: str) -> None:
 def test_rfc4954_limits_match_the_session() -> None:
     assert VECTORS is not None
     limits = VECTORS["limits"]
-    assert limits["smtp_command_line_max_octets_including_crlf"] == MAX_COMMAND_LINE
-    assert limits["auth_exchange_line_recommended_buffer_octets"] == MAX_AUTH_LINE
+    assert limits["smtp_command_line_max_octets_including_crlf"] == MAX_SMTP_COMMAND_LINE
+    assert limits["auth_exchange_line_recommended_buffer_octets"] == MAX_SMTP_AUTH_LINE
 
 
 @needs_vectors

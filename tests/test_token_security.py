@@ -37,7 +37,6 @@ from saslkit.auth.events import AuthFailed
 from saslkit.context import ClientCredentials, ServerContext
 from saslkit.credentials import MemoryUserStore, UserRecord, make_user
 from saslkit.errors import TokenRejected
-from saslkit.exchange import run_exchange
 from saslkit.imap.session import ImapConfig, ImapSession
 from saslkit.keys import KeyRing
 from saslkit.mechanism import Challenge, Failure, FailureReason, ServerStep, Success
@@ -48,6 +47,7 @@ from saslkit.mechanisms.stoken import StokenServer
 from saslkit.smtp.session import SmtpConfig, SmtpSession
 from saslkit.stores import open_token_store
 from saslkit.stores.sqlite import SQLiteTokenStore, SQLiteUserStore
+from saslkit.testing.loopback import run_exchange
 from saslkit.tokens import SubmissionTokens, TokenRecord, TokenService
 from saslkit.tokens.records import TokenStore
 

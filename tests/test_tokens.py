@@ -18,12 +18,12 @@ import pytest
 from saslkit.context import ClientCredentials, ServerContext
 from saslkit.credentials import MemoryUserStore, UserRecord
 from saslkit.errors import TokenRejected, UsageError
-from saslkit.exchange import run_exchange
 from saslkit.keys import KeyRing
 from saslkit.mechanism import Failure, FailureReason, Success
 from saslkit.mechanisms.rememberme import RememberMeClient, RememberMeServer
 from saslkit.mechanisms.stoken import StokenClient, StokenServer, parse_stoken_message
 from saslkit.stores import open_token_store
+from saslkit.testing.loopback import run_exchange
 from saslkit.tokens import SubmissionTokens, TokenService
 from saslkit.tokens.records import TokenStore
 

@@ -14,7 +14,7 @@ the inbound messages (:class:`EncodedChallenge`, :class:`MalformedChallenge`,
 :class:`~saslkit.mechanism.Challenge` for bytes-in, bytes-out callers such
 as ``smtplib``/``imaplib`` glue) and send what :meth:`ClientAuth.receive`
 returns (:class:`Answer` or :class:`Cancel`) until an outcome
-(:class:`Authenticated`, :class:`Unverified`, :class:`Rejected`, or the
+(:class:`ClientAuthenticated`, :class:`Unverified`, :class:`Rejected`, or the
 :class:`Cancel` itself).  :func:`drive` is that loop.
 """
 
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
+from .._redact import redact
 from ..context import ClientCredentials
 from ..errors import ProtocolError, SaslError, UnknownMechanism, UsageError
-from ..framing import decode_continuation, encode_challenge, encode_initial_response
 from ..mechanism import Challenge, ClientMechanism
-from ..redact import redact
 from ..registry import Registry
+from .framing import decode_continuation, encode_challenge, encode_initial_response
 
 __all__ = [
     "CB_PREFERENCE",
@@ -39,9 +39,9 @@ __all__ = [
     "SMTP_FRAMING",
     "Answer",
     "AuthCommand",
-    "Authenticated",
     "Cancel",
     "ClientAuth",
+    "ClientAuthenticated",
     "ClientRefusal",
     "ClientState",
     "ClientStep",
@@ -187,7 +187,7 @@ class Cancel(ClientRefusal):
 
 
 @dataclass(frozen=True)
-class Authenticated:
+class ClientAuthenticated:
     """The server accepted and proved itself where the mechanism can tell."""
 
     mechanism: str
@@ -207,7 +207,7 @@ class Rejected:
 
 
 ClientStep = Answer | Cancel
-Outcome = Authenticated | Unverified | Rejected | Cancel
+Outcome = ClientAuthenticated | Unverified | Rejected | Cancel
 
 
 class ClientState(Enum):
@@ -436,7 +436,7 @@ class ClientAuth:
         self.state = ClientState.EXCHANGING
         return Answer(pending, self.mechanism)
 
-    def _conclude(self, additional_data: bytes | None) -> Authenticated | Unverified:
+    def _conclude(self, additional_data: bytes | None) -> ClientAuthenticated | Unverified:
         """RFC 4422 §5 item 2b: success counts only once the mechanism accepts the server's final data."""
         if self.state is ClientState.AWAITING_PROMPT:
             self.state = ClientState.FAILED
@@ -447,7 +447,7 @@ class ClientAuth:
             self.state = ClientState.FAILED
             return Unverified(getattr(exc, "reason", "server-not-verified"), str(exc), exc)
         self.state = ClientState.AUTHENTICATED
-        return Authenticated(self.mechanism, self.channel_binding)
+        return ClientAuthenticated(self.mechanism, self.channel_binding)
 
 
 def drive(

@@ -5,7 +5,7 @@
 :class:`~saslkit.context.ServerContext`.  It takes the mechanism name with the
 initial response or its absence (:meth:`~ServerAuth.start`), continuation
 lines (:meth:`~ServerAuth.receive`, strict base64, ``*`` cancels, see
-:mod:`saslkit.framing`) and cancellation (:meth:`~ServerAuth.abort`), and
+:mod:`saslkit.auth.framing`) and cancellation (:meth:`~ServerAuth.abort`), and
 answers with one typed outcome: :class:`~saslkit.mechanism.Challenge`,
 :class:`~saslkit.auth.events.Authenticated`,
 :class:`~saslkit.auth.events.AuthFailed` (temporary for store outages),
@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 
 from ..context import ServerContext, same_identity_only
 from ..errors import SaslError, TemporaryFailure, UsageError
-from ..framing import AuthCancelled, InvalidBase64, decode_continuation, decode_initial_response
 from ..mechanism import Challenge, Failure, FailureReason, ServerMechanism, ServerStep, Success
 from ..registry import MechanismInfo, Offer, Refusal, Registry
 from .events import Authenticated, AuthFailed, AuthRefused
+from .framing import AuthCancelled, InvalidBase64, decode_continuation, decode_initial_response
 
 __all__ = ["Abort", "Aborted", "AuthOutcome", "ServerAuth"]
 

@@ -12,7 +12,7 @@ cannot pipeline and knows neither UNAUTHENTICATE nor REMEMBERME).  One
         imap.logout()
 
 What it does, and the choices made (the TLS, channel-binding, secret-masking
-and error plumbing is shared with the SMTP client in :mod:`saslkit.clientbase`):
+and error plumbing is shared with the SMTP client in :mod:`saslkit.net.client`):
 
 * Tagged commands (``a001``, ``a002`` …); responses are read up to the
   command's tagged ``OK``/``NO``/``BAD`` (RFC 9051 §7), collecting the
@@ -21,7 +21,7 @@ and error plumbing is shared with the SMTP client in :mod:`saslkit.clientbase`):
   list is remembered from the last one seen before authentication (a server
   lists no mechanisms once authenticated, but may again after UNAUTHENTICATE).
   Literals (``{N}``) in server responses are read and kept inline.  A line
-  may be :data:`MAX_LINE` octets, a literal :data:`MAX_LITERAL`, and every
+  may be :data:`MAX_IMAP_RESPONSE_LINE` octets, a literal :data:`MAX_IMAP_RESPONSE_LITERAL`, and every
   socket operation times out (30 s by default).
 * STARTTLS (RFC 9051 §6.2.1): anything the server sent after its tagged OK
   in clear text is refused (a response-injection attempt), and the
@@ -50,7 +50,7 @@ and error plumbing is shared with the SMTP client in :mod:`saslkit.clientbase`):
 * A plaintext mechanism (PLAIN, REMEMBERME) that a server offers without TLS
   is used only with ``allow_plaintext=True``.
 * The transcript callback (``log``) sees every line with secrets masked:
-  SASL payloads through :func:`saslkit.redact.redact`, the REMEMBERME token
+  SASL payloads through :func:`saslkit._redact.redact`, the REMEMBERME token
   as ``<token masked>``.
 
 Errors: :class:`ImapConnectionError` (refused, timeout, TLS handshake or
@@ -58,8 +58,8 @@ certificate, STARTTLS not offered, BYE, the server breaking the protocol or
 closing) and :class:`ImapAuthError` (the mechanism is not offered, the server
 refused the credentials, the token request or UNAUTHENTICATE, or did not
 prove itself).  Both are :class:`ImapClientError`, and the shared
-:class:`~saslkit.clientbase.ClientConnectionError` /
-:class:`~saslkit.clientbase.ClientAuthError`.
+:class:`~saslkit.net.client.ClientConnectionError` /
+:class:`~saslkit.net.client.ClientAuthError`.
 """
 
 from __future__ import annotations
@@ -72,16 +72,17 @@ from typing import Unpack
 from ..auth.client import (
     IMAP_FRAMING,
     IMAP_SASL_IR_FRAMING,
-    Authenticated,
     Cancel,
     ClientAuth,
+    ClientAuthenticated,
     EncodedChallenge,
     ServerFailure,
     ServerMessage,
     ServerSuccess,
     drive,
 )
-from ..clientbase import (
+from ..errors import UsageError
+from ..net.client import (
     ClientAuthError,
     ClientConnectionError,
     ClientError,
@@ -92,11 +93,10 @@ from ..clientbase import (
     client_tls_context,
     show_payload,
 )
-from ..errors import UsageError
 
 __all__ = [
-    "AuthResult",
     "ImapAuthError",
+    "ImapAuthResult",
     "ImapClient",
     "ImapClientError",
     "ImapConnectionError",
@@ -109,8 +109,8 @@ __all__ = [
     "reauthenticate_showing_reset",
 ]
 
-MAX_LINE = 65536  # one response line, CRLF included (IMAP sets no limit; CAPABILITY lines can be long)
-MAX_LITERAL = 1 << 20
+MAX_IMAP_RESPONSE_LINE = 65536  # one response line, CRLF included (IMAP sets no limit; CAPABILITY lines can be long)
+MAX_IMAP_RESPONSE_LITERAL = 1 << 20
 MAX_LITERALS_PER_LINE = 64
 MAX_UNTAGGED = 10000  # untagged responses before one tagged completion
 
@@ -181,7 +181,7 @@ class Response:
 
 
 @dataclass(frozen=True)
-class AuthResult:
+class ImapAuthResult:
     """A successful AUTHENTICATE: mechanism, identity, channel-binding type (if any), the tagged OK."""
 
     mechanism: str
@@ -225,7 +225,7 @@ class ImapClient(LineClient):
     """One blocking IMAP connection (see the module docstring)."""
 
     protocol = "IMAP"
-    max_line = MAX_LINE
+    max_line = MAX_IMAP_RESPONSE_LINE
     client_error = ImapClientError
     connection_error = ImapConnectionError
     auth_error = ImapAuthError
@@ -252,7 +252,7 @@ class ImapClient(LineClient):
         self.state = NOT_AUTHENTICATED
         self.selected: str | None = None
         self.enabled: set[str] = set()
-        self.authenticated: AuthResult | None = None
+        self.authenticated: ImapAuthResult | None = None
         self.bye: str | None = None
         self._authenticating = False
 
@@ -295,8 +295,8 @@ class ImapClient(LineClient):
             if m is None:
                 return b"".join(parts).decode("utf-8", "replace")
             size = int(m.group(1))
-            if size > MAX_LITERAL:
-                raise self.connection_error(f"literal of {size} octets is larger than {MAX_LITERAL}")
+            if size > MAX_IMAP_RESPONSE_LITERAL:
+                raise self.connection_error(f"literal of {size} octets is larger than {MAX_IMAP_RESPONSE_LITERAL}")
             parts.append(self._recv_exactly(size))
         raise self.connection_error(f"more than {MAX_LITERALS_PER_LINE} literals in one response")
 
@@ -416,7 +416,7 @@ class ImapClient(LineClient):
         *,
         authzid: str | None = None,
         allow_plaintext: bool = False,
-    ) -> AuthResult:
+    ) -> ImapAuthResult:
         """Run one AUTHENTICATE exchange (``mechanism`` ``None``: the best offered one); raise unless it succeeded."""
         if self.state != NOT_AUTHENTICATED:
             raise ImapAuthError("already authenticated (reauthenticate() sends UNAUTHENTICATE first)")
@@ -430,7 +430,7 @@ class ImapClient(LineClient):
         *,
         authzid: str | None = None,
         allow_plaintext: bool = False,
-    ) -> AuthResult:
+    ) -> ImapAuthResult:
         """``UNAUTHENTICATE`` and ``AUTHENTICATE`` pipelined in one write (RFC 8437 §3)."""
         if self.state == NOT_AUTHENTICATED:
             raise ImapAuthError("not authenticated: nothing to UNAUTHENTICATE")
@@ -464,7 +464,7 @@ class ImapClient(LineClient):
         allow_plaintext: bool,
         *,
         unauthenticate: bool,
-    ) -> AuthResult:
+    ) -> ImapAuthResult:
         framing = IMAP_SASL_IR_FRAMING if self.has("SASL-IR") or self.has("IMAP4rev2") else IMAP_FRAMING
         auth = self._client_auth(mechanism, self.auth_mechanisms, username, secret, authzid=authzid,
                                  allow_plaintext=allow_plaintext, framing=framing)
@@ -485,7 +485,7 @@ class ImapClient(LineClient):
         final = self._run_exchange(auth, tag)
         if final.tagged.code_name != "CAPABILITY":
             self.capability()  # RFC 9051 §6.2.2: capabilities may change with authentication
-        self.authenticated = AuthResult(auth.mechanism, username, auth.channel_binding, final,
+        self.authenticated = ImapAuthResult(auth.mechanism, username, auth.channel_binding, final,
                                         tuple(self.capabilities), pipelined=untag is not None)
         return self.authenticated
 
@@ -509,7 +509,7 @@ class ImapClient(LineClient):
         self._authenticating = True
         try:
             outcome = drive(auth, receive, lambda step: self._send(step.line, step.shown))
-            if not isinstance(outcome, Authenticated):
+            if not isinstance(outcome, ClientAuthenticated):
                 raise self._auth_failure(outcome, self._abandon(tag) if isinstance(outcome, Cancel) else responses[-1])
         finally:
             self._authenticating = False
@@ -594,7 +594,7 @@ class ReauthReport:
     mailbox: str
     enabled_before: list[str]
     select_before: Response
-    result: AuthResult
+    result: ImapAuthResult
     close_after: Response
     enabled_after: list[str]
     notes: list[str] = field(default_factory=list)

@@ -19,7 +19,7 @@ from ..credentials import UserStore
 from ..penalty import AuthPenalty
 from ..serving import IDLE_TIMEOUT, LOGIN_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, LineServer, run_until_signal
 from ..tokens import TokenService
-from .session import MAX_LINE, ImapConfig, ImapSession, Mailbox
+from .session import MAX_IMAP_COMMAND_LINE, ImapConfig, ImapSession, Mailbox
 
 __all__ = ["ImapServer", "maildir_counter", "run_imap_server"]
 
@@ -65,7 +65,7 @@ class ImapServer:
     def __post_init__(self) -> None:
         self._server = LineServer(
             self._session, name="imap", ssl_context=self.ssl_context, certificate_der=self.certificate_der,
-            implicit_tls=self.implicit_tls, line_limit=MAX_LINE + 2, workers=self.workers,
+            implicit_tls=self.implicit_tls, line_limit=MAX_IMAP_COMMAND_LINE + 2, workers=self.workers,
             idle_reply=b"* BYE Idle timeout\r\n", error_reply=b"* BYE Internal error\r\n", observe=reply_logger(log),
             idle_timeout=self.idle_timeout, login_timeout=self.login_timeout, max_connections=self.max_connections,
             max_connections_per_ip=self.max_connections_per_ip, login_reply=b"* BYE Login timeout\r\n",

@@ -35,13 +35,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..auth.attempts import AuthAttempts
+from ..auth._attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthFailed, AuthRefused, TokenMinted
+from ..auth.framing import encode_challenge
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import TemporaryFailure, UsageError
-from ..framing import encode_challenge
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
@@ -51,9 +51,10 @@ from . import replies
 
 __all__ = ["ImapConfig", "ImapReply", "ImapSession", "ImapState", "Mailbox"]
 
-MAX_LINE = 16384
-MAX_LITERAL = 16384
-MAX_COMMAND = MAX_LINE + 2 * MAX_LITERAL  # one command's lines and literals together (LOGIN takes two)
+MAX_IMAP_COMMAND_LINE = 16384  # one command line the server reads, CRLF excluded
+MAX_IMAP_COMMAND_LITERAL = 16384  # one literal in a command
+#: One command's lines and literals together (LOGIN takes two).
+MAX_IMAP_COMMAND = MAX_IMAP_COMMAND_LINE + 2 * MAX_IMAP_COMMAND_LITERAL
 _TAG_RE = re.compile(r"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]+")  # ASTRING-CHAR minus "+" (RFC 9051 §9)
 _LITERAL_RE = re.compile(rb"\{(\d{1,9})(\+?)\}$")
 
@@ -276,14 +277,14 @@ class ImapSession:
             line = line[:-1]
         if self.in_auth:
             return self._auth_line(line)
-        if len(line) > MAX_LINE:
+        if len(line) > MAX_IMAP_COMMAND_LINE:
             self._pending = []
             return ImapReply(["* BAD Line too long"])
         m = _LITERAL_RE.search(line)
         if m is not None:
             size = int(m.group(1))
             sync = not m.group(2)
-            if size > MAX_LITERAL or sum(map(len, self._pending)) + len(line) + size > MAX_COMMAND:
+            if size > MAX_IMAP_COMMAND_LITERAL or sum(map(len, self._pending)) + len(line) + size > MAX_IMAP_COMMAND:
                 return self._refuse_literal(line, sync, "Literal too large")
             try:
                 self._pending.append(line[: m.start()].decode("utf-8"))
@@ -396,7 +397,7 @@ class ImapSession:
         return self._auth_reply(self.auth_engine.start(words[0], words[1] if len(words) == 2 else None))
 
     def _auth_line(self, line: bytes) -> ImapReply:
-        if len(line) > MAX_LINE:
+        if len(line) > MAX_IMAP_COMMAND_LINE:
             return self._auth_reply(self.auth_engine.abort(Abort.LINE_TOO_LONG))
         return self._auth_reply(self.auth_engine.receive(line))
 

@@ -100,8 +100,8 @@ from ..errors import (
 )
 from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
 from ..saslprep import saslprep
+from ..tokens.reauth import DEFAULT_MAX_TOKENS_PER_USER
 from ..tokens.records import TokenRecord, TokenVerifier, token_user_current
-from ..tokens.service import DEFAULT_MAX_TOKENS_PER_USER
 
 __all__ = [
     "CB_SUFFIXES",

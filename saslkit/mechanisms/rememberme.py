@@ -20,8 +20,8 @@ from __future__ import annotations
 from ..context import ClientCredentials, ServerContext
 from ..errors import ProtocolError, StoreError, TemporaryFailure, TokenRejected, UsageError
 from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
+from ..tokens.reauth import identified, rejected_user
 from ..tokens.records import token_user_current
-from ..tokens.service import identified, rejected_user
 
 __all__ = ["MAX_TOKEN", "RememberMeClient", "RememberMeServer"]
 

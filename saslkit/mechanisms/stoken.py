@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..context import ClientCredentials, ServerContext
 from ..errors import ProtocolError, TemporaryFailure, TokenRejected, UsageError
 from ..mechanism import Challenge, Failure, FailureReason, OneMessageState, ServerStep, Success
-from ..tokens.stoken import stoken_remote
+from ..tokens.submission import stoken_remote
 
 __all__ = ["StokenClient", "StokenServer", "parse_stoken_message"]
 

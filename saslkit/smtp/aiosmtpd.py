@@ -82,9 +82,9 @@ from ..mechanism import Success
 from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
-from ..tokens.stoken import normalize_address
+from ..tokens.submission import normalize_address
 from . import replies
-from .session import MAX_AUTH_LINE, AuthThrottle, Reply, SmtpConfig, SmtpSession, xtext_decode
+from .session import MAX_SMTP_AUTH_LINE, AuthThrottle, Reply, SmtpConfig, SmtpSession, xtext_decode
 
 __all__ = ["SaslkitAuth", "SaslkitController", "SaslkitEnvelope", "SaslkitLMTP", "SaslkitSMTP", "saslkit_controller"]
 
@@ -216,11 +216,11 @@ class SaslkitSMTP(SMTP):
         # aiosmtpd sizes its StreamReader by line_length_limit (1001 octets), but AUTH
         # continuation lines may be 12288 (RFC 4954 §4).  DATA still checks each line
         # against the class's 1001, so only the reader's buffer grows.
-        self.line_length_limit = MAX_AUTH_LINE
+        self.line_length_limit = MAX_SMTP_AUTH_LINE
         super().__init__(handler, auth_required=auth_required, **kwargs)
         del self.line_length_limit
         # An instance dict (aiosmtpd's is shared by the class); the session checks AUTH lines itself.
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=MAX_AUTH_LINE)
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=MAX_SMTP_AUTH_LINE)
         self._sasl: SmtpSession | None = None
         self._capture: list[str] | None = None
 
@@ -283,7 +283,7 @@ class SaslkitSMTP(SMTP):
             while True:
                 try:
                     await self._reader.readuntil(b"\n")
-                    return b"X" * (MAX_AUTH_LINE + 1)
+                    return b"X" * (MAX_SMTP_AUTH_LINE + 1)
                 except asyncio.LimitOverrunError as more:
                     await self._reader.read(more.consumed)
 

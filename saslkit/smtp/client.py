@@ -39,7 +39,7 @@ What it does, and the choices made:
 * ``REMEMBERME <type>`` needs the EHLO keyword listing that type; the answer
   ``235 [2.7.x] <base64 token>`` is decoded to the token string.
 * The transcript callback (``log``) sees every line with secrets masked:
-  SASL payloads through :func:`saslkit.redact.redact`, the REMEMBERME token
+  SASL payloads through :func:`saslkit._redact.redact`, the REMEMBERME token
   as ``<token masked>``.
 
 Errors: :class:`SmtpConnectionError` (refused, timeout, TLS handshake or
@@ -59,8 +59,8 @@ from typing import Unpack
 
 from ..auth.client import (
     SMTP_FRAMING,
-    Authenticated,
     Cancel,
+    ClientAuthenticated,
     EncodedChallenge,
     MalformedChallenge,
     ServerFailure,
@@ -70,7 +70,7 @@ from ..auth.client import (
 )
 
 # Connection, TLS, channel-binding and error plumbing shared with the IMAP client (re-exported names kept).
-from ..clientbase import (
+from ..net.client import (
     ClientAuthError,
     ClientConnectionError,
     ClientError,
@@ -82,21 +82,21 @@ from ..clientbase import (
     pick_channel_binding,
     show_payload,
 )
+from .session import MAX_SMTP_AUTH_LINE
 
 __all__ = [
-    "AuthResult",
-    "Reply",
     "SmtpAuthError",
+    "SmtpAuthResult",
     "SmtpClient",
     "SmtpClientError",
     "SmtpConnectionError",
+    "SmtpReply",
     "TlsMode",
     "check_token_type",
     "client_tls_context",
     "pick_channel_binding",
 ]
 
-MAX_LINE = 12288  # RFC 4954 §4, CRLF included
 MAX_REPLY_LINES = 256
 
 _REPLY_RE = re.compile(rb"([2-5][0-9][0-9])([ -]|$)")
@@ -115,11 +115,11 @@ class SmtpConnectionError(SmtpClientError, ClientConnectionError):
 class SmtpAuthError(SmtpClientError, ClientAuthError):
     """Authentication (or REMEMBERME) refused or not possible (CLI exit 1); ``reply``: the server's last."""
 
-    reply: Reply | None
+    reply: SmtpReply | None
 
 
 @dataclass(frozen=True)
-class Reply:
+class SmtpReply:
     """One SMTP reply: its code and the text of each line (without code and separator)."""
 
     code: int
@@ -134,12 +134,12 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class AuthResult:
+class SmtpAuthResult:
     """A successful AUTH: the mechanism, the channel-binding type used (if any), the 235 reply."""
 
     mechanism: str
     channel_binding: str | None
-    reply: Reply
+    reply: SmtpReply
     extensions: dict[str, str] = field(default_factory=dict)
 
 
@@ -148,7 +148,7 @@ def check_token_type(token_type: str) -> str:
     return checked_token_type(_ATOM_RE, token_type)
 
 
-def _auth_message(reply: Reply) -> ServerMessage:
+def _auth_message(reply: SmtpReply) -> ServerMessage:
     """An AUTH reply as the exchange engine takes it (RFC 4954 §4: 334 challenge, 235 success)."""
     if reply.code == 334:
         if len(reply.lines) != 1:
@@ -172,7 +172,7 @@ class SmtpClient(LineClient):
     """One blocking SMTP connection (see the module docstring)."""
 
     protocol = "SMTP"
-    max_line = MAX_LINE
+    max_line = MAX_SMTP_AUTH_LINE
     client_error = SmtpClientError
     connection_error = SmtpConnectionError
     auth_error = SmtpAuthError
@@ -193,12 +193,12 @@ class SmtpClient(LineClient):
         self.lmtp = lmtp
         #: EHLO keywords (upper case) -> their parameters, from the latest EHLO.
         self.extensions: dict[str, str] = {}
-        self.greeting: Reply | None = None
-        self.authenticated: AuthResult | None = None
+        self.greeting: SmtpReply | None = None
+        self.authenticated: SmtpAuthResult | None = None
 
     # ------------------------------------------------------------ wire
 
-    def read_reply(self, shown: Callable[[int, str], str] | None = None) -> Reply:
+    def read_reply(self, shown: Callable[[int, str], str] | None = None) -> SmtpReply:
         """Read one (possibly multi-line) reply; ``shown(code, text)`` renders a line for the transcript."""
         code: bytes | None = None
         lines: list[str] = []
@@ -214,11 +214,11 @@ class SmtpClient(LineClient):
             sep = "-" if m.group(2) == b"-" else " "
             self._show("S:", f"{code.decode()}{sep}{shown(int(code), text) if shown else text}".rstrip(" "))
             if m.group(2) != b"-":
-                return Reply(int(code), tuple(lines))
+                return SmtpReply(int(code), tuple(lines))
             if len(lines) >= MAX_REPLY_LINES:
                 raise SmtpConnectionError(f"reply of more than {MAX_REPLY_LINES} lines")
 
-    def command(self, line: str, shown: str | None = None) -> Reply:
+    def command(self, line: str, shown: str | None = None) -> SmtpReply:
         self._send(line, shown)
         return self.read_reply()
 
@@ -283,13 +283,13 @@ class SmtpClient(LineClient):
         *,
         authzid: str | None = None,
         allow_plaintext: bool = False,
-    ) -> AuthResult:
+    ) -> SmtpAuthResult:
         """Run one RFC 4954 AUTH exchange (``mechanism`` ``None``: the best offered one); raise unless it succeeded."""
         auth = self._client_auth(mechanism, self.offered_mechanisms, username, secret, authzid=authzid,
                                  allow_plaintext=allow_plaintext, framing=SMTP_FRAMING)
         command = auth.start()
         self._send(f"AUTH {command.arguments}", f"AUTH {command.shown}")
-        replies: list[Reply] = []
+        replies: list[SmtpReply] = []
 
         def show_challenge(code: int, text: str) -> str:
             return show_payload(auth.mechanism, text, strip=True) if code == 334 else text
@@ -299,13 +299,13 @@ class SmtpClient(LineClient):
             return _auth_message(replies[-1])
 
         outcome = drive(auth, receive, lambda step: self._send(step.line, step.shown))
-        if not isinstance(outcome, Authenticated):
+        if not isinstance(outcome, ClientAuthenticated):
             raise self._auth_failure(outcome, self._final_reply() if isinstance(outcome, Cancel) else replies[-1])
-        self.authenticated = AuthResult(outcome.mechanism, outcome.channel_binding, replies[-1],
+        self.authenticated = SmtpAuthResult(outcome.mechanism, outcome.channel_binding, replies[-1],
                                         dict(self.extensions))
         return self.authenticated
 
-    def _final_reply(self) -> Reply | None:
+    def _final_reply(self) -> SmtpReply | None:
         """The server's reply to our ``*``; ``None`` if it left instead."""
         try:
             return self.read_reply()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..auth.engine import Abort, AuthOutcome
 from ..auth.events import Authenticated, AuthFailed, AuthRefused
-from ..framing import encode_challenge
+from ..auth.framing import encode_challenge
 from ..mechanism import Challenge
 from ..registry import Refusal
 

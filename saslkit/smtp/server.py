@@ -27,7 +27,7 @@ from ..serving import (
     run_until_signal,
 )
 from ..tokens import SubmissionTokens, TokenService
-from .session import MAX_AUTH_LINE, Deliver, Envelope, SmtpConfig, SmtpSession
+from .session import MAX_SMTP_AUTH_LINE, Deliver, Envelope, SmtpConfig, SmtpSession
 
 __all__ = ["SmtpServer", "ensure_certificate", "maildir_delivery", "run_server"]
 
@@ -94,7 +94,7 @@ class SmtpServer:
     def __post_init__(self) -> None:
         self._server = LineServer(
             self._session, name="lmtp" if self.config.lmtp else "smtp", ssl_context=self.ssl_context,
-            certificate_der=self.certificate_der, implicit_tls=self.implicit_tls, line_limit=MAX_AUTH_LINE + 2,
+            certificate_der=self.certificate_der, implicit_tls=self.implicit_tls, line_limit=MAX_SMTP_AUTH_LINE + 2,
             workers=self.workers, idle_reply=b"421 4.4.2 Idle timeout; closing\r\n",
             error_reply=b"421 4.3.0 Internal error; closing\r\n", observe=reply_logger(log),
             idle_timeout=self.idle_timeout, login_timeout=self.login_timeout if self.config.auth_required else None,

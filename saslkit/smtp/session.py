@@ -44,19 +44,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..auth.attempts import AuthAttempts
+from ..auth._attempts import AuthAttempts
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthRefused, TokenMinted
+from ..auth.framing import encode_challenge
 from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, TemporaryFailure, UsageError
-from ..framing import encode_challenge
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
 from ..reply import Reply
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
-from ..tokens.stoken import normalize_address
+from ..tokens.submission import normalize_address
 from . import replies
 
 __all__ = [
@@ -71,9 +71,9 @@ __all__ = [
     "xtext_encode",
 ]
 
-MAX_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, CRLF included
-MAX_AUTH_LINE = 12288  # RFC 4954 §4
-MAX_TEXT_LINE = 1000  # RFC 5321 §4.5.3.1.6
+MAX_SMTP_COMMAND_LINE = 512  # RFC 5321 §4.5.3.1.4, CRLF included
+MAX_SMTP_AUTH_LINE = 12288  # RFC 4954 §4
+MAX_SMTP_TEXT_LINE = 1000  # RFC 5321 §4.5.3.1.6
 _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
 _XTEXT_HEX_RE = re.compile(r"\+([0-9A-F]{2})")
 _PATH_RE = re.compile(r"<([^<>\s]*)>")
@@ -306,7 +306,7 @@ class SmtpSession:
             return self._data_line(line)
         if self.state is SmtpState.AUTH_EXCHANGE:
             return self._auth_line(line)
-        if len(line) + 2 > MAX_COMMAND_LINE:
+        if len(line) + 2 > MAX_SMTP_COMMAND_LINE:
             return self.line_too_long(line[:5])
         try:
             text = line.decode("utf-8")
@@ -412,7 +412,7 @@ class SmtpSession:
         return self._auth_reply(self.auth_engine.start(parts[0], parts[1] if len(parts) == 2 else None))
 
     def _auth_line(self, line: bytes) -> Reply:
-        if len(line) + 2 > MAX_AUTH_LINE:
+        if len(line) + 2 > MAX_SMTP_AUTH_LINE:
             return self._auth_reply(self.auth_engine.abort(Abort.LINE_TOO_LONG))
         return self._auth_reply(self.auth_engine.receive(line))
 
@@ -640,7 +640,7 @@ class SmtpSession:
         if self._data_too_big:
             return Reply(["552 5.3.4 Message size exceeds fixed limit"] * count)
         if self._data_line_too_long:
-            return Reply([f"554 5.6.0 Message has a line longer than {MAX_AUTH_LINE} octets"] * count)
+            return Reply([f"554 5.6.0 Message has a line longer than {MAX_SMTP_AUTH_LINE} octets"] * count)
         envelope.data = b"\r\n".join(self._data) + (b"\r\n" if self._data else b"")
         try:
             delivery_id = self._deliver(envelope)

@@ -1,1 +1,2 @@
-"""Testing aids shipped with saslkit: the test-vector runner (:mod:`saslkit.testing.vectors`)."""
+"""Testing aids shipped with saslkit: an in-memory exchange (:mod:`saslkit.testing.loopback`) and the
+test-vector runner (:mod:`saslkit.testing.vectors`)."""

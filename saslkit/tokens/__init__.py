@@ -1,8 +1,8 @@
 """Reauthentication and submission tokens: records, minting, verification, revocation."""
 
+from .reauth import TokenService
 from .records import TOKEN_TYPES, StokenRecord, TokenRecord, TokenStore, TokenVerifier
-from .service import TokenService
-from .stoken import SubmissionTokens, VerifiedStoken
+from .submission import SubmissionTokens, VerifiedStoken
 
 __all__ = [
     "TOKEN_TYPES",

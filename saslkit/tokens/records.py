@@ -167,14 +167,14 @@ def live_records(store: TokenStore, user: str, now: float, slots: int = 0) -> li
 class TokenVerifier(Protocol):
     """What token mechanisms (REMEMBERME, HT-*, HT2-*) need from the token service.
 
-    Implemented by :class:`saslkit.tokens.service.TokenService`.  Methods
+    Implemented by :class:`saslkit.tokens.reauth.TokenService`.  Methods
     raise :class:`~saslkit.errors.TokenRejected` for a token that must not
     authenticate and :class:`~saslkit.errors.TemporaryFailure` when the store
     is unreachable; they never report success otherwise.
 
     An implementation may have an ``int`` attribute ``max_tokens_per_user``:
     HT servers then compute that many candidate HMACs for every lookup
-    (default :data:`~saslkit.tokens.service.DEFAULT_MAX_TOKENS_PER_USER`).
+    (default :data:`~saslkit.tokens.reauth.DEFAULT_MAX_TOKENS_PER_USER`).
     """
 
     def verify(self, token: str, *, mechanism: str) -> TokenRecord:

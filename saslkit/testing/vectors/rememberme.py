@@ -52,7 +52,7 @@ class _VectorRememberMeTokens:
 
     Tokens are compared exactly (never trimmed), so the draft's example octets with
     their trailing LF are a different token from ``AEC6576576557``.  The state checks
-    and their messages follow :class:`~saslkit.tokens.service.TokenService`.
+    and their messages follow :class:`~saslkit.tokens.reauth.TokenService`.
     """
 
     def __init__(self, table: Mapping[str, TokenRecord]) -> None:

@@ -20,7 +20,7 @@ from ...keys import Key, KeyRing
 from ...mechanism import Failure, Success
 from ...mechanisms.stoken import StokenClient, StokenServer, parse_stoken_message
 from ...tokens.records import StokenRecord, TokenRecord
-from ...tokens.stoken import PERM_TTL, SubmissionTokens, normalize_address
+from ...tokens.submission import PERM_TTL, SubmissionTokens, normalize_address
 from ._common import (
     FAKE_SALT_KEY,
     BadVector,
@@ -186,7 +186,7 @@ def _stoken_service(c: _StokenCase) -> SubmissionTokens:
 
 
 def _stoken_reference(c: _StokenCase, token: str, report: Report) -> None:
-    """Recompute the token's MAC (saslkit/tokens/stoken.py) straight from RFC 2104 HMAC."""
+    """Recompute the token's MAC (saslkit/tokens/submission.py) straight from RFC 2104 HMAC."""
     if c.key is None or c.remote is None or c.local is None:
         return
     parts = token.split(".")

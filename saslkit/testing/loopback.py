@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .auth.client import (
-    Authenticated,
+from ..auth.client import (
     Cancel,
     ClientAuth,
+    ClientAuthenticated,
     ClientStep,
     Framing,
     Outcome,
@@ -25,8 +25,8 @@ from .auth.client import (
     ServerSuccess,
     drive,
 )
-from .errors import AuthenticationFailed, ProtocolError, UsageError
-from .mechanism import Challenge, ClientMechanism, Failure, ServerMechanism, Success
+from ..errors import AuthenticationFailed, ProtocolError, UsageError
+from ..mechanism import Challenge, ClientMechanism, Failure, ServerMechanism, Success
 
 __all__ = ["Transcript", "run_exchange"]
 
@@ -112,7 +112,7 @@ def run_exchange(
 
 def _result(outcome: Outcome, server_outcome: Success | Failure | None) -> Success | Failure:
     """The exchange's result: the server's, unless the client refused it (its reason then)."""
-    if isinstance(outcome, Authenticated | Rejected) and server_outcome is not None:
+    if isinstance(outcome, ClientAuthenticated | Rejected) and server_outcome is not None:
         return server_outcome
     error = getattr(outcome, "error", None)
     if error is None:

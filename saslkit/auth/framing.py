@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "AuthCancelled",

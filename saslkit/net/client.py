@@ -26,7 +26,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Literal, Self, TypedDict
 
-from .auth.client import (
+from .._redact import redact
+from ..auth.client import (
     CB_PREFERENCE,
     Cancel,
     ClientAuth,
@@ -37,11 +38,10 @@ from .auth.client import (
     Unverified,
     pick_channel_binding,
 )
-from .channel_binding import channel_bindings_from_ssl
-from .errors import SaslError, UsageError
-from .framing import decode_continuation
-from .redact import redact
-from .registry import Registry, default_registry
+from ..auth.framing import decode_continuation
+from ..channel_binding import channel_bindings_from_ssl
+from ..errors import SaslError, UsageError
+from ..registry import Registry, default_registry
 
 __all__ = [
     "CB_PREFERENCE",

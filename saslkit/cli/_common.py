@@ -1,0 +1,194 @@
+"""What the command groups share: database, key ring and token store arguments, secrets from stdin or a
+file, durations and times, output."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO, TypeAlias
+
+from ..credentials import MAX_ITERATIONS, MIN_ITERATIONS, prepare_username
+from ..errors import UsageError
+from ..keys import KeyRing, default_keys_path
+from ..stores import SQLiteUserStore, open_token_store, open_user_store, sqlite_path
+from ..tokens import SubmissionTokens, TokenService
+
+#: What ``add_subparsers()`` returns, to which each command group adds its commands.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+MAX_STDIN_LINE = 16384  # one line read from stdin or a secret file: a secret, or a `sasl` exchange line
+
+
+class CliError(Exception):
+    """A command's failure: its message goes to stderr, ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def db_arg(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("SASLKIT_DB") or "./saslkit.db")
+
+
+def open_users(args: argparse.Namespace) -> SQLiteUserStore:
+    return open_user_store(db_arg(args))
+
+
+def keys_path(args: argparse.Namespace) -> Path:
+    explicit = getattr(args, "keys", None) or os.environ.get("SASLKIT_KEYS")
+    return Path(explicit) if explicit else default_keys_path(sqlite_path(db_arg(args)))
+
+
+def store_url(args: argparse.Namespace) -> str:
+    """``--store`` / ``SASLKIT_STORE``; by default the tokens live in the users' database file."""
+    return str(getattr(args, "store", None) or os.environ.get("SASLKIT_STORE") or db_arg(args))
+
+
+def keyring(args: argparse.Namespace) -> KeyRing:
+    return KeyRing.open(keys_path(args))
+
+
+def token_services(args: argparse.Namespace, ring: KeyRing | None = None) -> tuple[TokenService, SubmissionTokens]:
+    ring = ring or keyring(args)
+    store = open_token_store(store_url(args))
+    return TokenService(store, ring), SubmissionTokens(store, ring)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration(value: str) -> float:
+    """``3600``, ``90m``, ``12h``, ``30d``, ``2w``, ``1y`` -> seconds."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    try:
+        n = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 3600, 12h, 30d)") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("duration must be positive")
+    return n * (unit or 1)
+
+
+def parse_timestamp(value: str) -> float:
+    """POSIX seconds or ISO 8601 (``2026-11-22T10:00:00Z``; naive means UTC)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {value!r} (POSIX seconds or ISO 8601)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def format_time(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def not_utf8(text: str) -> bool:
+    """Lone surrogates: bytes that were not UTF-8, kept by Python's surrogateescape (argv, C locale stdin)."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def read_secret_line(stream: TextIO) -> str:
+    try:
+        line = stream.readline(MAX_STDIN_LINE)
+    except UnicodeDecodeError:
+        raise CliError("the secret is not valid UTF-8", EXIT_USAGE) from None
+    if not_utf8(line):
+        raise CliError("the secret is not valid UTF-8", EXIT_USAGE)
+    if not line:
+        raise CliError("no secret on standard input", EXIT_USAGE)
+    if line.endswith("\n"):
+        line = line[:-1]
+        if line.endswith("\r"):
+            line = line[:-1]
+    if not line:
+        raise CliError("empty secret", EXIT_USAGE)
+    return line
+
+
+def utf8_lines(stream: TextIO) -> Iterator[str]:
+    """The stream's lines; input that is not UTF-8 is a usage error (exit 2), not a traceback."""
+    try:
+        for line in stream:
+            if not_utf8(line):
+                break
+            yield line
+        else:
+            return
+    except UnicodeDecodeError:
+        pass
+    raise CliError("standard input is not valid UTF-8", EXIT_USAGE)
+
+
+def read_secret(args: argparse.Namespace, stdin: TextIO) -> str:
+    if getattr(args, "secret_file", None):
+        try:
+            with open(args.secret_file, encoding="utf-8") as fh:
+                return read_secret_line(fh)
+        except OSError as exc:
+            raise CliError(f"cannot read {args.secret_file}: {exc.strerror}", EXIT_USAGE) from exc
+    return read_secret_line(stdin)
+
+
+def parse_iterations(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an integer") from None
+    if not MIN_ITERATIONS <= n <= MAX_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_ITERATIONS} and {MAX_ITERATIONS}")
+    return n
+
+
+def channel_binding_arg(args: argparse.Namespace) -> tuple[str, bytes] | None:
+    if args.cb_type is None and args.cb_data is None:
+        return None
+    if args.cb_type is None or args.cb_data is None:
+        raise CliError("--cb-type and --cb-data go together", EXIT_USAGE)
+    try:
+        data = base64.b64decode(args.cb_data, validate=True)
+    except binascii.Error:
+        raise CliError("--cb-data is not valid base64", EXIT_USAGE) from None
+    if not data:
+        raise CliError("--cb-data is empty", EXIT_USAGE)
+    return args.cb_type, data
+
+
+def write_line(stream: TextIO, line: str) -> None:
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def prepared_username(name: str) -> str:
+    """The prepared name (SASLprep query form, RFC 4013) every store path keys a user by; exit 2 if none."""
+    try:
+        return prepare_username(name)
+    except UsageError as exc:
+        raise CliError(f"invalid user name {name!r}: {exc}", EXIT_USAGE) from exc
+
+
+def named(given: str, prepared: str) -> str:
+    """``'alice'``, or ``'alice' (given as 'ali\\xadce')`` when SASLprep changed the name."""
+    return repr(prepared) if given == prepared else f"{prepared!r} (given as {given!r})"
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError("expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+

@@ -1,0 +1,203 @@
+"""``saslkit serve smtp|imap``: the reference servers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import UsageError
+from ..registry import default_registry
+from ..stores import sqlite_path
+from ._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Subparsers,
+    db_arg,
+    keyring,
+    open_users,
+    parse_host_port,
+    token_services,
+    write_line,
+)
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e9:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return seconds
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("expected a positive whole number")
+    return int(value)
+
+
+def _check_private_key(key_path: Path) -> None:
+    """Refuse a TLS private key others can read; warn when its group can (Debian's ``ssl-cert`` 0640 habit)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+    except OSError as exc:
+        raise CliError(f"cannot read the TLS private key {key_path}: {exc.strerror}") from exc
+    if mode & stat.S_IRWXO:
+        raise CliError(f"TLS private key {key_path} is accessible by others (mode {mode:o}); run chmod 600 on it")
+    if mode & stat.S_IRWXG:
+        print(f"saslkit: WARNING: TLS private key {key_path} is accessible by its group (mode {mode:o}); "
+              "every member can impersonate this server (chmod 600 unless that group is meant to, like ssl-cert)",
+              file=sys.stderr)
+
+
+def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContext, bytes]:
+    """Server TLS context and our certificate (DER); self-signed into the state directory if none given."""
+    import hashlib
+
+    from ..smtp.server import ensure_certificate
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if args.tls_cert:
+        cert_path, key_path = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        state_dir = sqlite_path(db_arg(args)).resolve().parent
+        cert_path, key_path, created = ensure_certificate(state_dir, hostname)
+        if created:
+            print(f"saslkit: created a self-signed certificate {cert_path}", file=sys.stderr)
+    _check_private_key(key_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert_path, key_path)
+        der = ssl.PEM_cert_to_DER_cert(cert_path.read_text(encoding="ascii"))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise CliError(f"cannot load the TLS certificate: {exc}") from exc
+    print(f"saslkit: TLS certificate SHA-256 fingerprint {hashlib.sha256(der).hexdigest()}", file=sys.stderr)
+    return context, der
+
+
+def _mechanism_list(text: str) -> tuple[str, ...]:
+    """``--mechanisms``: names separated by commas or spaces, each one saslkit implements."""
+    names = tuple(dict.fromkeys(n.upper() for n in text.replace(",", " ").split()))
+    unknown = [n for n in names if n not in default_registry()]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown SASL mechanism(s): {' '.join(unknown) or '(none given)'}")
+    return names
+
+
+def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
+    """``serve smtp`` / ``serve imap``: one server on the SQLite (or Redis) stores until SIGTERM/SIGINT."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    from ..penalty import parse_auth_penalty
+
+    try:
+        penalty = parse_auth_penalty(args.auth_penalty)
+    except UsageError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    host, port = args.listen
+    ring = keyring(args)
+    tokens, stokens = token_services(args, ring)
+    context, der = _tls_context(args, args.hostname)
+    users = open_users(args)
+    run: Callable[[Callable[[str, int], None]], None]
+    if protocol == "imap":
+        from ..imap.server import ImapServer, maildir_counter, run_imap_server
+        from ..imap.session import ImapConfig
+
+        imap = ImapServer(
+            ImapConfig(hostname=args.hostname, tls_available=not args.implicit_tls,
+                       allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
+                       unauthenticate=args.unauthenticate, mechanisms=args.mechanisms),
+            users, ring.server_secret, tokens=tokens, ssl_context=context, certificate_der=der,
+            implicit_tls=args.implicit_tls, mailbox=maildir_counter(args.maildir) if args.maildir else None,
+            idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
+        )
+        def run(ready: Callable[[str, int], None]) -> None:
+            run_imap_server(imap, host, port, ready)
+    else:
+        from ..smtp.server import SmtpServer, discard_delivery, maildir_delivery, run_server
+        from ..smtp.session import SmtpConfig
+
+        protocol = "lmtp" if args.lmtp else "smtp"
+        smtp = SmtpServer(
+            SmtpConfig(hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
+                       allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
+                       mechanisms=args.mechanisms),
+            users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
+            implicit_tls=args.implicit_tls,
+            deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
+            idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
+            max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
+        )
+        def run(ready: Callable[[str, int], None]) -> None:
+            run_server(smtp, host, port, ready)
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        write_line(stdout, f"saslkit {protocol} listening on {bound_host}:{bound_port}")
+
+    try:
+        run(ready)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+def cmd_serve_smtp(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    return _serve(args, stdout, "smtp")
+
+
+def cmd_serve_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    return _serve(args, stdout, "imap")
+
+
+def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    """Register the ``serve`` commands."""
+    serve = sub.add_parser("serve", help="run a reference server").add_subparsers(dest="command", required=True)
+    for proto, default_port in (("smtp", 2525), ("imap", 1143)):
+        sp = serve.add_parser(proto, parents=[common], help=f"{proto.upper()} reference server with SASL")
+        sp.add_argument("--listen", type=parse_host_port, default=("127.0.0.1", default_port),
+                        help=f"HOST:PORT (default 127.0.0.1:{default_port})")
+        sp.add_argument("--hostname", default="localhost", help="name in the greeting and the certificate")
+        sp.add_argument("--tls-cert", help="PEM certificate (default: self-signed, made once beside the database)")
+        sp.add_argument("--tls-key", help="PEM private key")
+        sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465/993 style)")
+        sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN/LOGIN and tokens without TLS")
+        sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
+        sp.add_argument("--mechanisms", type=_mechanism_list, metavar="LIST",
+                        help="SASL mechanisms to offer and accept, in offer order, comma or space separated "
+                             "(like Dovecot's auth_mechanisms; default: all, strongest first); "
+                             + ("IMAP LOGIN needs PLAIN" if proto == "imap" else "others are refused"))
+        sp.add_argument("--auth-penalty", default="2:15", metavar="BASE:CAP",
+                        help="after failures from an IP or for a user, delay the next attempt's reply BASE "
+                             "seconds, doubling up to CAP (default 2:15); off to disable")
+        sp.add_argument("--idle-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
+                        help="close a connection that sends nothing for this long (default 300)")
+        sp.add_argument("--login-timeout", type=_positive_seconds, default=60.0, metavar="SECONDS",
+                        help="close a connection not authenticated after this long (default 60)")
+        sp.add_argument("--max-connections", type=_positive_int, default=1000, metavar="N",
+                        help="connections served at once; more are refused (default 1000)")
+        sp.add_argument("--max-connections-per-ip", type=_positive_int, default=20, metavar="N",
+                        help="connections from one address at once (default 20)")
+        if proto == "smtp":
+            sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
+            sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")
+            sp.set_defaults(handler=cmd_serve_smtp)
+        else:
+            sp.add_argument("--maildir", help="Maildir whose message count SELECT INBOX shows (default: empty)")
+            sp.add_argument("--unauthenticate", choices=("always", "after-auth", "off"), default="always",
+                            help="advertise UNAUTHENTICATE always, only once authenticated, or disable it")
+            sp.set_defaults(handler=cmd_serve_imap)
