@@ -60,7 +60,7 @@ from saslkit.imap.server import ImapServer  # noqa: E402
 from saslkit.imap.session import ImapConfig  # noqa: E402
 from saslkit.keys import KeyRing, default_keys_path  # noqa: E402
 from saslkit.net.client import client_tls_context  # noqa: E402
-from saslkit.serving import ensure_certificate  # noqa: E402
+from saslkit.net.server import ensure_certificate  # noqa: E402
 from saslkit.stores import open_token_store, open_user_store  # noqa: E402
 from saslkit.tokens import TokenService  # noqa: E402
 

@@ -230,7 +230,7 @@ def test_a_leftover_wal_others_can_read_is_refused(db: str) -> None:
 
 
 def _serve_with_key(tmp_path: Path, key_mode: int) -> tuple[int | None, str]:
-    from saslkit.serving import ensure_certificate
+    from saslkit.net.server import ensure_certificate
 
     cert, key, _ = ensure_certificate(tmp_path, "localhost")
     key.chmod(key_mode)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from servers import ServerProcess, saslkit_run
 
-from saslkit.serving import FD_RESERVE, LineServer, RateLimitedLog
+from saslkit.net.server import FD_RESERVE, LineServer, RateLimitedLog
 
 PASSWORD = "pencil"
 HOST = "127.0.0.1"

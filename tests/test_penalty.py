@@ -139,8 +139,8 @@ def test_serve_refuses_a_bad_penalty_before_touching_anything(tmp_path: Path) ->
 
 
 def test_address_key_groups_ipv6_networks_and_unmaps_ipv4() -> None:
-    """The per-IP connection cap counts an IPv6 client by its /64 (serving.CLIENT_IPV6_PREFIX), the penalty by /48."""
-    from saslkit.serving import CLIENT_IPV6_PREFIX
+    """The per-IP connection cap counts an IPv6 client by its /64 (CLIENT_IPV6_PREFIX), the penalty by /48."""
+    from saslkit.net.server import CLIENT_IPV6_PREFIX
 
     assert address_key("192.0.2.7") == address_key("::ffff:192.0.2.7") == "ip:192.0.2.7"
     assert address_key("2001:db8:1:2::a", CLIENT_IPV6_PREFIX) == address_key("2001:db8:1:2:ffff::b", CLIENT_IPV6_PREFIX)

@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 
 from ..auth.events import reply_logger
 from ..credentials import UserStore
+from ..net.server import (
+    IDLE_TIMEOUT,
+    LOGIN_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP,
+    LineServer,
+    run_until_signal,
+)
 from ..penalty import AuthPenalty
-from ..serving import IDLE_TIMEOUT, LOGIN_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, LineServer, run_until_signal
 from ..tokens import TokenService
 from .session import MAX_IMAP_COMMAND_LINE, ImapConfig, ImapSession, Mailbox
 
@@ -42,7 +49,7 @@ def maildir_counter(path: str | os.PathLike[str]) -> Callable[[str], Mailbox]:
 class ImapServer:
     """Serve IMAP with saslkit authentication on one listening socket.
 
-    Time and connection limits are :class:`~saslkit.serving.LineServer`'s; ``auth_penalty``
+    Time and connection limits are :class:`~saslkit.net.server.LineServer`'s; ``auth_penalty``
     (on by default, None to turn it off) delays authentication replies after failures
     (:mod:`saslkit.penalty`).
     """

@@ -1,6 +1,6 @@
 """The reference SMTP/LMTP server: :class:`~saslkit.smtp.session.SmtpSession` on the shared asyncio driver.
 
-See :mod:`saslkit.serving` for the pool of blocking work, STARTTLS and line limits.
+See :mod:`saslkit.net.server` for the pool of blocking work, STARTTLS and line limits.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 from ..auth.events import reply_logger
 from ..credentials import UserStore
-from ..penalty import AuthPenalty
-from ..serving import (
+from ..net.server import (
     IDLE_TIMEOUT,
     LOGIN_TIMEOUT,
     MAX_CONNECTIONS,
@@ -26,6 +25,7 @@ from ..serving import (
     ensure_certificate,
     run_until_signal,
 )
+from ..penalty import AuthPenalty
 from ..tokens import SubmissionTokens, TokenService
 from .session import MAX_SMTP_AUTH_LINE, Deliver, Envelope, SmtpConfig, SmtpSession
 
@@ -70,7 +70,7 @@ def discard_delivery(envelope: Envelope) -> str:
 class SmtpServer:
     """Serve SMTP (or LMTP) with saslkit authentication on one listening socket.
 
-    Time and connection limits are :class:`~saslkit.serving.LineServer`'s (the login timeout
+    Time and connection limits are :class:`~saslkit.net.server.LineServer`'s (the login timeout
     applies only when ``config.auth_required``); ``auth_penalty`` (on by default, None to turn
     it off) delays authentication replies after failures (:mod:`saslkit.penalty`).
     """

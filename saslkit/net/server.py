@@ -42,9 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from .channel_binding import channel_bindings_from_ssl
-from .mechanism import Success
-from .penalty import address_key
+from ..channel_binding import channel_bindings_from_ssl
+from ..mechanism import Success
+from ..penalty import address_key
 
 __all__ = ["LineServer", "LineSession", "ensure_certificate", "run_until_signal"]
 
