@@ -30,9 +30,12 @@ is ``True`` and ``session.auth_data`` the :class:`~saslkit.mechanism.Success`.
 
 * ``auth_required`` defaults to **True** (aiosmtpd issue #374: with it off,
   a server that offers AUTH still accepts mail from anyone).
-* Lines that may block (argon2, store access, token minting) run in a
-  thread pool of ``workers`` threads behind an ``asyncio.Semaphore``, so a
-  slow login never stalls other connections.
+* Lines that may block (argon2, a store whose reads may wait, token
+  minting: :meth:`~saslkit.smtp.session.SmtpSession.may_block`) run in a thread pool of
+  ``workers`` threads behind an ``asyncio.Semaphore``, so a slow login never
+  stalls other connections; the others (SCRAM against a memory or SQLite
+  store) run on the loop.  Reads go into one buffer per thread
+  (:class:`asyncio.BufferedProtocol`) and each reply is one write.
 * ``MAIL FROM`` accepts ``AUTH=`` (RFC 4954 §5), kept decoded in
   ``envelope.auth_param`` (``""`` unless the client authenticated).
 * After ``AUTH STOKEN`` (LMTP), ``RCPT TO`` is limited to the local address
