@@ -434,6 +434,8 @@ class MemoryUserStore:
     #: defaults.  Off here: a memory store is filled from elsewhere at start, so an
     #: upgrade would last only until then (set it on an instance to turn it on).
     upgrade_on_login: bool = False
+    #: Reads are dict lookups: a login step may run on an event loop (see ``ServerAuth.start_may_block``).
+    reads_may_block: bool = False
 
     def __init__(
         self,

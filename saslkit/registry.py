@@ -50,6 +50,12 @@ class MechanismInfo:
     #: Once it has sent a non-empty challenge, its steps only compute (HMACs: no store access,
     #: no password hashing), e.g. SCRAM's client-final step (RFC 5802 §3); a driver may run them inline.
     computes_after_challenge: bool = False
+    #: Its step hashes the client's password (argon2, PBKDF2: PLAIN, a LOGIN), or does any other
+    #: blocking work beyond reading the context's stores: a driver never runs it on its event loop.
+    hashes_password: bool = False
+    #: Its step may write to a store, waiting for the write lock (STOKEN refreshes its record on use,
+    #: draft-slusarz §5.3.2): a driver never runs it on its event loop.
+    writes_on_step: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.fullmatch(self.name):
@@ -280,7 +286,8 @@ def default_registry() -> Registry:
     from .mechanisms.stoken import StokenClient, StokenServer
 
     reg = Registry()
-    reg.register(MechanismInfo("PLAIN", PlainServer, PlainClient, strength=10, plaintext=True))
+    reg.register(MechanismInfo("PLAIN", PlainServer, PlainClient, strength=10, plaintext=True,
+                               hashes_password=True))
     hash_rank = {"SHA-1": 1, "SHA-256": 2, "SHA-512": 3}
     for name, (hash_name, plus) in SCRAM_MECHANISMS.items():
         reg.register(
@@ -314,6 +321,7 @@ def default_registry() -> Registry:
     # Bearer tokens: the secret itself crosses the wire, so TLS only (like PLAIN).
     reg.register(MechanismInfo("REMEMBERME", RememberMeServer, RememberMeClient, strength=15, plaintext=True,
                                token_based=True))
-    reg.register(MechanismInfo("STOKEN", StokenServer, StokenClient, strength=5, plaintext=True, token_based=True))
+    reg.register(MechanismInfo("STOKEN", StokenServer, StokenClient, strength=5, plaintext=True, token_based=True,
+                               writes_on_step=True))
     return reg
 

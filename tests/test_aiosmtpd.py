@@ -538,3 +538,69 @@ def test_unexpected_exception_text_never_reaches_the_client(serve: Callable[...,
     assert (code, message) == (421, b"4.3.0 Internal error; closing")
     with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
         client.noop()
+
+
+# ---------------------------------------------------------------- the fast path (issue 9)
+
+
+class CountingAuth(SaslkitAuth):
+    """Counts the lines handed to the worker pool."""
+
+    pooled: list[bytes]
+
+    async def run(self, fn: Callable[[bytes], Any], arg: bytes) -> Any:
+        self.pooled.append(arg)
+        return await super().run(fn, arg)
+
+
+def test_scram_lines_run_inline_and_plain_in_the_pool(users: MemoryUserStore) -> None:
+    """A memory store never waits: every SCRAM line runs on the loop; PLAIN (argon2) goes to the pool."""
+    auth = CountingAuth(users, b"s" * 32, allow_plaintext_auth=True, failure_delay=0.0, auth_penalty=None)
+    auth.pooled = []
+    port = _free_port()
+    controller = SaslkitController(Recorder(), auth, hostname=HOST, port=port)
+    controller.start()
+    try:
+        with smtplib.SMTP(HOST, port, timeout=20) as client:
+            client.ehlo("client.test")
+            code, _ = sasl(client, ScramClient("SCRAM-SHA-256", ClientCredentials("alice", "pencil")))
+            assert code == 235 and auth.pooled == []
+        with smtplib.SMTP(HOST, port, timeout=20) as client:
+            client.ehlo("client.test")
+            assert client.docmd("AUTH", "PLAIN " + b64(b"\0alice\0pencil"))[0] == 235
+            assert auth.pooled == [b"AUTH PLAIN " + b64(b"\0alice\0pencil").encode()]
+    finally:
+        controller.stop()
+
+
+def test_reads_into_a_shared_buffer_and_introspects_like_aiosmtpd(users: MemoryUserStore) -> None:
+    """BufferedProtocol: asyncio reads into one buffer per thread; aiosmtpd finds the same commands."""
+    import asyncio
+
+    from aiosmtpd.smtp import SMTP
+
+    async def build() -> tuple[SaslkitSMTP, SMTP]:
+        auth = SaslkitAuth(users, b"s" * 32)
+        return SaslkitSMTP(Recorder(), saslkit=auth), SMTP(Recorder())
+
+    ours, plain = asyncio.run(build())
+    assert isinstance(ours, asyncio.BufferedProtocol)
+    assert set(ours._smtp_methods) == set(plain._smtp_methods) | {"REMEMBERME", "GENSTOKEN", "REVSTOKEN"}
+    assert "connection_made" in dir(ours) and "saslkit" in dir(ours)  # dir() is the usual one afterwards
+    buffer = ours.get_buffer(-1)
+    assert 0 < len(buffer) < 128 * 1024  # a copy of one read stays below glibc's mmap threshold
+
+
+def test_multi_line_replies_arrive_whole(serve: Callable[..., Running]) -> None:
+    """EHLO's reply is written at once; a client reading line by line still sees every line."""
+    server = serve(allow_plaintext_auth=True)
+    with socket.create_connection((HOST, server.port), timeout=20) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220 ")
+        sock.sendall(b"EHLO client.test\r\n")
+        lines = [reader.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(reader.readline())
+        assert lines[-1].startswith(b"250 ") and any(x.startswith(b"250-AUTH ") or x.startswith(b"250 AUTH ")
+                                                      for x in lines)
+        assert all(x.endswith(b"\r\n") and x[:3] == b"250" for x in lines)

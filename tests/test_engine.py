@@ -31,6 +31,8 @@ from saslkit.imap.session import LOGOUT, ImapConfig, ImapSession, ImapState
 from saslkit.mechanism import Challenge, FailureReason
 from saslkit.registry import Offer, Refusal
 from saslkit.smtp.session import SmtpConfig, SmtpSession, SmtpState
+from saslkit.stores.redis import RedisTokenStore
+from saslkit.stores.sqlite import SQLiteTokenStore, SQLiteUserStore
 
 SECRET = b"engine-test-server-secret-0123456"
 PASSWORD = "pencil-0b1c2d3e"
@@ -165,6 +167,82 @@ def test_a_custom_authorizer_may_block() -> None:
     auth, client = engine(authorize=lambda authcid, authzid: True), scram_client()
     assert isinstance(auth.start("SCRAM-SHA-256", b64(client.start())), Challenge)
     assert auth.next_step_may_block  # the authorizer may consult a store
+
+
+class WaitingUserStore:
+    """A third-party (Redis-like) store: no ``reads_may_block``, so its reads may wait."""
+
+    def __init__(self, inner: MemoryUserStore) -> None:
+        self.inner = inner
+        self.default_iterations = inner.default_iterations
+
+    def get_user(self, username: str) -> Any:
+        return self.inner.get_user(username)
+
+
+class FakeTokens:
+    """Only what ``start_may_block`` consults: the token service's ``store``."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+
+def sqlite_users(tmp_path: Path) -> SQLiteUserStore:
+    store = SQLiteUserStore(tmp_path / "users.db")
+    store.put_user(make_user("alice", PASSWORD, iterations=4096, argon2_hash=False))
+    return store
+
+
+@pytest.mark.parametrize(("name", "ir", "users", "tokens", "blocks"), [
+    ("SCRAM-SHA-256", True, "waiting", "sqlite", True),  # the user lookup may be a network round trip
+    ("SCRAM-SHA-256", True, "memory", "sqlite", False),
+    ("SCRAM-SHA-256", True, "sqlite", "redis", False),  # WAL reads never wait; no token store read
+    ("SCRAM-SHA-256", False, "waiting", "redis", False),  # no initial response: an empty challenge only
+    ("PLAIN", True, "sqlite", "sqlite", True),  # argon2
+    ("PLAIN", True, "memory", "sqlite", True),
+    ("PLAIN", False, "waiting", "redis", False),
+    ("REMEMBERME", True, "sqlite", "sqlite", False),
+    ("REMEMBERME", True, "sqlite", "redis", True),
+    ("REMEMBERME", True, "waiting", "sqlite", True),  # checks the user is still current
+    ("HT-SHA-256-NONE", True, "sqlite", "sqlite", False),
+    ("HT-SHA-256-NONE", True, "sqlite", "redis", True),
+    ("HT-SHA-256-NONE", False, "sqlite", "redis", False),
+    ("STOKEN", True, "sqlite", "sqlite", True),  # refreshes its record with a waiting write
+    ("NOSUCH", True, "waiting", "redis", False),  # refused at once
+])
+def test_start_may_block_table(tmp_path: Path, name: str, ir: bool, users: str, tokens: str, blocks: bool) -> None:
+    user_store: Any = {"memory": USERS, "waiting": WaitingUserStore(USERS)}.get(users) or sqlite_users(tmp_path)
+    token_store = RedisTokenStore.__new__(RedisTokenStore) if tokens == "redis" else \
+        SQLiteTokenStore(tmp_path / "tokens.db")
+    registry = default_registry()
+    ctx = ServerContext(user_store, SECRET, tls=True, tokens=FakeTokens(token_store),  # type: ignore[arg-type]
+                        stokens=object())  # type: ignore[arg-type]
+    auth = ServerAuth(registry, registry.offer(tls=True), ctx)
+    assert auth.start_may_block(name, ir) is blocks
+
+
+def test_start_may_block_with_a_custom_authorizer_and_unoffered_names() -> None:
+    assert engine(authorize=lambda authcid, authzid: True).start_may_block("SCRAM-SHA-256", True)
+    assert engine().start_may_block("SCRAM-SHA-256", True) is False  # memory store: dict lookups
+    assert engine(tls=False).start_may_block("PLAIN", True) is False  # refused without TLS: answered at once
+
+
+def test_first_step_after_an_empty_challenge_follows_the_stores() -> None:
+    auth = engine()
+    assert auth.start("SCRAM-SHA-256", None) == Challenge(b"")
+    assert auth.next_step_may_block is False  # client-first on a memory store
+    auth = engine(users=WaitingUserStore(USERS))
+    assert auth.start("SCRAM-SHA-256", None) == Challenge(b"")
+    assert auth.next_step_may_block  # client-first reads a store that may wait
+    auth = engine()
+    assert auth.start("PLAIN", None) == Challenge(b"") and auth.next_step_may_block  # argon2
+
+
+def test_reads_may_block_attributes_of_the_stores(tmp_path: Path) -> None:
+    assert MemoryUserStore.reads_may_block is False
+    assert sqlite_users(tmp_path).reads_may_block is False
+    assert SQLiteTokenStore(tmp_path / "t.db").reads_may_block is False
+    assert RedisTokenStore.reads_may_block is True
 
 
 def test_store_outage_is_a_temporary_failure() -> None:

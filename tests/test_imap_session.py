@@ -983,6 +983,25 @@ def test_may_block_flags_store_work(env: Env) -> None:
     assert session.in_auth and session.may_block(b"anything\r\n")
 
 
+@pytest.mark.parametrize(("line", "waiting_store", "blocks"), [
+    (b"a AUTHENTICATE SCRAM-SHA-256 biwsbj1hbGljZSxyPXh5eg==\r\n", False, False),  # memory store: inline
+    (b"a AUTHENTICATE SCRAM-SHA-256 biwsbj1hbGljZSxyPXh5eg==\r\n", True, True),  # the lookup may wait
+    (b"a authenticate scram-sha-256 biwsbj1hbGljZSxyPXh5eg==\r\n", True, True),
+    (b"a AUTHENTICATE SCRAM-SHA-256\r\n", True, False),  # no initial response: "+ " only
+    (b"a AUTHENTICATE PLAIN AGFsaWNlAHBlbmNpbA==\r\n", False, True),  # argon2
+    (b"a AUTHENTICATE PLAIN\r\n", False, False),
+    (b"a LOGIN alice pencil\r\n", False, True),  # LOGIN is PLAIN
+    (b"a AUTHENTICATE NOSUCH x\r\n", True, False),  # NO at once
+    (b"a AUTHENTICATE SCRAM-SHA-256 x y\r\n", True, False),  # BAD at once
+    (b"a AUTHENTICATE \xff x\r\n", True, False),  # BAD at once
+])
+def test_may_block_on_the_authenticate_line_follows_the_mechanism_and_store(
+        line: bytes, waiting_store: bool, blocks: bool) -> None:
+    users = DownUserStore() if waiting_store else USERS  # a third-party store: reads_may_block unknown
+    session = ImapSession(ImapConfig(hostname=HOST, allow_plaintext_auth=True), users, SECRET)  # type: ignore[arg-type]
+    assert session.may_block(line) is blocks
+
+
 def test_line_too_long_from_the_driver(env: Env) -> None:
     session = env.session()
     assert session.line_too_long(b"a NOOP xxxx").lines == ["* BAD Line too long"]

@@ -671,6 +671,39 @@ def test_may_block_flags_auth_store_and_delivery_lines(env: Env) -> None:
     assert session.may_block(b".\r\n")  # the final dot delivers (Maildir write, token store)
 
 
+@pytest.mark.parametrize(("line", "waiting_store", "blocks"), [
+    (b"AUTH SCRAM-SHA-256 biwsbj1hbGljZSxyPXh5eg==\r\n", False, False),  # memory store: runs inline
+    (b"AUTH SCRAM-SHA-256 biwsbj1hbGljZSxyPXh5eg==\r\n", True, True),  # the lookup may wait (Redis-like)
+    (b"auth scram-sha-256 biwsbj1hbGljZSxyPXh5eg==\r\n", True, True),
+    (b"AUTH SCRAM-SHA-256\r\n", True, False),  # no initial response: an empty 334 only
+    (b"AUTH SCRAM-SHA-256 =\r\n", True, True),  # an empty initial response is one (RFC 4954 §4)
+    (b"AUTH PLAIN AGFsaWNlAHBlbmNpbA==\r\n", False, True),  # argon2
+    (b"AUTH PLAIN\r\n", False, False),
+    (b"AUTH NOSUCH x\r\n", True, False),  # 504 at once
+    (b"AUTH\r\n", True, False),  # 501 at once
+    (b"AUTH SCRAM-SHA-256 x y\r\n", True, False),  # 501 at once
+    (b"AUTH \xff x\r\n", True, False),  # 500 at once
+    (b"AUTH  \xc2\xa0SCRAM-SHA-256 x\r\n", True, True),  # stripped as _cmd_auth strips it
+])
+def test_may_block_on_the_auth_line_follows_the_mechanism_and_store(line: bytes, waiting_store: bool,
+                                                                    blocks: bool) -> None:
+    users = DownUserStore() if waiting_store else USERS  # a third-party store: reads_may_block unknown
+    session = SmtpSession(SmtpConfig(failure_delay=0), users, SECRET, tls=True)  # type: ignore[arg-type]
+    session.receive_line(b"EHLO c")
+    assert session.may_block(line) is blocks
+
+
+def test_may_block_on_the_first_line_after_an_empty_challenge() -> None:
+    session = SmtpSession(SmtpConfig(failure_delay=0), USERS, SECRET, tls=True)
+    session.receive_line(b"EHLO c")
+    assert session.receive_line(b"AUTH SCRAM-SHA-256").lines == ["334 "]
+    assert session.may_block(b"biwsbj1hbGljZSxyPXh5eg==\r\n") is False  # client-first on a memory store
+    session = SmtpSession(SmtpConfig(failure_delay=0), DownUserStore(), SECRET, tls=True)  # type: ignore[arg-type]
+    session.receive_line(b"EHLO c")
+    assert session.receive_line(b"AUTH SCRAM-SHA-256").lines == ["334 "]
+    assert session.may_block(b"biwsbj1hbGljZSxyPXh5eg==\r\n")
+
+
 # --------------------------------------------------------------------------- REMEMBERME
 
 

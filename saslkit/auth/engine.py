@@ -89,10 +89,10 @@ class ServerAuth:
     def next_step_may_block(self) -> bool:
         """Whether the next step may block (password hashing, store access), so a driver runs it off its loop.
 
-        False only when it surely computes alone: the empty answer to additional data, or a
+        False only when it surely computes alone: the empty answer to additional data, a
         mechanism that says so (its own ``next_step_may_block``, or
         :attr:`~saslkit.registry.MechanismInfo.computes_after_challenge` once challenged, with
-        the default authorizer).
+        the default authorizer), or a step that only reads stores that never wait (:meth:`start_may_block`).
         """
         if self._mechanism is None:
             return True
@@ -102,8 +102,33 @@ class ServerAuth:
         if isinstance(said, bool):
             return said
         assert self._info is not None
-        return not (self._info.computes_after_challenge and self._challenged
-                    and self.context.authorize is same_identity_only)
+        if self._info.computes_after_challenge and self._challenged and self.context.authorize is same_identity_only:
+            return False
+        return self._step_may_block(self._info)
+
+    def start_may_block(self, name: str, has_initial_response: bool) -> bool:
+        """Whether :meth:`start` for this AUTH/AUTHENTICATE line may block, so a driver runs it off its loop.
+
+        Without an initial response the first step only sends an empty challenge (RFC 4422 §5), and
+        a refused name is answered at once: neither blocks.  Otherwise see :meth:`_step_may_block`.
+        """
+        if not has_initial_response or self.offer.refusal(name) is not None:
+            return False
+        return self._step_may_block(self.registry.info(name))
+
+    def _step_may_block(self, info: MechanismInfo) -> bool:
+        """A step that reads the client's message: blocks if it hashes a password or writes waiting for a
+        lock (:class:`~saslkit.registry.MechanismInfo`), calls the application's authorizer, or reads a
+        store whose ``reads_may_block`` is not False (an unknown store may wait: the default is True).
+        """
+        ctx = self.context
+        if info.hashes_password or info.writes_on_step or ctx.authorize is not same_identity_only:
+            return True
+        if _reads_may_block(ctx.users):
+            return True
+        if info.token_based:  # REMEMBERME, HT-*: the token service's store (STOKEN writes_on_step)
+            return ctx.tokens is not None and _reads_may_block(getattr(ctx.tokens, "store", ctx.tokens))
+        return False
 
     def start(self, name: str, initial_response: str | bytes | None, *, encoded: bool = True) -> AuthOutcome:
         """Begin ``name`` with the client's initial response (base64 unless ``encoded=False``; None if absent)."""
@@ -183,6 +208,11 @@ class ServerAuth:
             _log.error("internal error in mechanism %s: %s (message withheld)\n%s",
                        getattr(mechanism, "name", "?"), type(exc).__name__, where.rstrip())
             return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
+
+
+def _reads_may_block(store: object) -> bool:
+    """A store's optional ``reads_may_block`` attribute; True (may wait) when it has none."""
+    return getattr(store, "reads_may_block", True) is not False
 
 
 def _with_mechanism(success: Success, name: str) -> Success:

@@ -265,8 +265,21 @@ class ImapSession:
         first = self._pending[0] if self._pending else line
         head = first[:64].encode("utf-8") if isinstance(first, str) else first[:64]
         words = head.split(b" ", 2)
-        return len(words) > 1 and words[1].upper().rstrip(b"\r\n") in (
-            b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT", b"EXAMINE")
+        command = words[1].upper().rstrip(b"\r\n") if len(words) > 1 else b""
+        if command == b"AUTHENTICATE" and not self._pending:
+            return self._authenticate_may_block(line)
+        return command in (b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT", b"EXAMINE")  # LOGIN is PLAIN
+
+    def _authenticate_may_block(self, line: bytes) -> bool:
+        """``tag AUTHENTICATE mech [ir]`` parsed as :meth:`_cmd_authenticate` does (RFC 4959 §3)."""
+        text = line[:-1] if line.endswith(b"\n") else line
+        try:
+            rest = (text[:-1] if text.endswith(b"\r") else text).decode("utf-8").partition(" ")[2]
+        except UnicodeDecodeError:
+            return False  # BAD, at once
+        words = rest.partition(" ")[2].split(" ")
+        return 1 <= len(words) <= 2 and bool(words[0]) and self.auth_engine.start_may_block(
+            words[0], len(words) == 2)
 
     # ------------------------------------------------------------ input
 

@@ -30,9 +30,12 @@ is ``True`` and ``session.auth_data`` the :class:`~saslkit.mechanism.Success`.
 
 * ``auth_required`` defaults to **True** (aiosmtpd issue #374: with it off,
   a server that offers AUTH still accepts mail from anyone).
-* Lines that may block (argon2, store access, token minting) run in a
-  thread pool of ``workers`` threads behind an ``asyncio.Semaphore``, so a
-  slow login never stalls other connections.
+* Lines that may block (argon2, a store whose reads may wait, token
+  minting: :meth:`~saslkit.smtp.session.SmtpSession.may_block`) run in a thread pool of
+  ``workers`` threads behind an ``asyncio.Semaphore``, so a slow login never
+  stalls other connections; the others (SCRAM against a memory or SQLite
+  store) run on the loop.  Reads go into one buffer per thread
+  (:class:`asyncio.BufferedProtocol`) and each reply is one write.
 * ``MAIL FROM`` accepts ``AUTH=`` (RFC 4954 §5), kept decoded in
   ``envelope.auth_param`` (``""`` unless the client authenticated).
 * After ``AUTH STOKEN`` (LMTP), ``RCPT TO`` is limited to the local address
@@ -64,7 +67,7 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -203,8 +206,36 @@ def _line(verb: str, arg: str | None) -> bytes:
     return f"{verb} {arg or ''}".encode("utf-8", "surrogateescape")
 
 
-class SaslkitSMTP(SMTP):
-    """aiosmtpd's ``SMTP`` authenticating with saslkit: ``SaslkitSMTP(handler, saslkit=SaslkitAuth(...))``."""
+_METHOD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _method_names(cls: type) -> tuple[str, ...]:
+    """The names aiosmtpd's ``SMTP.__init__`` looks for: commands (``smtp_*``) and AUTH mechanisms (``auth_*``)."""
+    names = _METHOD_NAMES.get(cls)
+    if names is None:
+        names = _METHOD_NAMES[cls] = tuple(name for name in dir(cls) if name.startswith(("smtp_", "auth_")))
+    return names
+
+
+class _ReadBuffer(threading.local):
+    """One receive buffer per thread (per event loop), reused by every connection's reads."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(_READ_SIZE))
+
+
+_READ_SIZE = 65536  # below glibc's mmap threshold (128 KiB): a copy of what one read got never costs mmap/munmap
+_read_buffer = _ReadBuffer()
+
+
+class SaslkitSMTP(SMTP, asyncio.BufferedProtocol):
+    """aiosmtpd's ``SMTP`` authenticating with saslkit: ``SaslkitSMTP(handler, saslkit=SaslkitAuth(...))``.
+
+    It is also an :class:`asyncio.BufferedProtocol` (asyncio's documented way to choose the read
+    buffer): the transport reads into one buffer per thread and aiosmtpd's stream gets a copy of
+    just the octets read, instead of a fresh 256 KiB bytes object per read (asyncio's
+    ``max_size``, above glibc's mmap threshold: mmap, mremap and munmap on every read).
+    """
 
     lmtp = False
 
@@ -217,7 +248,9 @@ class SaslkitSMTP(SMTP):
         # continuation lines may be 12288 (RFC 4954 §4).  DATA still checks each line
         # against the class's 1001, so only the reader's buffer grows.
         self.line_length_limit = MAX_SMTP_AUTH_LINE
+        self._constructed = False  # see __dir__
         super().__init__(handler, auth_required=auth_required, **kwargs)
+        self._constructed = True
         del self.line_length_limit
         # An instance dict (aiosmtpd's is shared by the class); the session checks AUTH lines itself.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=MAX_SMTP_AUTH_LINE)
@@ -228,6 +261,24 @@ class SaslkitSMTP(SMTP):
 
     def _create_envelope(self) -> SaslkitEnvelope:
         return SaslkitEnvelope()
+
+    def __dir__(self) -> Iterable[str]:
+        """Inside aiosmtpd's constructor only the ``smtp_*``/``auth_*`` names, computed once per class.
+
+        aiosmtpd finds its command and AUTH methods with ``dir(self)`` and ``inspect.getmembers(self)``
+        on every new connection, fetching every attribute; afterwards ``dir()`` is the usual one.
+        """
+        if self.__dict__.get("_constructed", True):
+            return super().__dir__()
+        return _method_names(type(self))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the transport reads (asyncio.BufferedProtocol)."""
+        return _read_buffer.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` arrived in the buffer: hand a copy to aiosmtpd's stream, as ``data_received`` would."""
+        self.data_received(bytes(_read_buffer.view[:nbytes]))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -269,8 +320,8 @@ class SaslkitSMTP(SMTP):
         _log_events(sasl.peer, sasl, reply)
         if reply.delay:
             await asyncio.sleep(reply.delay)
-        for text in reply.lines:
-            await self.push(text)
+        if reply.lines:
+            await self.push("\r\n".join(reply.lines))  # one write (and one segment) for the whole reply
         if reply.close and self.transport is not None:
             self.transport.close()
         return reply
@@ -304,8 +355,8 @@ class SaslkitSMTP(SMTP):
             texts = [x[4:] for x in lines if x[4:].split(" ", 1)[0].upper() != "AUTH"]
             texts[-1:-1] = ours
             lines = [f"250-{x}" for x in texts[:-1]] + [f"250 {texts[-1]}"]
-        for text in lines:
-            await self.push(text)
+        if lines:
+            await self.push("\r\n".join(lines))  # one write for the whole EHLO reply
 
     # ------------------------------------------------------------ commands
 

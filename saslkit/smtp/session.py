@@ -267,7 +267,15 @@ class SmtpSession:
         if self.state is SmtpState.AUTH_EXCHANGE:
             return self.auth_engine.next_step_may_block  # e.g. SCRAM client-final only computes HMACs
         verb = line[:10].split(b" ", 1)[0].upper()
-        return verb in (b"AUTH", b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
+        if verb == b"AUTH":  # parsed as _cmd_auth does: only a step reading the initial response may block
+            text = line[:-1] if line.endswith(b"\n") else line
+            try:
+                arg = (text[:-1] if text.endswith(b"\r") else text).decode("utf-8").partition(" ")[2].strip()
+            except UnicodeDecodeError:
+                return False  # 500, at once
+            parts = arg.split(" ")
+            return bool(arg) and len(parts) <= 2 and self.auth_engine.start_may_block(parts[0], len(parts) == 2)
+        return verb in (b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
 
     @property
     def auth_engine(self) -> ServerAuth:

@@ -174,6 +174,9 @@ class RedisTokenStore:
     replaced at checkout anyway, so after a restart the next call works.
     """
 
+    #: Every read is a network round trip: a login step reading it runs off the event loop.
+    reads_may_block: bool = True
+
     def __init__(
         self, url_or_client: str | redis.Redis, *, prefix: str = "saslkit:", clock: Callable[[], float] = time.time
     ) -> None:

@@ -107,6 +107,10 @@ class _SQLiteFile:
     """
 
     _what = "store"
+    #: WAL readers never wait for a writer, and a login's writes (PLAIN's upgrade, token ``touch``)
+    #: never wait either (busy_timeout 0): store reads may run on an event loop
+    #: (``ServerAuth.start_may_block``; a STOKEN login's refresh does wait, and always blocks).
+    reads_may_block: bool = False
 
     def __init__(self, path: str | os.PathLike[str], timeout: float) -> None:
         self.path = Path(path)
