@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from types import MappingProxyType
@@ -150,8 +150,12 @@ def server_policy(registry: Registry, policy: Policy | None, allow_plaintext: bo
 class Registry:
     """Name -> :class:`MechanismInfo`; third parties may :meth:`register` their own."""
 
+    #: How many distinct offers :meth:`offer` remembers (connections share a handful of them).
+    OFFER_CACHE_SIZE = 256
+
     def __init__(self, mechanisms: Iterable[MechanismInfo] = ()) -> None:
         self._mechs: dict[str, MechanismInfo] = {}
+        self._offers: dict[Hashable, Offer] = {}
         for info in mechanisms:
             self.register(info)
 
@@ -159,9 +163,11 @@ class Registry:
         if info.name in self._mechs and not replace:
             raise UsageError(f"mechanism {info.name} is already registered")
         self._mechs[info.name] = info
+        self._offers = {}
 
     def unregister(self, name: str) -> None:
         self._mechs.pop(name.upper(), None)
+        self._offers = {}
 
     def info(self, name: str) -> MechanismInfo:
         try:
@@ -209,13 +215,33 @@ class Registry:
         channel_bindings: Collection[str] = (),
         policy: Policy | None = None,
         available: Callable[[MechanismInfo], bool] | None = None,
+        cache_key: Hashable | None = None,
     ) -> Offer:
         """The :class:`Offer` of one connection, computed once per capability change.
 
         ``available`` lets a binding drop what it cannot serve (e.g. token
-        mechanisms without a token service): those are ``NOT_OFFERED``.
+        mechanisms without a token service): those are ``NOT_OFFERED``.  A
+        binding whose ``available`` depends only on ``cache_key`` passes it,
+        and connections with the same TLS state, channel-binding types, policy
+        and key share one computed offer (forgotten when the registry changes).
         """
         policy = policy or _DEFAULT_POLICY
+        if cache_key is None:
+            return self._compute_offer(tls, channel_bindings, policy, available)
+        key = (tls, frozenset(channel_bindings), policy, cache_key)
+        offer = self._offers.get(key)
+        if offer is None:
+            offer = self._compute_offer(tls, channel_bindings, policy, available)
+            offers = self._offers
+            if len(offers) >= self.OFFER_CACHE_SIZE:
+                offers.clear()
+            offers[key] = offer
+        return offer
+
+    def _compute_offer(
+        self, tls: bool, channel_bindings: Collection[str], policy: Policy,
+        available: Callable[[MechanismInfo], bool] | None,
+    ) -> Offer:
         offered: list[str] = []
         refusals: dict[str, Refusal] = {}
         for name in self.names():

@@ -343,3 +343,29 @@ def test_choose_matches_offered() -> None:
     offered = reg.offered(tls=True, channel_bindings=CB)
     assert reg.choose(offered, can_bind=True) == offered[0]
     assert reg.choose(reg.offered(tls=True)) == reg.offered(tls=True)[0]
+
+
+def test_offers_are_shared_per_key_and_forgotten_when_the_registry_changes() -> None:
+    """Connections with the same TLS state, binding types, policy and cache key share one computed offer."""
+
+    registry = default_registry()
+    calls: list[str] = []
+
+    def available(info: MechanismInfo) -> bool:
+        calls.append(info.name)
+        return not info.token_based
+
+    first = registry.offer(tls=True, channel_bindings={"tls-server-end-point": b"x" * 32}, available=available,
+                           cache_key=("no-tokens",))
+    computed = len(calls)
+    again = registry.offer(tls=True, channel_bindings={"tls-server-end-point": b"y" * 32}, available=available,
+                           cache_key=("no-tokens",))
+    assert again is first and len(calls) == computed  # binding data differs, its type does not
+    other = registry.offer(tls=False, available=available, cache_key=("no-tokens",))
+    assert other is not first and "PLAIN" not in other.mechanisms and "PLAIN" in first.mechanisms
+    uncached = registry.offer(tls=True, channel_bindings={"tls-server-end-point": b"x" * 32}, available=available)
+    assert uncached is not first and uncached == first
+    registry.unregister("PLAIN")
+    after = registry.offer(tls=True, channel_bindings={"tls-server-end-point": b"x" * 32}, available=available,
+                           cache_key=("no-tokens",))
+    assert "PLAIN" not in after.mechanisms and "PLAIN" in first.mechanisms

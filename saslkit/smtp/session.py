@@ -285,7 +285,8 @@ class SmtpSession:
             ctx = ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
                                 tokens=self._tokens, stokens=self._stokens, bindings_used=self._bindings_used)
             offer = registry.offer(tls=self.tls, channel_bindings=self._bindings,
-                                   policy=self.config.effective_policy(), available=self._serves)
+                                   policy=self.config.effective_policy(), available=self._serves,
+                                   cache_key=(self._tokens is not None, self._stokens is not None, self.config.lmtp))
             self._engine = ServerAuth(registry, offer, ctx)
         return self._engine
 
