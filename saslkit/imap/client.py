@@ -69,18 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Unpack
 
-from ..auth.client import (
-    IMAP_FRAMING,
-    IMAP_SASL_IR_FRAMING,
-    Cancel,
-    ClientAuth,
-    ClientAuthenticated,
-    EncodedChallenge,
-    ServerFailure,
-    ServerMessage,
-    ServerSuccess,
-    drive,
-)
+from ..auth import client as sasl
 from ..errors import UsageError
 from ..net.client import (
     ClientAuthError,
@@ -465,7 +454,7 @@ class ImapClient(LineClient):
         *,
         unauthenticate: bool,
     ) -> ImapAuthResult:
-        framing = IMAP_SASL_IR_FRAMING if self.has("SASL-IR") or self.has("IMAP4rev2") else IMAP_FRAMING
+        framing = sasl.IMAP_SASL_IR_FRAMING if self.has("SASL-IR") or self.has("IMAP4rev2") else sasl.IMAP_FRAMING
         auth = self._client_auth(mechanism, self.auth_mechanisms, username, secret, authzid=authzid,
                                  allow_plaintext=allow_plaintext, framing=framing)
         command = auth.start()
@@ -489,28 +478,29 @@ class ImapClient(LineClient):
                                         tuple(self.capabilities), pipelined=untag is not None)
         return self.authenticated
 
-    def _run_exchange(self, auth: ClientAuth, tag: str) -> Response:
+    def _run_exchange(self, auth: sasl.ClientAuth, tag: str) -> Response:
         """Answer ``tag``'s continuations with ``auth`` up to its completion; raise unless authenticated."""
         responses: list[Response] = []
 
         def show_challenge(text: str) -> str:
             return show_payload(auth.mechanism, text)
 
-        def receive() -> ServerMessage:
+        def receive() -> sasl.ServerMessage:
             item = self._read_response(tag, continuation=True, shown=show_challenge)
             if isinstance(item, str):
-                return EncodedChallenge(item)
+                return sasl.EncodedChallenge(item)
             responses.append(item)
             if not item.ok:
-                return ServerFailure(str(item))
+                return sasl.ServerFailure(str(item))
             self.state = AUTHENTICATED  # the server's view, even if it fails to prove itself
-            return ServerSuccess()
+            return sasl.ServerSuccess()
 
         self._authenticating = True
         try:
-            outcome = drive(auth, receive, lambda step: self._send(step.line, step.shown))
-            if not isinstance(outcome, ClientAuthenticated):
-                raise self._auth_failure(outcome, self._abandon(tag) if isinstance(outcome, Cancel) else responses[-1])
+            outcome = sasl.drive(auth, receive, lambda step: self._send(step.line, step.shown))
+            if not isinstance(outcome, sasl.ClientAuthenticated):
+                last = self._abandon(tag) if isinstance(outcome, sasl.Cancel) else responses[-1]
+                raise self._auth_failure(outcome, last)
         finally:
             self._authenticating = False
         return responses[-1]

@@ -6,25 +6,18 @@ to make UNAUTHENTICATE's reset observable (RFC 8437 §3).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mailbox
 import os
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..auth.events import reply_logger
 from ..credentials import UserStore
 from ..net.server import (
-    IDLE_TIMEOUT,
-    LOGIN_TIMEOUT,
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_IP,
     LineServer,
-    run_until_signal,
+    ServedOnLineServer,
 )
-from ..penalty import AuthPenalty
 from ..tokens import TokenService
 from .session import MAX_IMAP_COMMAND_LINE, ImapConfig, ImapSession, Mailbox
 
@@ -46,7 +39,7 @@ def maildir_counter(path: str | os.PathLike[str]) -> Callable[[str], Mailbox]:
 
 
 @dataclass
-class ImapServer:
+class ImapServer(ServedOnLineServer):
     """Serve IMAP with saslkit authentication on one listening socket.
 
     Time and connection limits are :class:`~saslkit.net.server.LineServer`'s; ``auth_penalty``
@@ -58,16 +51,7 @@ class ImapServer:
     users: UserStore
     server_secret: bytes
     tokens: TokenService | None = None
-    ssl_context: ssl.SSLContext | None = None
-    certificate_der: bytes | None = None
-    implicit_tls: bool = False
     mailbox: Callable[[str], Mailbox] | None = None
-    workers: int = 8
-    idle_timeout: float = IDLE_TIMEOUT
-    login_timeout: float | None = LOGIN_TIMEOUT  # None: no limit on the unauthenticated phase
-    max_connections: int = MAX_CONNECTIONS
-    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
-    auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
 
     def __post_init__(self) -> None:
         self._server = LineServer(
@@ -83,13 +67,7 @@ class ImapServer:
         return ImapSession(self.config, self.users, self.server_secret, tokens=self.tokens, peer=peer, tls=tls,
                            channel_bindings=bindings, mailbox=self.mailbox, penalty=self.auth_penalty)
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        return await self._server.start(host, port)
-
-    async def serve_until(self, stop: asyncio.Event) -> None:
-        await self._server.serve_until(stop)
-
 
 def run_imap_server(server: ImapServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
     """Run until SIGTERM or SIGINT."""
-    run_until_signal(server._server, host, port, on_ready)
+    server.run(host, port, on_ready)

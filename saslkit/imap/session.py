@@ -36,15 +36,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..auth._attempts import AuthAttempts
-from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
+from ..auth._session import EngineSession
+from ..auth.engine import Abort, Aborted, AuthOutcome
 from ..auth.events import Authenticated, AuthFailed, AuthRefused, TokenMinted
 from ..auth.framing import encode_challenge
-from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import TemporaryFailure, UsageError
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
-from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
+from ..registry import MechanismInfo, Policy, Registry, default_registry, server_policy
 from ..reply import Reply
 from ..tokens import TOKEN_TYPES, TokenService
 from . import replies
@@ -153,7 +153,7 @@ def _tokenize(parts: list[str | bytes]) -> list[str]:
     return out
 
 
-class ImapSession:
+class ImapSession(EngineSession[ImapConfig]):
     """One IMAP connection's state machine (RFC 9051 §3 states)."""
 
     def __init__(
@@ -169,18 +169,10 @@ class ImapSession:
         mailbox: Callable[[str], Mailbox] | None = None,
         penalty: AuthPenalty | None = None,
     ) -> None:
-        self.config = config
-        self.peer = peer
-        self.tls = tls
-        self._users = users
-        self._secret = server_secret
-        self._tokens = tokens
-        self._penalty = penalty
-        self._bindings = dict(channel_bindings or {})
-        self._bindings_used: set[str] = set()  # survives UNAUTHENTICATE: same TLS connection (RFC 9266 §4.1)
+        super().__init__(config, users, server_secret, tokens=tokens, stokens=None, peer=peer, tls=tls,
+                         channel_bindings=channel_bindings, penalty=penalty)  # bindings used survive UNAUTHENTICATE
         self._mailbox = mailbox or (lambda user: Mailbox())
         self._attempts = AuthAttempts(peer, penalty, config.failure_delay, config.max_auth_failures)
-        self._engine: ServerAuth | None = None  # built from the offer, once per capability change
         self._pending: list[str | bytes] = []
         self._reset_state()
 
@@ -194,36 +186,16 @@ class ImapSession:
         self._auth_tag = ""  # the tag of the AUTHENTICATE under way, "" when none is
 
     def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
-        self.tls = True
-        self._bindings = dict(channel_bindings or {})
-        self._bindings_used = set()
-        self._engine = None
+        self._tls_up(channel_bindings)
 
     # ------------------------------------------------------------ capabilities
-
-    @property
-    def auth_engine(self) -> ServerAuth:
-        """The SASL engine of this connection's current offer (rebuilt after STARTTLS)."""
-        if self._engine is None:
-            registry = self.config.registry
-            ctx = ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
-                                tokens=self._tokens, bindings_used=self._bindings_used)
-            offer = registry.offer(tls=self.tls, channel_bindings=self._bindings,
-                                   policy=self.config.effective_policy(), available=self._serves,
-                                   cache_key=(self._tokens is not None,))
-            self._engine = ServerAuth(registry, offer, ctx)
-        return self._engine
 
     def _serves(self, info: MechanismInfo) -> bool:
         """No STOKEN (an LMTP mechanism); token mechanisms need the token service."""
         return info.name != "STOKEN" and not (info.token_based and self._tokens is None)
 
-    @property
-    def offer(self) -> Offer:
-        return self.auth_engine.offer
-
-    def offered_mechanisms(self) -> list[str]:
-        return list(self.offer.mechanisms)
+    def _offer_key(self) -> tuple[bool]:
+        return (self._tokens is not None,)
 
     @property
     def login_disabled(self) -> bool:

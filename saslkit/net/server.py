@@ -39,14 +39,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..channel_binding import channel_bindings_from_ssl
 from ..mechanism import Success
-from ..penalty import address_key
+from ..penalty import AuthPenalty, address_key
 
-__all__ = ["LineServer", "LineSession", "ensure_certificate", "run_until_signal"]
+__all__ = ["LineServer", "LineSession", "ServedOnLineServer", "ensure_certificate", "run_until_signal"]
 
 IDLE_TIMEOUT = 300.0
 LOGIN_TIMEOUT = 60.0
@@ -622,6 +623,35 @@ class LineServer:
             open_now[lost]._abort()
         if pending:
             await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+
+
+@dataclass(kw_only=True)
+class ServedOnLineServer:
+    """What every reference server shares: TLS, the pool, time and connection limits, the auth penalty
+    (keyword arguments), and the listening half (``_server`` is its :class:`LineServer`)."""
+
+    ssl_context: ssl.SSLContext | None = None
+    certificate_der: bytes | None = None  # our certificate, for tls-server-end-point (RFC 5929 §4)
+    implicit_tls: bool = False
+    workers: int = 8
+    idle_timeout: float = IDLE_TIMEOUT
+    login_timeout: float | None = LOGIN_TIMEOUT  # None: no limit on the unauthenticated phase
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
+    auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
+    _server: LineServer = field(init=False, repr=False)
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen; returns the bound address (port 0 picks a free one)."""
+        return await self._server.start(host, port)
+
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then let open connections end (see :meth:`LineServer.serve_until`)."""
+        await self._server.serve_until(stop)
+
+    def run(self, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
+        """Run until SIGTERM or SIGINT; ``on_ready`` is called with the bound address."""
+        run_until_signal(self._server, host, port, on_ready)
 
 
 def run_until_signal(server: LineServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:

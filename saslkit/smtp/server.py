@@ -5,27 +5,20 @@ See :mod:`saslkit.net.server` for the pool of blocking work, STARTTLS and line l
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mailbox
 import os
 import re
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..auth.events import reply_logger
 from ..credentials import UserStore
 from ..net.server import (
-    IDLE_TIMEOUT,
-    LOGIN_TIMEOUT,
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_IP,
     LineServer,
+    ServedOnLineServer,
     ensure_certificate,
-    run_until_signal,
 )
-from ..penalty import AuthPenalty
 from ..tokens import SubmissionTokens, TokenService
 from .session import MAX_SMTP_AUTH_LINE, Deliver, Envelope, SmtpConfig, SmtpSession
 
@@ -67,7 +60,7 @@ def discard_delivery(envelope: Envelope) -> str:
 
 
 @dataclass
-class SmtpServer:
+class SmtpServer(ServedOnLineServer):
     """Serve SMTP (or LMTP) with saslkit authentication on one listening socket.
 
     Time and connection limits are :class:`~saslkit.net.server.LineServer`'s (the login timeout
@@ -80,16 +73,7 @@ class SmtpServer:
     server_secret: bytes
     tokens: TokenService | None = None
     stokens: SubmissionTokens | None = None
-    ssl_context: ssl.SSLContext | None = None
-    certificate_der: bytes | None = None  # our certificate, for tls-server-end-point
-    implicit_tls: bool = False
     deliver: Deliver = discard_delivery
-    workers: int = 8
-    idle_timeout: float = IDLE_TIMEOUT
-    login_timeout: float | None = LOGIN_TIMEOUT  # None: no limit on the unauthenticated phase
-    max_connections: int = MAX_CONNECTIONS
-    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
-    auth_penalty: AuthPenalty | None = field(default_factory=AuthPenalty)
 
     def __post_init__(self) -> None:
         self._server = LineServer(
@@ -108,14 +92,7 @@ class SmtpServer:
                            peer=peer, tls=tls, channel_bindings=bindings, deliver=self.deliver,
                            penalty=self.auth_penalty)
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen; returns the bound address (port 0 picks a free one)."""
-        return await self._server.start(host, port)
-
-    async def serve_until(self, stop: asyncio.Event) -> None:
-        await self._server.serve_until(stop)
-
 
 def run_server(server: SmtpServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
     """Run until SIGTERM or SIGINT; ``on_ready`` is called with the bound address."""
-    run_until_signal(server._server, host, port, on_ready)
+    server.run(host, port, on_ready)

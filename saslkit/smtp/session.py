@@ -45,15 +45,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..auth._attempts import AuthAttempts
+from ..auth._session import EngineSession
 from ..auth.engine import Abort, Aborted, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthRefused, TokenMinted
 from ..auth.framing import encode_challenge
-from ..context import ServerContext
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, TemporaryFailure, UsageError
 from ..mechanism import Challenge, Success
 from ..penalty import AuthPenalty
-from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
+from ..registry import MechanismInfo, Policy, Registry, default_registry, server_policy
 from ..reply import Reply
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
 from ..tokens.submission import normalize_address
@@ -195,7 +195,7 @@ class SmtpState(enum.Enum):
 _NEEDS_AUTH = {"MAIL", "RCPT", "DATA", "VRFY", "EXPN", "BDAT", "GENSTOKEN", "REVSTOKEN"}
 
 
-class SmtpSession:
+class SmtpSession(EngineSession[SmtpConfig]):
     """One SMTP (or LMTP) connection's state machine."""
 
     def __init__(
@@ -213,18 +213,10 @@ class SmtpSession:
         throttle: AuthThrottle | None = None,
         penalty: AuthPenalty | None = None,
     ) -> None:
-        self.config = config
-        self.peer = peer
-        self.tls = tls
-        self._users = users
-        self._secret = server_secret
-        self._tokens = tokens
-        self._stokens = stokens
+        super().__init__(config, users, server_secret, tokens=tokens, stokens=stokens, peer=peer, tls=tls,
+                         channel_bindings=channel_bindings, penalty=penalty)
         self._deliver = deliver
         self._throttle = throttle
-        self._penalty = penalty
-        self._bindings = dict(channel_bindings or {})
-        self._bindings_used: set[str] = set()
         self._reset_connection_state()
 
     # ------------------------------------------------------------ state
@@ -247,9 +239,7 @@ class SmtpSession:
 
     def tls_started(self, channel_bindings: Mapping[str, bytes] | None = None) -> None:
         """The driver finished the STARTTLS handshake: forget everything (RFC 3207 §4.2)."""
-        self.tls = True
-        self._bindings = dict(channel_bindings or {})
-        self._bindings_used = set()
+        self._tls_up(channel_bindings)
         self._reset_connection_state()
 
     def greeting(self) -> Reply:
@@ -277,31 +267,14 @@ class SmtpSession:
             return bool(arg) and len(parts) <= 2 and self.auth_engine.start_may_block(parts[0], len(parts) == 2)
         return verb in (b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
 
-    @property
-    def auth_engine(self) -> ServerAuth:
-        """The SASL engine of this connection's current offer (rebuilt after STARTTLS)."""
-        if self._engine is None:
-            registry = self.config.registry
-            ctx = ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
-                                tokens=self._tokens, stokens=self._stokens, bindings_used=self._bindings_used)
-            offer = registry.offer(tls=self.tls, channel_bindings=self._bindings,
-                                   policy=self.config.effective_policy(), available=self._serves,
-                                   cache_key=(self._tokens is not None, self._stokens is not None, self.config.lmtp))
-            self._engine = ServerAuth(registry, offer, ctx)
-        return self._engine
-
     def _serves(self, info: MechanismInfo) -> bool:
         """Token mechanisms need the token service; STOKEN is LMTP only (draft-slusarz §7.3)."""
         if info.name == "STOKEN":
             return self._stokens is not None and self.config.lmtp
         return not (info.token_based and self._tokens is None)
 
-    @property
-    def offer(self) -> Offer:
-        return self.auth_engine.offer
-
-    def offered_mechanisms(self) -> list[str]:
-        return list(self.offer.mechanisms)
+    def _offer_key(self) -> tuple[bool, bool, bool]:
+        return (self._tokens is not None, self._stokens is not None, self.config.lmtp)
 
     # ------------------------------------------------------------ entry point
 
