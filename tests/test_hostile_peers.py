@@ -391,7 +391,9 @@ def test_literal_login_keeps_argon2_off_the_event_loop(plain: ServerProcess) -> 
     assert not errors, errors
     assert len(login_times) >= 4
     noop, login = statistics.median(noop_times), statistics.median(login_times)
-    print(f"NOOP median {noop * 1000:.1f} ms, literal LOGIN median {login * 1000:.1f} ms, {len(login_times)} logins")
+    p99 = sorted(noop_times)[min(len(noop_times) - 1, round(0.99 * (len(noop_times) - 1)))]
+    print(f"NOOP median {noop * 1000:.1f} ms p99 {p99 * 1000:.1f} ms (n={len(noop_times)}), "
+          f"literal LOGIN median {login * 1000:.1f} ms, {len(login_times)} logins")
     assert noop < 0.25 * login, f"NOOP median {noop * 1000:.0f} ms vs literal LOGIN median {login * 1000:.0f} ms"
 
 

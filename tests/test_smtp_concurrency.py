@@ -202,3 +202,20 @@ def test_noops_stay_live_during_16_argon2_logins(smtp_server: tuple[ServerThread
     assert len(users.threads) == LOGINS
     assert all(name.startswith("saslkit-smtp") for name in users.threads), users.threads
     assert thread.loop_thread_name not in users.threads
+
+
+def test_workers_run_nicer_than_the_event_loop() -> None:
+    """Pool threads lower their own priority (argon2's lane threads inherit it), the loop's thread keeps its own."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from saslkit.net.server import WORKER_NICENESS, yield_to_event_loop
+
+    if not hasattr(os, "setpriority"):
+        pytest.skip("no per-thread priorities here")
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with ThreadPoolExecutor(1, initializer=yield_to_event_loop) as pool:
+        worker = pool.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+    assert worker == min(own + WORKER_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own

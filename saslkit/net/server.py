@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -524,7 +525,8 @@ class LineServer:
         self.login_reply = login_reply
         self.busy_reply = busy_reply
         self._receive_view = memoryview(bytearray(RECEIVE_BUFFER))  # copied out at once, so shared
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"saslkit-{name}")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"saslkit-{name}",
+                                        initializer=yield_to_event_loop)
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
         self._open = 0
@@ -623,6 +625,22 @@ class LineServer:
             open_now[lost]._abort()
         if pending:
             await asyncio.wait(pending, timeout=SHUTDOWN_GRACE)
+
+
+#: How much nicer than the event loop the workers run (Linux: nice is per thread, and argon2's lane threads
+#: inherit it), so hashing on every core never delays the loop's replies on a small machine.
+WORKER_NICENESS = 5
+
+
+def yield_to_event_loop() -> None:
+    """Thread-pool initializer: lower this worker thread's scheduling priority (best effort, Linux)."""
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICENESS)
+    except OSError:
+        pass
 
 
 @dataclass(kw_only=True)

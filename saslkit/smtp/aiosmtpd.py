@@ -82,6 +82,7 @@ from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
 from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, UsageError
 from ..mechanism import Success
+from ..net.server import yield_to_event_loop
 from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
@@ -182,7 +183,8 @@ class SaslkitAuth:
             if semaphore is None:
                 semaphore = self._semaphores[loop] = asyncio.Semaphore(self.workers)
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="saslkit-aiosmtpd")
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="saslkit-aiosmtpd",
+                                                    initializer=yield_to_event_loop)
             executor = self._executor
         async with semaphore:
             return await loop.run_in_executor(executor, fn, arg)
