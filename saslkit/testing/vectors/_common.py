@@ -125,6 +125,19 @@ class Side:
     stopped: str = ""
 
 
+def merge_sides(report: Report, sides: Mapping[str, Side], *, partial_is_problem: bool) -> bool:
+    """Fold a success vector's sides into ``report``: a rejection is a problem, so is a side that stopped
+    short when ``partial_is_problem`` (else a note).  True when every side completed."""
+    for name, side in sides.items():
+        report.problems += side.report.problems
+        if side.rejected is not None:
+            report.problems.append(f"{name} rejected the exchange: {side.rejected}")
+        elif not side.success:
+            (report.problems if partial_is_problem else report.notes).append(
+                f"{name} side {'did not complete' if partial_is_problem else 'partial'}: {side.stopped}")
+    return all(side.success for side in sides.values())
+
+
 def rejection_verdict(
     report: Report, sides: Mapping[str, Side], side_name: str | None, error: str | None, mechanism: str
 ) -> tuple[bool, str]:

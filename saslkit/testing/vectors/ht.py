@@ -23,6 +23,7 @@ from ._common import (
     Report,
     Side,
     expectation,
+    merge_sides,
     need,
     octets_field,
     rejection_verdict,
@@ -233,11 +234,6 @@ def check(v: Mapping[str, Any]) -> tuple[bool, str]:
     if side_name != "server":
         sides["client"] = _run_ht_client(c)
     if not expect_failure:
-        for name, side in sides.items():
-            report.problems += side.report.problems
-            if side.rejected is not None:
-                report.problems.append(f"{name} rejected the exchange: {side.rejected}")
-            elif not side.success:
-                report.problems.append(f"{name} side did not complete: {side.stopped}")
+        merge_sides(report, sides, partial_is_problem=True)
         return report.verdict(f"{c.spec.name}: both sides match")
     return rejection_verdict(report, sides, side_name, error, c.spec.name)

@@ -36,6 +36,7 @@ from ._common import (
     Side,
     allow_any,
     expectation,
+    merge_sides,
     need,
     octets_field,
     rejection_verdict,
@@ -353,12 +354,6 @@ def check(v: Mapping[str, Any]) -> tuple[bool, str]:
     if side_name != "server":
         sides["client"] = _run_scram_client(c)
     if not expect_failure:
-        for name, side in sides.items():
-            report.problems += side.report.problems
-            if side.rejected is not None:
-                report.problems.append(f"{name} rejected the exchange: {side.rejected}")
-            elif not side.success:
-                report.notes.append(f"{name} side partial: {side.stopped}")
-        whole = all(side.success for side in sides.values())
+        whole = merge_sides(report, sides, partial_is_problem=False)
         return report.verdict(f"{c.mechanism}: " + ("both sides match" if whole else "sides match as far as they run"))
     return rejection_verdict(report, sides, side_name, error, c.mechanism)
