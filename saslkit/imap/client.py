@@ -71,17 +71,8 @@ from typing import Unpack
 
 from ..auth import client as sasl
 from ..errors import UsageError
-from ..net.client import (
-    ClientAuthError,
-    ClientConnectionError,
-    ClientError,
-    ClientOptions,
-    LineClient,
-    TlsMode,
-    checked_token_type,
-    client_tls_context,
-    show_payload,
-)
+from ..net import client as net
+from ..net.client import ClientAuthError, ClientConnectionError, ClientError, LineClient, TlsMode, client_tls_context
 
 __all__ = [
     "ImapAuthError",
@@ -184,7 +175,7 @@ class ImapAuthResult:
 
 def check_token_type(token_type: str) -> str:
     """A REMEMBERME token type is an IMAP atom; raise :class:`UsageError` if not.  Returns it upper-cased."""
-    return checked_token_type(_TOKEN_TYPE_RE, token_type)
+    return net.checked_token_type(_TOKEN_TYPE_RE, token_type)
 
 
 def _astring(value: str) -> str:
@@ -225,7 +216,7 @@ class ImapClient(LineClient):
         port: int,
         *,
         tag_prefix: str = "a",
-        **options: Unpack[ClientOptions],
+        **options: Unpack[net.ClientOptions],
     ) -> None:
         """``options``: ``ssl_context``, ``timeout``, ``log`` and ``registry``, as :class:`LineClient` takes them."""
         super().__init__(host, port, **options)
@@ -397,29 +388,15 @@ class ImapClient(LineClient):
 
     # ------------------------------------------------------------ AUTHENTICATE
 
-    def authenticate(
-        self,
-        mechanism: str | None,
-        username: str,
-        secret: str,
-        *,
-        authzid: str | None = None,
-        allow_plaintext: bool = False,
-    ) -> ImapAuthResult:
+    def authenticate(self, mechanism: str | None, username: str, secret: str, *, authzid: str | None = None,
+                     allow_plaintext: bool = False) -> ImapAuthResult:
         """Run one AUTHENTICATE exchange (``mechanism`` ``None``: the best offered one); raise unless it succeeded."""
         if self.state != NOT_AUTHENTICATED:
             raise ImapAuthError("already authenticated (reauthenticate() sends UNAUTHENTICATE first)")
         return self._authenticate(mechanism, username, secret, authzid, allow_plaintext, unauthenticate=False)
 
-    def reauthenticate(
-        self,
-        mechanism: str | None,
-        username: str,
-        secret: str,
-        *,
-        authzid: str | None = None,
-        allow_plaintext: bool = False,
-    ) -> ImapAuthResult:
+    def reauthenticate(self, mechanism: str | None, username: str, secret: str, *, authzid: str | None = None,
+                       allow_plaintext: bool = False) -> ImapAuthResult:
         """``UNAUTHENTICATE`` and ``AUTHENTICATE`` pipelined in one write (RFC 8437 §3)."""
         if self.state == NOT_AUTHENTICATED:
             raise ImapAuthError("not authenticated: nothing to UNAUTHENTICATE")
@@ -483,7 +460,7 @@ class ImapClient(LineClient):
         responses: list[Response] = []
 
         def show_challenge(text: str) -> str:
-            return show_payload(auth.mechanism, text)
+            return net.show_payload(auth.mechanism, text)
 
         def receive() -> sasl.ServerMessage:
             item = self._read_response(tag, continuation=True, shown=show_challenge)

@@ -275,15 +275,8 @@ class SmtpClient(LineClient):
     def _offer_text(self, offered: list[str]) -> str:
         return f"AUTH {' '.join(offered) or 'not advertised'}"
 
-    def authenticate(
-        self,
-        mechanism: str | None,
-        username: str,
-        secret: str,
-        *,
-        authzid: str | None = None,
-        allow_plaintext: bool = False,
-    ) -> SmtpAuthResult:
+    def authenticate(self, mechanism: str | None, username: str, secret: str, *, authzid: str | None = None,
+                     allow_plaintext: bool = False) -> SmtpAuthResult:
         """Run one RFC 4954 AUTH exchange (``mechanism`` ``None``: the best offered one); raise unless it succeeded."""
         auth = self._client_auth(mechanism, self.offered_mechanisms, username, secret, authzid=authzid,
                                  allow_plaintext=allow_plaintext, framing=SMTP_FRAMING)
