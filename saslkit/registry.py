@@ -5,7 +5,7 @@ once per capability change (connect, STARTTLS), an immutable :class:`Offer`:
 what a server may advertise on a connection, strongest first (or in the
 policy's ``mechanisms`` order), and a typed :class:`Refusal` for each
 registered name it may not use.  Plaintext
-mechanisms (PLAIN) only over TLS unless the policy allows otherwise (RFC 4954
+mechanisms (PLAIN, LOGIN) only over TLS unless the policy allows otherwise (RFC 4954
 §4, RFC 9051 §6.2.2 LOGINDISABLED), channel-binding (-PLUS) mechanisms only
 when channel-binding data exists (RFC 5802 §6).  Names follow RFC 4422 §3.1:
 1-20 characters of ``A-Z 0-9 - _``.
@@ -306,6 +306,7 @@ class Registry:
 def default_registry() -> Registry:
     """A registry with every mechanism saslkit implements."""
     from .mechanisms.ht import HT_MECHANISMS, HTClient, HTServer
+    from .mechanisms.login import LoginClient, LoginServer
     from .mechanisms.plain import PlainClient, PlainServer
     from .mechanisms.rememberme import RememberMeClient, RememberMeServer
     from .mechanisms.scram import SCRAM_MECHANISMS, ScramClient, ScramServer
@@ -313,6 +314,9 @@ def default_registry() -> Registry:
 
     reg = Registry()
     reg.register(MechanismInfo("PLAIN", PlainServer, PlainClient, strength=10, plaintext=True,
+                               hashes_password=True))
+    # LOGIN (draft-murchison-sasl-login-00): PLAIN's secret and checks, in two round trips; just below PLAIN.
+    reg.register(MechanismInfo("LOGIN", LoginServer, LoginClient, strength=9, plaintext=True,
                                hashes_password=True))
     hash_rank = {"SHA-1": 1, "SHA-256": 2, "SHA-512": 3}
     for name, (hash_name, plus) in SCRAM_MECHANISMS.items():

@@ -175,6 +175,7 @@ def test_ehlo_offers_follow_tls_and_policy(serve: Callable[..., Running]) -> Non
         assert "starttls" in feats
         offered = feats["auth"].split()
         assert "PLAIN" not in offered and "REMEMBERME" not in offered  # plaintext mechanisms need TLS
+        assert "LOGIN" not in offered
         assert not any(m.endswith("-PLUS") or m.startswith("HT") for m in offered)
         assert "SCRAM-SHA-256" in offered
         assert "rememberme" not in feats
@@ -185,7 +186,10 @@ def test_ehlo_offers_follow_tls_and_policy(serve: Callable[..., Running]) -> Non
         assert {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "HT2-SHA-256-NONE", "HT-SHA-256-ENDP",
                 "REMEMBERME"} <= set(offered)
         assert "STOKEN" not in offered and "stoken" not in feats  # LMTP only
-        assert "LOGIN" not in offered  # aiosmtpd's own list is gone
+        # aiosmtpd's own list is gone: LOGIN is saslkit's (once, "Username:" not aiosmtpd's "User Name\0").
+        assert offered.count("LOGIN") == 1 and offered.index("LOGIN") == offered.index("PLAIN") + 1
+        assert secure.docmd("AUTH", "LOGIN") == (334, b"VXNlcm5hbWU6")
+        assert secure.docmd("*")[0] == 501
         assert feats["rememberme"] == "RANDOM JWT"
         assert list(secure.esmtp_features)[-1] == "help"  # keywords inserted before the final line
 
@@ -289,6 +293,7 @@ def test_allow_list_and_logged_events(serve: Callable[..., Running], caplog: pyt
 def test_wrong_password_535_and_failure_cap(serve: Callable[..., Running]) -> None:
     server = serve()
     with server.connect() as client:
+        client.esmtp_features["auth"] = "PLAIN"  # smtplib would try LOGIN too after PLAIN's 535
         with pytest.raises(smtplib.SMTPAuthenticationError) as info:
             client.login("alice", "wrong")
         assert info.value.smtp_code == 535 and "5.7.8" in str(info.value)

@@ -8,6 +8,7 @@ user of its virtual profile costs (:mod:`saslkit.unknown_users`): the same
 argon2 verification, or one PBKDF2 with the same hash and iteration count.
 A successful login of a user without an argon2 hash upgrades the user to an
 argon2 hash and default SCRAM keys when the store can be written (best effort).
+LOGIN (:mod:`.login`) verifies through the same :func:`verify_login`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ..unknown_users import plain_stand_in
 
 _log = logging.getLogger("saslkit")
 
-__all__ = ["MAX_FIELD", "PlainClient", "PlainServer", "parse_plain"]
+__all__ = ["MAX_FIELD", "PlainClient", "PlainServer", "parse_plain", "verify_login"]
 
 #: RFC 4616 §2 requires accepting 255 octets per field; we accept up to 1024.
 MAX_FIELD = 1024
@@ -110,6 +111,74 @@ def _spend_like(profile: CredentialProfile, password: str) -> None:
         _check_credential(_stand_in_credential(hash_name, *by_hash[hash_name]), password)
 
 
+def verify_login(ctx: ServerContext, mechanism: str, authzid: str, authcid: str, passwd: str) -> ServerStep:
+    """The password check PLAIN and LOGIN share: SASLprep (RFC 4616 §2), verify, authorize, upgrade.
+
+    Every name costs what its (virtual) profile costs, and every failure
+    reads the same whatever the account (RFC 4422 §3.6 / §9).
+    """
+    sent_authzid = bool(authzid)
+    try:
+        authcid = saslprep(authcid)
+        authzid = saslprep(authzid)
+        password = saslprep(passwd, stored=True)
+    except PreparationError:
+        return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
+    # RFC 4616 §2 / RFC 4954 §4: preparing to an empty string fails, authzid included
+    # (unless the authzid was sent empty).
+    if not authcid or not password or (sent_authzid and not authzid):
+        return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed",
+                       authcid=authcid or None)
+    record = _verified_user(ctx, authcid, password)
+    if record is None:
+        return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed", authcid=authcid)
+    if authzid and authzid != authcid and not ctx.authorize(authcid, authzid):
+        return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
+                       authcid=authcid)
+    if record.password_hash is None:
+        _upgrade(ctx, record, password)
+    return Success(authcid, authzid if authzid and authzid != authcid else None, None, mechanism)
+
+
+def _verified_user(ctx: ServerContext, authcid: str, password: str) -> UserRecord | None:
+    """The user if ``password`` is theirs, else None; every name costs what its (virtual) profile costs."""
+    users = ctx.users
+    record = users.get_user(authcid)
+    # Drawn for every name, so that no outcome skips (or adds) this work.
+    stand_in = plain_stand_in(users, ctx.server_secret, authcid)
+    if record is not None and record.password_hash is not None:
+        ok = verify_password_hash(record.password_hash, password)
+    elif record is not None and record.scram:
+        ok = _check_scram(record, password)
+    else:  # unknown, or a user with no credential: what the virtual user would cost
+        _spend_like(stand_in, password)
+        ok = False
+    return record if ok else None
+
+
+def _upgrade(ctx: ServerContext, record: UserRecord, password: str) -> None:
+    """Give a user imported with SCRAM keys only an argon2 hash and default SCRAM keys.
+
+    The password was just verified, so the imported (often weaker, and
+    easily recognised) parameters can go.  Only through a store's
+    ``upgrade_credentials(current, upgraded)``, a compare-and-set that
+    never undoes a password change made meanwhile, never waits for a lock
+    and keeps ``changed`` (the user's tokens stay valid).  Best effort: a
+    store without it, or whose ``upgrade_on_login`` is false, is left
+    alone, and a store error never fails the login.
+    """
+    users = ctx.users
+    upgrade = getattr(users, "upgrade_credentials", None)
+    if upgrade is None or not getattr(users, "upgrade_on_login", True):
+        return
+    try:
+        upgraded = make_user(record.username, password, iterations=users.default_iterations)
+        if not upgrade(record, upgraded):
+            _log.debug("credentials of %r not upgraded: changed meanwhile or store busy", record.username)
+    except Exception as exc:  # any store, any failure: the login stands
+        _log.warning("could not upgrade the credentials of %r: %s", record.username, type(exc).__name__)
+
+
 class PlainServer:
     """Server side of PLAIN (RFC 4616 §2, §3)."""
 
@@ -139,65 +208,7 @@ class PlainServer:
         return self._authenticate(authzid, authcid, passwd)
 
     def _authenticate(self, authzid: str, authcid: str, passwd: str) -> ServerStep:
-        """SASLprep the fields (RFC 4616 §2), verify the password, then the authorization."""
-        sent_authzid = bool(authzid)
-        try:
-            authcid = saslprep(authcid)
-            authzid = saslprep(authzid)
-            password = saslprep(passwd, stored=True)
-        except PreparationError:
-            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed")
-        # RFC 4616 §2 / RFC 4954 §4: preparing to an empty string fails, authzid included
-        # (unless the authzid was sent empty).
-        if not authcid or not password or (sent_authzid and not authzid):
-            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed",
-                           authcid=authcid or None)
-        record = self._verified_user(authcid, password)
-        if record is None:
-            return Failure(FailureReason.AUTHENTICATION_FAILED, "authentication failed", authcid=authcid)
-        if authzid and authzid != authcid and not self._ctx.authorize(authcid, authzid):
-            return Failure(FailureReason.AUTHORIZATION_FAILED, "not authorized to act as that identity",
-                           authcid=authcid)
-        if record.password_hash is None:
-            self._upgrade(record, password)
-        return Success(authcid, authzid if authzid and authzid != authcid else None, None, self.name)
-
-    def _verified_user(self, authcid: str, password: str) -> UserRecord | None:
-        """The user if ``password`` is theirs, else None; every name costs what its (virtual) profile costs."""
-        users = self._ctx.users
-        record = users.get_user(authcid)
-        # Drawn for every name, so that no outcome skips (or adds) this work.
-        stand_in = plain_stand_in(users, self._ctx.server_secret, authcid)
-        if record is not None and record.password_hash is not None:
-            ok = verify_password_hash(record.password_hash, password)
-        elif record is not None and record.scram:
-            ok = _check_scram(record, password)
-        else:  # unknown, or a user with no credential: what the virtual user would cost
-            _spend_like(stand_in, password)
-            ok = False
-        return record if ok else None
-
-    def _upgrade(self, record: UserRecord, password: str) -> None:
-        """Give a user imported with SCRAM keys only an argon2 hash and default SCRAM keys.
-
-        The password was just verified, so the imported (often weaker, and
-        easily recognised) parameters can go.  Only through a store's
-        ``upgrade_credentials(current, upgraded)``, a compare-and-set that
-        never undoes a password change made meanwhile, never waits for a lock
-        and keeps ``changed`` (the user's tokens stay valid).  Best effort: a
-        store without it, or whose ``upgrade_on_login`` is false, is left
-        alone, and a store error never fails the login.
-        """
-        users = self._ctx.users
-        upgrade = getattr(users, "upgrade_credentials", None)
-        if upgrade is None or not getattr(users, "upgrade_on_login", True):
-            return
-        try:
-            upgraded = make_user(record.username, password, iterations=users.default_iterations)
-            if not upgrade(record, upgraded):
-                _log.debug("credentials of %r not upgraded: changed meanwhile or store busy", record.username)
-        except Exception as exc:  # any store, any failure: the login stands
-            _log.warning("could not upgrade the credentials of %r: %s", record.username, type(exc).__name__)
+        return verify_login(self._ctx, self.name, authzid, authcid, passwd)
 
 
 class PlainClient:
