@@ -320,3 +320,13 @@ def test_imaplib_authenticate_login_wrong_password(imap_server: imap_interop.Ser
         _, answer = login_answers("wrong")
         with pytest.raises(imaplib.IMAP4.error, match=r"\[AUTHENTICATIONFAILED\]"):
             imap.authenticate("LOGIN", answer)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+def test_login_vectors_pass() -> None:
+    from saslkit.testing.vectors import check_file
+
+    results = check_file(Path(__file__).parent.parent / "vectors" / "login.json")
+    assert len(results) >= 10 and all(r.ok for r in results), [r for r in results if not r.ok]

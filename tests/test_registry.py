@@ -126,6 +126,16 @@ def test_plain_needs_tls() -> None:
     assert is_subsequence(SCRAM_BASE, reg.offered(tls=False))
 
 
+def test_login_is_plaintext_just_below_plain() -> None:
+    reg = default_registry()
+    assert reg.names().index("LOGIN") == reg.names().index("PLAIN") + 1
+    assert "LOGIN" not in reg.offered(tls=False) and reg.refusal("LOGIN", tls=False) is not None
+    assert "LOGIN" in reg.offered(tls=False, policy=Policy(allow_plaintext_without_tls=True))
+    assert reg.info("LOGIN").hashes_password and reg.info("LOGIN").plaintext
+    assert reg.choose(["LOGIN", "PLAIN", "SCRAM-SHA-1"]) == "SCRAM-SHA-1"
+    assert reg.choose(["LOGIN", "PLAIN"]) == "PLAIN" and reg.choose(["LOGIN"]) == "LOGIN"
+
+
 def test_plus_needs_channel_bindings() -> None:
     reg = default_registry()
     without = reg.offered(tls=True)

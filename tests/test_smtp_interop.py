@@ -34,7 +34,7 @@ Clients:
     (``--priority NORMAL:-VERS-TLS1.3``) uses tls-unique, which the server
     offers on TLS <= 1.2, and succeeds.
 * **Python smtplib**: ``login()`` walks its preference list CRAM-MD5, PLAIN,
-  LOGIN and so picks PLAIN, the only one of them we offer (over TLS only, so
+  LOGIN and so picks PLAIN (we offer PLAIN and LOGIN, over TLS only, so
   before STARTTLS it finds no method); ``auth("PLAIN", ...)`` with and
   without an initial response; ``sendmail`` delivers into the Maildir.
 """

@@ -1,7 +1,7 @@
-"""Test-vector runner: replay SCRAM, PLAIN, SASLprep, HT, REMEMBERME and STOKEN vectors through saslkit.
+"""Test-vector runner: replay SCRAM, PLAIN, LOGIN, SASLprep, HT, REMEMBERME and STOKEN vectors through saslkit.
 
 The file formats are documented in ``vectors/README.md``; one module per vector
-kind checks it (:mod:`.scram`, :mod:`.plain`, :mod:`.saslprep`, :mod:`.ht`,
+kind checks it (:mod:`.scram`, :mod:`.plain`, :mod:`.login`, :mod:`.saslprep`, :mod:`.ht`,
 :mod:`.rememberme`, :mod:`.stoken`), each through ``check(vector) -> (ok, detail)``.
 A malformed file or vector never raises: it yields a failing
 :class:`VectorResult` whose ``detail`` says what is wrong.

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import UsageError
 from ...mechanisms.ht import HT_MECHANISMS
-from . import ht, plain, rememberme, saslprep, scram, stoken
+from . import ht, login, plain, rememberme, saslprep, scram, stoken
 from ._common import BadVector, StrPath, VectorResult
 
 
@@ -76,8 +76,8 @@ def _kind_of(v: Mapping[str, Any], default_kind: Any) -> str:
         return str(kind)
     mechanism = v.get("mechanism")
     if isinstance(mechanism, str):
-        if mechanism.upper() == "PLAIN":
-            return "plain"
+        if mechanism.upper() in ("PLAIN", "LOGIN"):
+            return mechanism.lower()
         if mechanism.upper().startswith("SCRAM-"):
             return "scram"
         if mechanism.upper() in HT_MECHANISMS:
@@ -85,7 +85,7 @@ def _kind_of(v: Mapping[str, Any], default_kind: Any) -> str:
         if mechanism.upper() in ("REMEMBERME", "STOKEN"):
             return mechanism.lower()
         raise BadVector(
-            f"unsupported mechanism {mechanism!r} (SCRAM-*, PLAIN, HT-*, HT2-*, REMEMBERME and STOKEN only)"
+            f"unsupported mechanism {mechanism!r} (SCRAM-*, PLAIN, LOGIN, HT-*, HT2-*, REMEMBERME and STOKEN only)"
         )
     if "input" in v and ("output" in v or "error" in v):
         return "saslprep"
@@ -99,6 +99,7 @@ def _kind_of(v: Mapping[str, Any], default_kind: Any) -> str:
 _CHECKERS: dict[str, Callable[[Mapping[str, Any]], tuple[bool, str]]] = {
     "scram": scram.check,
     "plain": plain.check,
+    "login": login.check,
     "saslprep": saslprep.check,
     "ht": ht.check,
     "rememberme": rememberme.check,
