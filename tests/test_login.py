@@ -330,3 +330,22 @@ def test_login_vectors_pass() -> None:
 
     results = check_file(Path(__file__).parent.parent / "vectors" / "login.json")
     assert len(results) >= 10 and all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+# --------------------------------------------------------------------------- saslkit's own client
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("protocol", ["smtp", "imap"])
+def test_saslkit_client_login(protocol: str, smtp_server: smtp_interop.Server,
+                              imap_server: imap_interop.Server) -> None:
+    from servers import run_client
+
+    srv = smtp_server if protocol == "smtp" else imap_server
+    address, trust = f"{srv.host}:{srv.port}", ["--cafile", str(srv.cert)]
+    good = run_client(protocol, address, "LOGIN", PASSWORD, trust=trust)
+    assert good.returncode == 0, good.stderr
+    assert "with LOGIN" in good.stderr and PASSWORD not in good.stderr
+    bad = run_client(protocol, address, "LOGIN", "wrong-" + PASSWORD, trust=trust)
+    assert bad.returncode == 1, bad.stderr
+    assert "wrong-" + PASSWORD not in bad.stderr
