@@ -1,6 +1,6 @@
 """The sans-IO IMAP session (``saslkit.imap.session``): every response rule, no sockets.
 
-The heart is ``TABLE``: one row per rule of PROTOCOLS.md §9 (RFC 3501/9051
+The heart is ``TABLE``: one row per rule of docs/protocol-notes.md §9 (RFC 3501/9051
 §6.2.2, RFC 4959, RFC 5530, RFC 8437), each a short script of command lines
 (and literal octets) with the exact completion expected after each: a tagged
 ``OK``/``NO``/``BAD`` with its response code, an untagged ``* BAD``, a
@@ -432,7 +432,7 @@ def test_response_rule_table(env: Env, row: Row) -> None:
 
 
 def test_table_covers_every_response_rule() -> None:
-    """Each completion PROTOCOLS.md §9 names appears in the table at least once."""
+    """Each completion docs/protocol-notes.md §9 names appears in the table at least once."""
     wants = {want for row in TABLE for _, want in row.steps if want}
     required = ["a OK [CAPABILITY ", "a BAD", "* BAD", EMPTY, CONT, "a NO [AUTHENTICATIONFAILED]",
                 "a NO [AUTHORIZATIONFAILED]", "a NO [UNAVAILABLE]", "a NO [CANNOT]", "a NO [PRIVACYREQUIRED]",
@@ -1045,14 +1045,13 @@ def test_line_too_long_drops_a_pending_literal_command(env: Env) -> None:
 # --------------------------------------------------------------------------- imap-auth.json transcripts
 
 
-def _imap_vectors() -> dict[str, Any] | None:
-    for directory in (Path(__file__).resolve().parents[1] / "vectors",
-                      Path(__file__).resolve().parents[2] / "shared" / "vectors"):
-        path = directory / "imap-auth.json"
-        if path.is_file():
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            return data
-    return None
+#: RFC examples as reference data (tests/reference/README.md).
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
+
+def _imap_vectors() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((REFERENCE / "imap-auth.json").read_text(encoding="utf-8"))
+    return data
 
 
 VECTORS = _imap_vectors()

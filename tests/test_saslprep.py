@@ -12,16 +12,12 @@ from hypothesis import strategies as st
 
 from saslkit import PreparationError, ProtocolError, SaslError, saslprep
 
+#: RFC examples as reference data (tests/reference/README.md).
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
 
 def _vectors() -> list[dict]:
-    for directory in (
-        Path(__file__).resolve().parents[1] / "vectors",
-        Path(__file__).resolve().parents[2] / "shared" / "vectors",
-    ):
-        path = directory / "saslprep-rfc4013.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))["vectors"]
-    return []
+    return json.loads((REFERENCE / "saslprep-rfc4013.json").read_text(encoding="utf-8"))["vectors"]
 
 
 VECTORS = _vectors()

@@ -1,6 +1,6 @@
 """The sans-IO SMTP/LMTP session (``saslkit.smtp.session``): every reply code, no sockets.
 
-The heart is ``TABLE``: one row per row of PROTOCOLS.md §8.2 (RFC 4954 §4, §6),
+The heart is ``TABLE``: one row per row of docs/protocol-notes.md §8.2 (RFC 4954 §4, §6),
 each a short script of command lines with the exact reply code and enhanced
 status code (RFC 2034 / RFC 3463) expected after each line.  Around it:
 additional data with success as a ``334``, ``=`` as an empty initial response,
@@ -305,7 +305,7 @@ def test_rfc4954_table(env: Env, row: Row) -> None:
 
 
 def test_every_section_8_2_situation_has_a_row() -> None:
-    """The PROTOCOLS.md §8.2 table, row by row, against the codes the TABLE checks."""
+    """The docs/protocol-notes.md §8.2 table, row by row, against the codes the TABLE checks."""
     required = {("235", "2.7.0"), ("334", None), ("503", "5.5.1"), ("504", "5.5.4"), ("501", "5.0.0"),
                 ("501", "5.7.0"), ("501", "5.5.2"), ("500", "5.5.6"), ("535", "5.7.8"), ("534", "5.7.9"),
                 ("454", "4.7.0"), ("530", "5.7.0")}
@@ -425,13 +425,13 @@ def test_scram_plus_with_tls_server_end_point(env: Env) -> None:
 # --------------------------------------------------------------------------- vectors
 
 
-def _rfc4954_vectors() -> dict[str, Any] | None:
-    for directory in (Path(__file__).resolve().parents[1] / "vectors",
-                      Path(__file__).resolve().parents[2] / "shared" / "vectors"):
-        path = directory / "smtp-auth-rfc4954.json"
-        if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
-    return None
+#: RFC examples as reference data (tests/reference/README.md).
+REFERENCE = Path(__file__).resolve().parent / "reference"
+
+
+def _rfc4954_vectors() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((REFERENCE / "smtp-auth-rfc4954.json").read_text(encoding="utf-8"))
+    return data
 
 
 VECTORS = _rfc4954_vectors()

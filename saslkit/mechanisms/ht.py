@@ -1,13 +1,13 @@
 """HT (Hashed Token) mechanisms in two wire families: ``HT-*`` and ``HT2-*``.
 
 * ``HT-<HASH>-<CB>``: draft-schmaus-kitten-sasl-ht-09, the format XEP-0484
-  (FAST), Prosody and ejabberd deploy (PROTOCOLS.md §6.2, §6.4)::
+  (FAST), Prosody and ejabberd deploy (docs/protocol-notes.md §6.2, §6.4)::
 
       initiator-msg = authcid NUL HMAC(token, "Initiator" || cb-data)
       responder-msg = HMAC(token, "Responder" || cb-data)   ; additional data with success
 
 * ``HT2-<HASH>-<CB>``: draft-ietf-kitten-sasl-ht-01 (§3.1, §3.3), the format
-  Openfire advertises as ``HT2-*`` (PROTOCOLS.md §6.1, §6.3)::
+  Openfire advertises as ``HT2-*`` (docs/protocol-notes.md §6.1, §6.3)::
 
       initiator-msg = authcid NUL extra-initiator-values NUL
                       HMAC(token, "Initiator" || cb-data || extra-initiator-values)
@@ -22,7 +22,7 @@
 Decisions (where the drafts leave room):
 
 * The HMAC key is the UTF-8 octets of the token string exactly as given,
-  never base64-decoded (HT-09 §3.1, ietf-01 §3.1; PROTOCOLS.md §0 item 2).
+  never base64-decoded (HT-09 §3.1, ietf-01 §3.1; docs/protocol-notes.md §0 item 2).
 * The initiator message is split at the *first* NUL (the HMAC may contain
   0x00); for HT2 the next NUL ends the extra values and the rest is the HMAC.
   The HMAC must be exactly the hash size, else the message is malformed
@@ -51,7 +51,7 @@ Decisions (where the drafts leave room):
   channel binding and temporary failures say ``other-error`` in HT2.
 * The server's ``Failure.data`` carries the HT2 failure-response; HT-09 has
   none (``None``).  Most bindings cannot carry it (RFC 4422 §3.6,
-  PROTOCOLS.md §6.5 item 2); a client that receives it as a challenge raises
+  docs/protocol-notes.md §6.5 item 2); a client that receives it as a challenge raises
   :class:`AuthenticationFailed` with the description (unknown ones become
   ``other-error``, ietf-01 §3.3.2).
 * Channel binding: a ``-UNIQ/-ENDP/-EXPR`` server needs that type in
@@ -77,7 +77,7 @@ Decisions (where the drafts leave room):
   the client exposes the server's as ``HTClient.peer_extra_values``.  Values
   are validated but not interpreted.
 * The ``HT-*`` and ``HT2-*`` families are separate mechanisms; the HT-10 /
-  ietf-00 status-octet format is not implemented (PROTOCOLS.md §6.5 item 1).
+  ietf-00 status-octet format is not implemented (docs/protocol-notes.md §6.5 item 1).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the user (§5 item 1), so there is no authzid.  On failure the server-final
 message ``e=<reason>,m=<text>`` is put in :attr:`Failure.data` for protocols
 that can carry it; the reasons are ``invalid-encoding``, ``unknown-user`` and
 ``other-error`` (§3), and the text explains a revocation (§5 item 3).  The
-draft's example token carries a trailing LF (PROTOCOLS.md §7.1): tokens are
+draft's example token carries a trailing LF (docs/protocol-notes.md §7.1): tokens are
 compared exactly, never trimmed.
 
 After the token service accepts a token, the user must still exist in
