@@ -35,7 +35,7 @@ TOO_MANY_REQUESTS = "Too many authentication requests on this connection"
 REFUSED: dict[Refusal, str] = {
     Refusal.UNKNOWN: "Unsupported authentication mechanism",
     Refusal.NOT_OFFERED: "Unsupported authentication mechanism",
-    Refusal.DISABLED_BY_POLICY: "Authentication mechanism disabled",
+    Refusal.DISABLED_BY_POLICY: "Unsupported authentication mechanism",  # not in the MECH list either
     Refusal.REQUIRES_TLS: "Authentication mechanism requires a secured (TLS) connection",
     Refusal.NO_CHANNEL_BINDING: "Channel binding is not available",
     Refusal.INITIAL_RESPONSE_NOT_ALLOWED: "Initial response not allowed for this mechanism",

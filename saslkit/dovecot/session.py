@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from ..auth.engine import Abort, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthEvent, AuthFailed, AuthRefused, log_line, logfmt
 from ..auth.framing import InvalidBase64, decode_base64
-from ..context import ServerContext
+from ..context import ServerContext, default_nonce
 from ..credentials import UserStore
 from ..errors import UsageError
 from ..mechanism import Challenge
@@ -173,6 +173,8 @@ class DovecotAuthSession:
         connection_id: int = 1,
         clock: Callable[[], float] = time.monotonic,
         cookie: bytes | None = None,
+        server_pid: int | None = None,
+        nonce_factory: Callable[[], str] = default_nonce,
     ) -> None:
         self.config = config
         self.state = ConnectionState.HANDSHAKE
@@ -186,6 +188,8 @@ class DovecotAuthSession:
         self._clock = clock
         self._connection_id = connection_id
         self._cookie = cookie if cookie is not None else secrets.token_bytes(16)
+        self._server_pid = server_pid if server_pid is not None else os.getpid()
+        self._nonce_factory = nonce_factory
         self._requests: dict[int, _Request] = {}
         self._offers: dict[bool, Offer] = {}
 
@@ -212,7 +216,7 @@ class DovecotAuthSession:
             info = registry.info(name)
             lines.append(encode_line(["MECH", name, *mech_flags(info, name in self.config.private_mechanisms)]))
         lines += [
-            encode_line(["SPID", str(os.getpid())]),
+            encode_line(["SPID", str(self._server_pid)]),
             encode_line(["CUID", str(self._connection_id)]),
             encode_line(["COOKIE", self._cookie.hex()]),
             encode_line(["DONE"]),
@@ -286,7 +290,8 @@ class DovecotAuthSession:
             return Output(encode_line(replies.fail(request_id, replies.TOO_MANY_REQUESTS)))
         secured = "secured" in params
         offer = self.offer(secured)
-        ctx = ServerContext(self._users, self._secret, tls=secured, tokens=self._tokens, stokens=self._stokens)
+        ctx = ServerContext(self._users, self._secret, tls=secured, tokens=self._tokens, stokens=self._stokens,
+                            nonce_factory=self._nonce_factory)
         engine = ServerAuth(self.config.registry, offer, ctx, additional_data_with_success="final-resp-ok" in params)
         penalised = not (self.config.honour_no_penalty and "no-penalty" in params)
         request = _Request(request_id, engine, service, params.get("rip", ""), penalised,
