@@ -168,7 +168,7 @@ class Postfix:
         for sub in ("etc", "queue", "data", "tls"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         os.chown(base / "data", pwd.getpwnam("postfix").pw_uid, -1)
-        self.cert, key = write_certificate(base / "tls")
+        self.cert, _ = write_certificate(base / "tls")
         self.write_main_cf(security_options)
         self.write_master_cf()
         self.log = base / "maillog"
@@ -289,7 +289,7 @@ class Exim:
         self.conf = base / "exim.conf"
         self.conf.write_text(EXIM_CONF.format(base=base, port=self.port, cert=self.cert, key=key,
                                               authenticators=authenticators))
-        self.proc = subprocess.Popen([self.exe, "-C", str(self.conf), "-bdf", "-q1h"], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([self.exe, "-C", str(self.conf), "-bdf"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         try:
             wait_port(self.port)
