@@ -8,6 +8,7 @@ client (SCRAM-SHA-512, and REMEMBERME / HT2-SHA-256-NONE with a token minted bef
 from __future__ import annotations
 
 import smtplib
+import sys
 import ssl
 import subprocess
 import time
@@ -184,3 +185,27 @@ def test_token_store_outage_is_454_and_service_resumes(start_redis: Callable[...
         finally:
             postfix.stop()
             auth.stop()
+
+
+def test_tokens_for_mtas_example(stack: Stack) -> None:
+    """docs/examples/tokens_for_mtas.py: a token from ``serve imap`` REMEMBERME (same database) logs in through
+    Postfix with REMEMBERME and HT2-SHA-256-NONE."""
+    from servers import ServerProcess
+
+    class Imap(ServerProcess):
+        protocol = "imap"
+        log_prefix = "imap-for-postfix"
+
+    imap = Imap(stack.db)
+    try:
+        example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "tokens_for_mtas.py"
+        run = subprocess.run([sys.executable, str(example), "--imap", imap.address, "--imap-cafile",
+                              str(imap.certificate), "--smtp", f"127.0.0.1:{stack.postfix.port}", "--smtp-cafile",
+                              str(stack.postfix.cert), "--user", "alice"],
+                             input=PASSWORD + "\n", capture_output=True, text=True, env=ENV, timeout=TIMEOUT,
+                             check=False)
+        assert run.returncode == 0, run.stdout + run.stderr + stack.auth.log_text()
+        assert run.stdout.splitlines() == ["REMEMBERME: 235 2.7.0 Authentication successful",
+                                           "HT2-SHA-256-NONE: 235 2.7.0 Authentication successful"]
+    finally:
+        imap.stop()
