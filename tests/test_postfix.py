@@ -8,9 +8,9 @@ client (SCRAM-SHA-512, and REMEMBERME / HT2-SHA-256-NONE with a token minted bef
 from __future__ import annotations
 
 import smtplib
-import sys
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
