@@ -1,4 +1,4 @@
-"""The Dovecot authentication protocol's line codec (docs/protocol-notes.md, "Dovecot auth protocol").
+"""The Dovecot authentication protocol's line codec (docs/dovecot-auth-protocol.md, "Wire format").
 
 One message per LF-terminated line of at most :data:`MAX_LINE` octets, fields
 separated by TAB.  Inside a field, TAB, LF, CR, NUL and 0x01 travel as 0x01
