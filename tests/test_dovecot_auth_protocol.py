@@ -8,6 +8,8 @@ type, escaping, interleaved ids, CANCEL, malformed input.  The same protocol ove
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from saslkit.dovecot.session import (
     ConnectionState,
     DovecotAuthConfig,
     DovecotAuthSession,
+    HandshakeTiming,
     Output,
     Step,
     TempFailMode,
@@ -227,16 +230,18 @@ def test_fuzz_parse_line_raises_only_library_errors(data: bytes) -> None:
 _COMMANDS = st.sampled_from(["VERSION", "CPID", "AUTH", "CONT", "CANCEL", "DONE", "", "OK"])
 _FIELD = st.one_of(st.sampled_from(["1", "2", "0", "4294967296", "PLAIN", "LOGIN", "SCRAM-SHA-256", "service=smtp",
                                     "secured", "resp=", "resp=AHVzZXIAcGVuY2ls", "resp=!!", "final-resp-ok",
-                                    "no-penalty", "rip=192.0.2.1", "dXNlcg==", "cGVuY2ls"]),
+                                    "no-penalty", "rip=192.0.2.1", "dXNlcg==", "cGVuY2ls", "SCRAM-SHA-256-PLUS",
+                                    "HT-SHA-256-EXPR", "channel_binding=AAAA", "channel_binding=!",
+                                    "resp=cD10bHMtZXhwb3J0ZXIsLG49dXNlcixyPWFiYw=="]),
                    st.text(max_size=12))
 
 
-@given(st.lists(st.tuples(_COMMANDS, st.lists(_FIELD, max_size=6)), max_size=12))
-@settings(max_examples=200, deadline=None)
-def test_fuzz_session_raises_nothing(lines: list[tuple[str, list[str]]]) -> None:
-    session = make_session({"max_requests": 3})
+@given(st.lists(st.tuples(_COMMANDS, st.lists(_FIELD, max_size=6)), max_size=12), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_fuzz_session_raises_nothing(lines: list[tuple[str, list[str]]], channel_binding: bool) -> None:
+    session = cb_session() if channel_binding else make_session({"max_requests": 3})
     session.handshake()
-    feed(session, b"VERSION\t1\t0\n")
+    feed(session, b"VERSION\t1\t3\n" if channel_binding else b"VERSION\t1\t0\n")
     for command, fields in lines:
         output = feed(session, encode_line([command, *fields]))
         assert isinstance(output, Output)
@@ -252,3 +257,126 @@ def test_config_refuses_unknown_private_mechanism() -> None:
     with pytest.raises(UsageError):
         DovecotAuthConfig(private_mechanisms=frozenset({"NOPE"}))
     assert "LOGIN" in default_registry()
+
+
+# --------------------------------------------------------------------------- channel binding (minor 3)
+
+CB_DATA = bytes(range(32))  # what a minor-3 client (a Dovecot 2.4 login process) would export from its TLS
+
+
+def cb_session() -> DovecotAuthSession:
+    return make_session({"channel_binding": True, "handshake": HandshakeTiming.AFTER_VERSION,
+                         "mechanisms": None, "private_mechanisms": frozenset()})
+
+
+class ScramPlusClient:
+    """RFC 5802 §3 client arithmetic with hashlib/hmac (independent of saslkit's client)."""
+
+    def __init__(self, cb_type: str, cb_data: bytes) -> None:
+        self.header = f"p={cb_type},,"
+        self.cb_data = cb_data
+        self.bare = "n=user,r=clientnonce123"
+
+    def first(self) -> str:
+        return base64.b64encode((self.header + self.bare).encode()).decode()
+
+    def final(self, server_first: str, cb_data: bytes | None = None) -> tuple[str, bytes]:
+        fields = dict(x.split("=", 1) for x in server_first.split(","))
+        salted = hashlib.pbkdf2_hmac("sha256", b"pencil", base64.b64decode(fields["s"]), int(fields["i"]))
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        cbind = base64.b64encode(self.header.encode() + (self.cb_data if cb_data is None else cb_data)).decode()
+        without_proof = f"c={cbind},r={fields['r']}"
+        auth_message = f"{self.bare},{server_first},{without_proof}".encode()
+        signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message, "sha256").digest()
+        proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        verifier = b"v=" + base64.b64encode(hmac.new(server_key, auth_message, "sha256").digest())
+        return base64.b64encode(f"{without_proof},p={proof}".encode()).decode(), verifier
+
+
+def test_channel_binding_handshake_depends_on_the_clients_minor() -> None:
+    for minor, listed in ((0, False), (2, False), (3, True), (4, True)):
+        session = cb_session()
+        assert session.handshake() == b""  # after VERSION: the MECH list depends on the minor
+        lines = wire_lines(feed(session, f"VERSION\t1\t{minor}\n".encode()))
+        assert lines[0] == "VERSION\t1\t3" and lines[-1] == "DONE"
+        assert ("MECH\tSCRAM-SHA-256-PLUS\tmutual-auth\tchannel-binding" in lines) is listed
+        assert "MECH\tSCRAM-SHA-256\tmutual-auth" in lines
+
+
+def test_channel_binding_needs_the_handshake_after_version() -> None:
+    from saslkit.errors import UsageError
+
+    with pytest.raises(UsageError):
+        DovecotAuthConfig(channel_binding=True)
+
+
+@pytest.mark.parametrize("supplied, ok", [(CB_DATA, True), (b"\x00" * 32, False), (None, False)])
+def test_scram_plus_with_data_from_the_client(supplied: bytes | None, ok: bool) -> None:
+    """The server's CONT names the type; the client's next CONT carries the data (Dovecot's minor 3)."""
+    session = cb_session()
+    feed(session, b"VERSION\t1\t3\n")
+    client = ScramPlusClient("tls-exporter", CB_DATA)
+    out = wire_lines(feed(session, f"AUTH\t1\tSCRAM-SHA-256-PLUS\tservice=imap\tsecured\tresp={client.first()}\n"
+                                   .encode()))
+    assert len(out) == 1 and out[0].startswith("CONT\t1\t") and out[0].endswith("\tchannel_binding=tls-exporter")
+    server_first = base64.b64decode(out[0].split("\t")[2]).decode()
+    final, verifier = client.final(server_first)
+    extra = "" if supplied is None else f"\tchannel_binding={base64.b64encode(supplied).decode()}"
+    out = wire_lines(feed(session, f"CONT\t1\t{final}{extra}\n".encode()))
+    if not ok:
+        assert out == ["FAIL\t1\treason=Authentication failed\tuser=user"]
+        return
+    assert out == [f"CONT\t1\t{base64.b64encode(verifier).decode()}"]
+    assert wire_lines(feed(session, b"CONT\t1\t\n")) == ["OK\t1\tuser=user"]
+
+
+def test_plus_refused_below_minor_3_and_unsecured() -> None:
+    for version, secured in (("VERSION\t1\t2", "\tsecured"), ("VERSION\t1\t3", "")):
+        session = cb_session()
+        feed(session, f"{version}\n".encode())
+        client = ScramPlusClient("tls-exporter", CB_DATA)
+        out = wire_lines(feed(session, f"AUTH\t1\tSCRAM-SHA-256-PLUS\tservice=imap{secured}\tresp={client.first()}\n"
+                                       .encode()))
+        assert out == ["FAIL\t1\treason=Channel binding is not available"]
+
+
+def test_downgrade_to_y_is_refused_where_plus_is_offered() -> None:
+    """A minor-3 client was offered -PLUS: "y" (client supports binding, thinks the server does not) is a
+    downgrade (RFC 5802 §6)."""
+    session = cb_session()
+    feed(session, b"VERSION\t1\t3\n")
+    first = base64.b64encode(b"y,,n=user,r=abc").decode()
+    out = wire_lines(feed(session, f"AUTH\t1\tSCRAM-SHA-256\tservice=imap\tsecured\tresp={first}\n".encode()))
+    assert out[0].startswith("FAIL\t1\t")
+    # The same message from a client at minor 2 (never offered -PLUS) is honest.
+    session = cb_session()
+    feed(session, b"VERSION\t1\t2\n")
+    out = wire_lines(feed(session, f"AUTH\t1\tSCRAM-SHA-256\tservice=imap\tsecured\tresp={first}\n".encode()))
+    assert out[0].startswith("CONT\t1\t")
+
+
+def test_ht_expr_without_initial_response_gets_the_data_with_the_initiator_message(tmp_path: Path) -> None:
+    from saslkit.keys import KeyRing
+    from saslkit.mechanisms.ht import initiator_message
+    from saslkit.stores.sqlite import SQLiteTokenStore
+    from saslkit.tokens import TokenService
+
+    users = rfc_users()
+    tokens = TokenService(SQLiteTokenStore(tmp_path / "t.db"), KeyRing.open(tmp_path / "k.keys", quiet=True))
+    token, _ = tokens.mint("user", mechanism="HT-SHA-256-EXPR")
+    config = DovecotAuthConfig(channel_binding=True, handshake=HandshakeTiming.AFTER_VERSION, failure_delay=0)
+    for data, expected in ((CB_DATA, "OK"), (b"\x07" * 32, "FAIL")):
+        session = DovecotAuthSession(config, users, SECRET, tokens=tokens)
+        handshake = wire_lines(feed(session, b"VERSION\t1\t3\n"))
+        assert "MECH\tHT-SHA-256-EXPR\tmutual-auth\tchannel-binding" in handshake
+        out = wire_lines(feed(session, b"AUTH\t1\tHT-SHA-256-EXPR\tservice=smtp\tsecured\n"))
+        assert out == ["CONT\t1\t\tchannel_binding=tls-exporter"]
+        message = base64.b64encode(initiator_message("HT-SHA-256-EXPR", "user", token, CB_DATA)).decode()
+        out = wire_lines(feed(session, f"CONT\t1\t{message}\tchannel_binding={base64.b64encode(data).decode()}\n"
+                                       .encode()))
+        if expected == "FAIL":
+            assert out[0].startswith("FAIL\t1\t")
+            continue
+        assert out[0].startswith("CONT\t1\t")  # the responder message, then OK after the empty CONT
+        assert wire_lines(feed(session, b"CONT\t1\t\n")) == ["OK\t1\tuser=user"]

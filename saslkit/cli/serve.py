@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from ..dovecot.session import TempFailMode
+from ..dovecot.session import HandshakeTiming, TempFailMode
 from ..errors import UsageError
 from ..registry import default_registry
 from ..stores import sqlite_path
@@ -191,6 +191,8 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
             mechanisms=args.mechanisms, private_mechanisms=frozenset(args.private_mechanisms or ()),
             allow_plaintext_without_secured=args.allow_plaintext_auth, honour_no_penalty=args.honour_no_penalty,
             temp_fail=TempFailMode(args.temp_fail), failure_delay=args.failure_delay,
+            channel_binding=args.channel_binding,
+            handshake=HandshakeTiming.AFTER_VERSION if args.channel_binding else HandshakeTiming(args.handshake),
             max_requests=args.max_requests, request_timeout=args.request_timeout)
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
@@ -238,6 +240,11 @@ def _add_dovecot_auth_parser(serve: Subparsers, common: argparse.ArgumentParser)
     sp.add_argument("--temp-fail", choices=[m.value for m in TempFailMode], default="auto",
                     help="store outages: FAIL code=temp_fail (reply), close the connection so the MTA answers "
                          "454 (disconnect), or disconnect for clients at protocol minor 0 only: Postfix, Exim (auto)")
+    sp.add_argument("--handshake", choices=[m.value for m in HandshakeTiming], default="at-once",
+                    help="write the handshake on connect (Exim needs it) or after the client's VERSION")
+    sp.add_argument("--channel-binding", action="store_true",
+                    help="offer -PLUS and HT-*-UNIQ/ENDP/EXPR to clients at protocol minor 3 that supply "
+                         "channel_binding= data (e.g. Dovecot 2.4 login processes); implies --handshake after-version")
     sp.add_argument("--max-requests", type=_positive_int, default=64, metavar="N",
                     help="authentications in flight per client connection (default 64)")
     sp.add_argument("--request-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",

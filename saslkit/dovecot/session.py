@@ -17,6 +17,13 @@ as Dovecot's ``auth_penalty`` does.  A store outage is ``FAIL … code=temp_fail
 for clients that read codes; clients at protocol minor 0 (Postfix, Exim) turn
 every ``FAIL`` into a permanent 535, so they get what they turn into a temporary
 failure (454/435): the connection closes.
+
+Channel binding (protocol minor 3, opt-in: ``channel_binding=True``) follows
+Dovecot's design: the server's ``CONT`` names the type it needs
+(``channel_binding=<type>``) once the client has chosen one (SCRAM's gs2 header,
+an HT mechanism's suffix), and the client's next ``CONT`` carries the data
+(``channel_binding=<base64>``); a client may also send the data with ``AUTH``.
+Clients below minor 3 (Postfix, Exim) are never offered those mechanisms.
 """
 
 from __future__ import annotations
@@ -26,15 +33,16 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..auth.engine import Abort, AuthOutcome, ServerAuth
 from ..auth.events import Authenticated, AuthEvent, AuthFailed, AuthRefused, log_line, logfmt
 from ..auth.framing import InvalidBase64, decode_base64
+from ..channel_binding import CHANNEL_BINDING_TYPES
 from ..context import ServerContext, default_nonce
 from ..credentials import UserStore
-from ..errors import UsageError
+from ..errors import ProtocolError, UsageError
 from ..mechanism import Challenge
 from ..penalty import AuthPenalty, attempt_delay
 from ..registry import MechanismInfo, Offer, Policy, Registry, default_registry, server_policy
@@ -43,14 +51,17 @@ from . import replies
 from .codec import MalformedLine, encode_line, parse_line, parse_params
 
 __all__ = [
-    "ConnectionState", "DovecotAuthConfig", "DovecotAuthSession", "Output", "RequestState", "Step", "TempFailMode",
+    "ConnectionState", "DeferredBindings", "DovecotAuthConfig", "DovecotAuthSession", "HandshakeTiming", "Output",
+    "RequestState", "Step", "TempFailMode",
 ]
 
 _log = logging.getLogger("saslkit.dovecot-auth")
 
 PROTOCOL_MAJOR = 1
-#: The minor version this server speaks: no channel binding (minor 3) and no CANCELLED reply (minor 4).
+#: The minor version this server speaks without channel binding: no CANCELLED reply (minor 4) either.
 PROTOCOL_MINOR = 2
+#: The minor version from which clients can supply channel-binding data (``channel_binding=``).
+CHANNEL_BINDING_MINOR = 3
 MAX_REQUEST_ID = 2**32 - 1  # ids are C unsigned ints in Dovecot, Postfix and Exim
 
 
@@ -67,6 +78,13 @@ class RequestState(enum.Enum):
 
     STEPPING = "a step is running"
     AWAITING_CLIENT = "waiting for the client's CONT"
+
+
+class HandshakeTiming(enum.Enum):
+    """When the server writes its handshake."""
+
+    AT_ONCE = "at-once"  # on connect: Exim reads up to DONE before it writes (Dovecot 2.4's auth-legacy)
+    AFTER_VERSION = "after-version"  # after the client's VERSION, so the MECH list can depend on its minor
 
 
 class TempFailMode(enum.Enum):
@@ -91,6 +109,9 @@ class DovecotAuthConfig:
     #: Honour a client's ``no-penalty`` (it delays failures itself).
     honour_no_penalty: bool = False
     temp_fail: TempFailMode = TempFailMode.AUTO
+    #: Offer -PLUS and HT-*-UNIQ/ENDP/EXPR to clients at minor >= 3 on secured requests (they supply the data).
+    channel_binding: bool = False
+    handshake: HandshakeTiming = HandshakeTiming.AT_ONCE
     #: Seconds every failure reply waits (Dovecot's ``auth_failure_delay``), before any penalty.
     failure_delay: float = 1.0
     #: Exchanges in flight on one connection; more are refused.
@@ -103,6 +124,9 @@ class DovecotAuthConfig:
         unknown = [n for n in self.private_mechanisms if n not in self.registry]
         if unknown:
             raise UsageError(f"unknown private mechanism(s): {' '.join(sorted(unknown))}")
+        if self.channel_binding and self.handshake is HandshakeTiming.AT_ONCE:
+            raise UsageError("channel binding needs the handshake after VERSION: clients below minor 3 "
+                             "(Postfix, Exim) must not be shown channel-binding mechanisms")
         if self.max_requests < 1 or self.request_timeout <= 0 or self.failure_delay < 0:
             raise UsageError("max_requests and request_timeout must be positive, failure_delay not negative")
 
@@ -131,6 +155,43 @@ class Step:
     run: Callable[[], AuthOutcome] = field(repr=False)
 
 
+class DeferredBindings(Mapping[str, bytes]):
+    """The channel-binding types a client at minor >= 3 can supply, and their data once it has.
+
+    Mechanisms see the types at once (so a SCRAM ``p=<type>`` header is accepted, and ``y`` is a
+    downgrade, RFC 5802 §6) and read the data when they need it; data the client never sent is a
+    channel-binding mismatch, never a success.
+    """
+
+    def __init__(self, types: Iterable[str]) -> None:
+        self._types = frozenset(types)
+        self._data: dict[str, bytes] = {}
+
+    def supply(self, cb_type: str, data: bytes) -> None:
+        if cb_type in self._types:
+            self._data[cb_type] = data
+
+    def has_data(self, cb_type: str) -> bool:
+        return cb_type in self._data
+
+    def __contains__(self, cb_type: object) -> bool:
+        return cb_type in self._types
+
+    def __getitem__(self, cb_type: str) -> bytes:
+        if cb_type not in self._types:
+            raise KeyError(cb_type)
+        try:
+            return self._data[cb_type]
+        except KeyError:
+            raise ProtocolError("channel-bindings-dont-match", "the client sent no channel-binding data") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._types))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
 @dataclass
 class _Request:
     request_id: int
@@ -142,6 +203,26 @@ class _Request:
     mechanism: str
     state: RequestState = RequestState.STEPPING
     deadline: float = 0.0
+    #: Channel binding (minor >= 3): the data the client supplies, and the type this exchange binds to.
+    bindings: DeferredBindings | None = None
+    cb_type: str | None = None
+    cb_requested: bool = False
+
+
+def _binding_type(registry: Registry, mechanism: str, message: bytes | None) -> str | None:
+    """The channel-binding type an exchange of ``mechanism`` uses: an HT mechanism's own, or the one a
+    SCRAM-*-PLUS client names in its gs2 header (``p=<type>,``, RFC 5802 §7); None if not (yet) known."""
+    if mechanism not in registry:
+        return None
+    info = registry.info(mechanism)
+    if not info.channel_binding:
+        return None
+    if info.channel_binding_types is not None and len(info.channel_binding_types) == 1:
+        return next(iter(info.channel_binding_types))
+    if message is not None and message.startswith(b"p="):
+        name = message[2:].split(b",", 1)[0].decode("ascii", "replace")
+        return name if name in CHANNEL_BINDING_TYPES else None
+    return None
 
 
 def mech_flags(info: MechanismInfo, private: bool) -> list[str]:
@@ -191,28 +272,49 @@ class DovecotAuthSession:
         self._server_pid = server_pid if server_pid is not None else os.getpid()
         self._nonce_factory = nonce_factory
         self._requests: dict[int, _Request] = {}
-        self._offers: dict[bool, Offer] = {}
+        self._offers: dict[tuple[bool, bool], Offer] = {}
 
     # ------------------------------------------------------------------ handshake
 
     def _serves(self, info: MechanismInfo) -> bool:
-        return not (info.token_based and self._tokens is None) and not info.channel_binding
+        return not (info.token_based and self._tokens is None)
 
-    def offer(self, secured: bool) -> Offer:
-        """The mechanisms a request may use (computed once per connection and ``secured``)."""
-        offer = self._offers.get(secured)
+    def _binding_types(self, secured: bool, minor: int | None) -> tuple[str, ...]:
+        """The channel-binding types a request may use: all, for a secured request of a client at minor >= 3
+        when configured (the client knows which its TLS has); else none."""
+        if not (self.config.channel_binding and secured and (minor or 0) >= CHANNEL_BINDING_MINOR):
+            return ()
+        return CHANNEL_BINDING_TYPES
+
+    def offer(self, secured: bool, minor: int | None = None) -> Offer:
+        """The mechanisms a request may use (computed once per connection, ``secured`` and channel binding)."""
+        bindings = self._binding_types(secured, minor)
+        key = (secured, bool(bindings))
+        offer = self._offers.get(key)
         if offer is None:
-            offer = self.config.registry.offer(tls=secured, policy=self.config.effective_policy(),
-                                               available=self._serves, cache_key=("dovecot", self._tokens is not None))
-            self._offers[secured] = offer
+            offer = self.config.registry.offer(tls=secured, channel_bindings=bindings,
+                                               policy=self.config.effective_policy(), available=self._serves,
+                                               cache_key=("dovecot", self._tokens is not None))
+            self._offers[key] = offer
         return offer
 
+    @property
+    def protocol_minor(self) -> int:
+        return CHANNEL_BINDING_MINOR if self.config.channel_binding else PROTOCOL_MINOR
+
     def handshake(self) -> bytes:
+        """What to write on connect: the whole handshake (:attr:`HandshakeTiming.AT_ONCE`), or nothing
+        (``AFTER_VERSION``: it answers the client's VERSION)."""
+        if self.config.handshake is HandshakeTiming.AFTER_VERSION:
+            return b""
+        return self._handshake(0)  # what a client at minor 0 may use: the client has not said its minor yet
+
+    def _handshake(self, minor: int) -> bytes:
         """VERSION, every MECH (before SPID: Postfix takes an early SPID for a wrong socket), SPID, CUID,
-        COOKIE, DONE; written at once, without waiting for the client."""
+        COOKIE, DONE.  Channel-binding mechanisms are listed (flag ``channel-binding``) only for ``minor`` >= 3."""
         registry = self.config.registry
-        lines = [encode_line(["VERSION", str(PROTOCOL_MAJOR), str(PROTOCOL_MINOR)])]
-        for name in self.offer(True).mechanisms:
+        lines = [encode_line(["VERSION", str(PROTOCOL_MAJOR), str(self.protocol_minor)])]
+        for name in self.offer(True, minor).mechanisms:
             info = registry.info(name)
             lines.append(encode_line(["MECH", name, *mech_flags(info, name in self.config.private_mechanisms)]))
         lines += [
@@ -268,6 +370,8 @@ class DovecotAuthSession:
             return self._protocol_error(f"protocol major version {args[0][:9]} (this server speaks {PROTOCOL_MAJOR})")
         self.client_minor = int(args[1])
         self.state = ConnectionState.SERVING
+        if self.config.handshake is HandshakeTiming.AFTER_VERSION:
+            return Output(self._handshake(self.client_minor))
         return Output()
 
     @staticmethod
@@ -289,13 +393,15 @@ class DovecotAuthSession:
         if len(self._requests) >= self.config.max_requests:
             return Output(encode_line(replies.fail(request_id, replies.TOO_MANY_REQUESTS)))
         secured = "secured" in params
-        offer = self.offer(secured)
-        ctx = ServerContext(self._users, self._secret, tls=secured, tokens=self._tokens, stokens=self._stokens,
-                            nonce_factory=self._nonce_factory)
-        engine = ServerAuth(self.config.registry, offer, ctx, additional_data_with_success="final-resp-ok" in params)
+        types = self._binding_types(secured, self.client_minor)
+        bindings = DeferredBindings(types) if types else None
+        ctx = ServerContext(self._users, self._secret, channel_bindings=bindings or {}, tls=secured,
+                            tokens=self._tokens, stokens=self._stokens, nonce_factory=self._nonce_factory)
+        engine = ServerAuth(self.config.registry, self.offer(secured, self.client_minor), ctx,
+                            additional_data_with_success="final-resp-ok" in params)
         penalised = not (self.config.honour_no_penalty and "no-penalty" in params)
         request = _Request(request_id, engine, service, params.get("rip", ""), penalised,
-                           "final-resp-ok" in params, mechanism.upper()[:32])
+                           "final-resp-ok" in params, mechanism.upper()[:32], bindings=bindings)
         self._requests[request_id] = request
         initial: bytes | None = None
         if params.get("resp"):  # Exim sends an empty resp= for "no initial response"; none of ours means anything
@@ -303,8 +409,22 @@ class DovecotAuthSession:
                 initial = decode_base64(params["resp"])
             except InvalidBase64:
                 return self.complete(request_id, engine.abort(Abort.INVALID_INITIAL_RESPONSE))
+        if bindings is not None and not self._bind(request, initial, params.get("channel_binding")):
+            return self.complete(request_id, engine.abort(Abort.INVALID_BASE64))
         return Step(request_id, engine.start_may_block(mechanism, initial is not None),
                     lambda: engine.start(mechanism, initial, encoded=False))
+
+    def _bind(self, request: _Request, message: bytes | None, data_b64: str | None) -> bool:
+        """Channel binding of one client message: learn the exchange's type (an HT mechanism's suffix,
+        SCRAM's ``p=<type>``) and take the data the client sent with it; False if that data is not base64."""
+        if request.cb_type is None:
+            request.cb_type = _binding_type(self.config.registry, request.mechanism, message)
+        if data_b64 is not None and request.cb_type is not None and request.bindings is not None:
+            try:
+                request.bindings.supply(request.cb_type, decode_base64(data_b64))
+            except InvalidBase64:
+                return False
+        return True
 
     def _waiting_request(self, args: list[str]) -> _Request | Output:
         request_id = self._request_id(args[0]) if args else None
@@ -328,6 +448,9 @@ class DovecotAuthSession:
             response = decode_base64(args[1] if len(args) > 1 else "")
         except InvalidBase64:
             return self.complete(request.request_id, engine.abort(Abort.INVALID_BASE64))
+        if request.bindings is not None and not self._bind(request, response, parse_params(args[2:]).get(
+                "channel_binding")):
+            return self.complete(request.request_id, engine.abort(Abort.INVALID_BASE64))
         request.state = RequestState.STEPPING
         return Step(request.request_id, engine.next_step_may_block, lambda: engine.respond(response))
 
@@ -348,7 +471,13 @@ class DovecotAuthSession:
         if isinstance(outcome, Challenge):
             request.state = RequestState.AWAITING_CLIENT
             request.deadline = self._clock() + self.config.request_timeout
-            return Output(encode_line(replies.auth_reply(request_id, outcome)))
+            fields = replies.auth_reply(request_id, outcome)
+            cb_type = request.cb_type
+            if (cb_type is not None and request.bindings is not None and not request.cb_requested
+                    and not request.bindings.has_data(cb_type)):
+                request.cb_requested = True  # the client's next CONT carries the data (Dovecot's minor 3)
+                fields.append(f"channel_binding={cb_type}")
+            return Output(encode_line(fields))
         del self._requests[request_id]
         output = Output()
         if isinstance(outcome, (Authenticated, AuthFailed, AuthRefused)):
