@@ -209,3 +209,29 @@ def test_tokens_for_mtas_example(stack: Stack) -> None:
                                            "HT2-SHA-256-NONE: 235 2.7.0 Authentication successful"]
     finally:
         imap.stop()
+
+
+def test_idle_connections_are_closed_and_postfix_reconnects() -> None:
+    """``--idle-timeout``: the auth server closes Postfix's idle connection; on a UNIX socket Postfix's next
+    write fails at once and it reconnects, so the next login still succeeds."""
+    with removed_on_exit(world_readable_tmpdir("saslkit-postfix-")) as base:
+        postfix = Postfix(base)
+        db = base / "saslkit.db"
+        make_users(db, {"alice": PASSWORD})
+        auth = DovecotAuth(db, f"unix:{postfix.socket}", "--socket-group", "postfix", "--idle-timeout", "1")
+        stack = Stack(postfix, auth, db)
+        try:
+            context = ssl.create_default_context(cafile=str(postfix.cert))
+            with smtplib.SMTP("127.0.0.1", postfix.port, timeout=TIMEOUT) as smtp:
+                smtp.starttls(context=context)
+                assert smtp.login("alice", PASSWORD)[0] == 235
+                deadline = time.monotonic() + 30
+                while "closing a client connection idle" not in auth.log_text() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert "closing a client connection idle" in auth.log_text()
+            # A new SMTP session, very likely served by the same smtpd process and its closed auth connection.
+            assert "S: 235 " in saslkit_client(stack, "SCRAM-SHA-256", PASSWORD).stderr
+            assert "Traceback" not in auth.log_text()
+        finally:
+            postfix.stop()
+            auth.stop()

@@ -201,7 +201,7 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
     server = DovecotAuthServer(config=config, users=open_users(args), server_secret=ring.server_secret,
                                tokens=tokens, stokens=stokens, auth_penalty=penalty,
                                max_connections=args.max_connections, socket_mode=args.socket_mode,
-                               socket_group=args.socket_group)
+                               socket_group=args.socket_group, idle_timeout=args.idle_timeout)
 
     def ready(address: str) -> None:
         write_line(stdout, f"saslkit dovecot-auth listening on {address}")
@@ -249,6 +249,9 @@ def _add_dovecot_auth_parser(serve: Subparsers, common: argparse.ArgumentParser)
                     help="authentications in flight per client connection (default 64)")
     sp.add_argument("--request-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
                     help="fail a request whose client does not continue within this long (default 300)")
+    sp.add_argument("--idle-timeout", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                    help="close a client connection with nothing in flight for this long (default 3600; Postfix "
+                         "reconnects at once on a UNIX socket)")
     sp.add_argument("--max-connections", type=_positive_int, default=1000, metavar="N",
                     help="client connections at once (default 1000)")
     sp.set_defaults(handler=cmd_serve_dovecot_auth)

@@ -44,6 +44,7 @@ __all__ = ["DovecotAuthServer", "Listen", "parse_listen"]
 _log = logging.getLogger("saslkit.dovecot-auth")
 
 HANDSHAKE_TIMEOUT = 30.0  # seconds a new client has to send VERSION
+IDLE_TIMEOUT = 3600.0
 MAX_CONNECTIONS = 1000  # MTA processes at once (Postfix: one per smtpd process)
 DEFAULT_SOCKET_MODE = 0o660
 
@@ -82,9 +83,9 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.skipping = False
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.opened = self.last_input = server.clock()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -98,11 +99,12 @@ class _Connection(asyncio.Protocol):
             return
         server._connections.add(self)
         transport.write(self.session.handshake())
-        self._arm(server.handshake_timeout)
+        self._rearm()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.last_input = self.server.clock()
         self.buffer += data
         while not self.closed:
             end = self.buffer.find(b"\n")
@@ -184,29 +186,43 @@ class _Connection(asyncio.Protocol):
 
     # -- time limits
 
-    def _rearm(self) -> None:
-        """Wake up when the next request waiting for its client expires (none waits: no timer)."""
-        deadline = self.session.next_deadline
-        if deadline is not None:
-            self._arm(max(deadline - self.server.clock(), 0.0))
-        elif self.timer is not None and self.session.client_minor is not None:
-            self.timer.cancel()
-            self.timer = None
+    def _deadline(self) -> tuple[float, str]:
+        """When this connection next needs attention, and why: the handshake, a request waiting for its
+        client, or idleness (no request in flight and no input)."""
+        server, session = self.server, self.session
+        if session.client_minor is None:
+            return self.opened + server.handshake_timeout, "handshake"
+        request = session.next_deadline
+        if session.requests_in_flight:
+            return (request, "request") if request is not None else (float("inf"), "working")
+        return self.last_input + server.idle_timeout, "idle"
 
-    def _arm(self, seconds: float) -> None:
+    def _rearm(self) -> None:
+        when, _ = self._deadline()
+        if when == float("inf"):
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            return
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.loop.call_later(seconds, self._tick)
+        self.timer = self.loop.call_later(max(when - self.server.clock(), 0.0), self._tick)
 
     def _tick(self) -> None:
         self.timer = None
         if self.closed:
             return
-        if self.session.client_minor is None:
+        when, why = self._deadline()
+        if self.server.clock() + 0.001 < when:
+            self._rearm()
+        elif why == "handshake":
             _log.info("a client sent no VERSION within %.0f s; closing", self.server.handshake_timeout)
             self._close()
-            return
-        self._write(self.session.expire())
+        elif why == "idle":
+            _log.info("closing a client connection idle for %.0f s", self.server.idle_timeout)
+            self._close()
+        else:
+            self._write(self.session.expire())
 
     def _close(self) -> None:
         self.closed = True
@@ -231,6 +247,9 @@ class DovecotAuthServer:
     workers: int = 8
     max_connections: int = MAX_CONNECTIONS
     handshake_timeout: float = HANDSHAKE_TIMEOUT
+    #: Close a connection with no request in flight and no input for this long.  Postfix reconnects
+    #: at once on a UNIX socket (its write fails); on TCP its next login would see a 454.
+    idle_timeout: float = IDLE_TIMEOUT
     socket_mode: int = DEFAULT_SOCKET_MODE
     socket_group: str | None = None
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
