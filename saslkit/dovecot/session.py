@@ -400,7 +400,7 @@ class DovecotAuthSession:
         engine = ServerAuth(self.config.registry, self.offer(secured, self.client_minor), ctx,
                             additional_data_with_success="final-resp-ok" in params)
         penalised = not (self.config.honour_no_penalty and "no-penalty" in params)
-        request = _Request(request_id, engine, service, params.get("rip", ""), penalised,
+        request = _Request(request_id, engine, service[:32], params.get("rip", "")[:64], penalised,
                            "final-resp-ok" in params, mechanism.upper()[:32], bindings=bindings)
         self._requests[request_id] = request
         initial: bytes | None = None
