@@ -38,9 +38,10 @@ def require_redis_server() -> str:
 class RedisServer:
     """One private redis-server process: no persistence, loopback only."""
 
-    def __init__(self, exe: str, directory: Path, port: int | None = None) -> None:
+    def __init__(self, exe: str, directory: Path, port: int | None = None, extra: list[str] | None = None) -> None:
         self.exe, self.directory = exe, directory
         self.port = port or free_port()
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -50,7 +51,7 @@ class RedisServer:
 
     def start(self) -> None:
         args = [self.exe, "--save", "", "--appendonly", "no", "--port", str(self.port)]
-        args += ["--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args += ["--bind", "127.0.0.1", "--dir", str(self.directory), *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + 10
@@ -108,3 +109,7 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+# PostgreSQL and Redis Cluster (the scale-out tests): defined beside, registered here.
+from scale_fixtures import postgres_server, postgres_url, redis_cluster_nodes, redis_cluster_url  # noqa: E402, F401

@@ -37,10 +37,14 @@ def stok(
     return StokenRecord(remote, local, token_id, "k1", T0, expires)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "redis-cluster"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'tokens.db'}"
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    if request.param == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
     return str(request.getfixturevalue("redis_url"))
 
 
@@ -118,10 +122,17 @@ def test_list_live_pads_to_slots(store: TokenStore, store_url: str) -> None:
             db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
             rows = db.execute(_SELECT_LIVE, (user, time.time(), slots, _PAD_ID, _PAD_KEY_ID)).fetchall()
             db.close()
+        elif store_url.startswith("postgresql"):
+            import psycopg
+
+            from saslkit.stores.postgres import _SELECT_LIVE as PG_SELECT_LIVE
+
+            with psycopg.connect(store_url) as conn:
+                rows = [r[:2] for r in conn.execute(PG_SELECT_LIVE, {"user": user, "now": time.time(), "slots": slots,
+                                                                     "pad_id": _PAD_ID, "pad_key": _PAD_KEY_ID})]
         else:
             assert isinstance(store, RedisTokenStore)
-            flat = store._list_live(keys=[store._index_key(user)],
-                                    args=[store._token_key(""), repr(time.time()), str(slots), user, "x", "k"])
+            flat = store._list_live_flat(user, time.time(), slots, "x", "k")
             rows = list(zip(flat[::3], flat[1::3], strict=True))
         assert len(rows) == crossing, (user, slots)
         assert [r[1] for r in rows if not r[0]] == (["t0", "t1", "t2"] if user == "alice" else [])
@@ -331,13 +342,16 @@ def test_redis_key_layout_and_ttls(redis_url: str) -> None:
     store.put(rec("brief", expires=exp))
     store.stoken_put_if_absent(stok("s", exp, "a:b", "c"))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert client.hgetall("p:token:forever") == {"user": "alice", "type": "RANDOM", "key_id": "k1", "created": repr(T0)}
-    assert client.pttl("p:token:forever") == -1
-    assert 0 < client.pttl("p:token:brief") <= 600_000
-    assert client.zrange("p:user:alice", 0, -1) == ["brief", "forever"]
-    assert client.zrange("p:tokens", 0, -1) == ["brief", "forever"]
-    assert client.pttl("p:user:alice") == -1  # it holds a token that never expires
-    assert 0 < client.pttl("p:stoken:3:a:b:c") <= 600_000
+    assert client.hgetall("p:{u:alice}:token:forever") == {
+        "user": "alice", "type": "RANDOM", "key_id": "k1", "created": repr(T0)}
+    assert client.pttl("p:{u:alice}:token:forever") == -1
+    assert 0 < client.pttl("p:{u:alice}:token:brief") <= 600_000
+    assert client.get("p:{t:forever}") == "alice" and client.pttl("p:{t:forever}") == -1  # the id's owner
+    assert 0 < client.pttl("p:{t:brief}") <= 600_000
+    assert client.zrange("p:{u:alice}:tokens", 0, -1) == ["brief", "forever"]
+    assert client.zrange("p:{all}:tokens", 0, -1) == ["brief", "forever"]
+    assert client.pttl("p:{u:alice}:tokens") == -1  # it holds a token that never expires
+    assert 0 < client.pttl("p:{stoken:3:a:b:c}") <= 600_000
     client.close()
     store.close()
 
@@ -354,14 +368,14 @@ def test_redis_expiry_drops_records_and_prunes_indexes(redis_url: str) -> None:
     assert store.revoke("brief", T0)
     time.sleep(1.5)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert client.exists("saslkit:user:bob") == 0  # the index went with its last member
+    assert client.exists("saslkit:{u:bob}:tokens") == 0  # the index went with its last member
     assert store.get("brief") is None
     assert store.stoken_get("a@remote.example", "b@local.example") is None
     assert [r.id for r in store.list_live("alice", time.time())] == ["keep"]
-    assert client.zrange("saslkit:user:alice", 0, -1) == ["keep"]  # pruned by list_live
+    assert client.zrange("saslkit:{u:alice}:tokens", 0, -1) == ["keep"]  # pruned by list_live
     assert [r.id for r in store.list("alice")] == ["keep"]
     assert store.revoke_matching(T0) == 1
-    assert client.zrange("saslkit:tokens", 0, -1) == ["keep"]  # pruned
+    assert client.zrange("saslkit:{all}:tokens", 0, -1) == ["keep"]  # pruned
     client.close()
     store.close()
 
@@ -402,8 +416,10 @@ def test_redis_stopped_and_restarted(start_redis: Callable[..., RedisServer]) ->
 
 def test_redis_other_errors_are_store_errors(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.set("saslkit:token:wrong", "a string, not a hash")
-    client.hset("saslkit:token:partial", "user", "alice")
+    client.set("saslkit:{t:wrong}", "alice")
+    client.set("saslkit:{u:alice}:token:wrong", "a string, not a hash")
+    client.set("saslkit:{t:partial}", "alice")
+    client.hset("saslkit:{u:alice}:token:partial", "user", "alice")
     client.close()
     store = RedisTokenStore(redis_url)
     with pytest.raises(StoreError) as info:

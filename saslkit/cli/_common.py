@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeAlias
 
-from ..credentials import MAX_ITERATIONS, MIN_ITERATIONS, prepare_username
+from ..credentials import MAX_ITERATIONS, MIN_ITERATIONS, MutableUserStore, prepare_username
 from ..errors import UsageError
 from ..keys import KeyRing, default_keys_path
-from ..stores import SQLiteUserStore, open_token_store, open_user_store, sqlite_path
+from ..stores import is_server_url, open_token_store, open_user_store, sqlite_path
 from ..tokens import SubmissionTokens, TokenService
 
 #: What ``add_subparsers()`` returns, to which each command group adds its commands.
@@ -37,13 +37,23 @@ def db_arg(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("SASLKIT_DB") or "./saslkit.db")
 
 
-def open_users(args: argparse.Namespace) -> SQLiteUserStore:
+def open_users(args: argparse.Namespace) -> MutableUserStore:
     return open_user_store(db_arg(args))
 
 
 def keys_path(args: argparse.Namespace) -> Path:
     explicit = getattr(args, "keys", None) or os.environ.get("SASLKIT_KEYS")
+    if not explicit and is_server_url(db_arg(args)):
+        raise CliError("with a database server (--db postgresql://…) give the key ring file every front-end "
+                       "shares: --keys PATH or SASLKIT_KEYS", EXIT_USAGE)
     return Path(explicit) if explicit else default_keys_path(sqlite_path(db_arg(args)))
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    """Where a server keeps files of its own (a self-signed certificate): beside the database file, or with
+    a database server, beside the key ring."""
+    db = db_arg(args)
+    return (keys_path(args) if is_server_url(db) else sqlite_path(db)).resolve().parent
 
 
 def store_url(args: argparse.Namespace) -> str:

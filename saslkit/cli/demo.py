@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     password = secrets.token_urlsafe(12)
     if not users.add_user(make_user(args.user, password, iterations=users.default_iterations)):
         raise CliError(f"user {args.user!r} already exists: give the demo another --user or a new --db")
-    write_line(stdout, f"database {users.path}: user {args.user!r} created with a random password")
+    write_line(stdout, f"database {getattr(users, 'path', 'db')}: user {args.user!r} created with a random password")
     fake_cb = {"tls-unique": secrets.token_bytes(12), "tls-server-end-point": secrets.token_bytes(32),
                "tls-exporter": secrets.token_bytes(32)}
     registry: Registry = default_registry()

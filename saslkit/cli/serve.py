@@ -14,16 +14,15 @@ from typing import TextIO
 from ..dovecot.session import HandshakeTiming, TempFailMode
 from ..errors import UsageError
 from ..registry import default_registry
-from ..stores import sqlite_path
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
     Subparsers,
-    db_arg,
     keyring,
     open_users,
     parse_host_port,
+    state_dir,
     token_services,
     write_line,
 )
@@ -72,8 +71,7 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
     if args.tls_cert:
         cert_path, key_path = Path(args.tls_cert), Path(args.tls_key)
     else:
-        state_dir = sqlite_path(db_arg(args)).resolve().parent
-        cert_path, key_path, created = ensure_certificate(state_dir, hostname)
+        cert_path, key_path, created = ensure_certificate(state_dir(args), hostname)
         if created:
             print(f"saslkit: created a self-signed certificate {cert_path}", file=sys.stderr)
     _check_private_key(key_path)

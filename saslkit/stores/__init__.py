@@ -1,17 +1,37 @@
-"""Stores behind small protocols, chosen by URL (``sqlite:///path`` or a plain path; tokens also ``redis://``)."""
+"""Stores behind small protocols, chosen by URL.
+
+Users: ``sqlite:///path`` (or a plain path) or ``postgresql://…``.  Tokens: those, or ``redis://``,
+``rediss://``, ``unix://`` (one Redis) and ``redis-cluster://HOST:PORT[,HOST:PORT…]`` (Redis Cluster).
+psycopg and redis-py are imported only when such a URL is opened.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..credentials import MutableUserStore
 from ..errors import UsageError
 from ..tokens.records import TokenStore
 from .sqlite import SQLiteTokenStore, SQLiteUserStore
 
-__all__ = ["SQLiteTokenStore", "SQLiteUserStore", "open_token_store", "open_user_store", "sqlite_path"]
+__all__ = [
+    "SQLiteTokenStore",
+    "SQLiteUserStore",
+    "is_server_url",
+    "open_token_store",
+    "open_user_store",
+    "sqlite_path",
+]
 
-#: URL schemes redis-py's ``Redis.from_url`` understands.
+#: URL schemes redis-py's ``Redis.from_url`` understands, and the cluster one.
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_server_url(url_or_path: str) -> bool:
+    """Whether a ``--db`` / ``--store`` value names a database server rather than a SQLite file."""
+    return url_or_path.startswith(POSTGRES_SCHEMES + REDIS_SCHEMES + REDIS_CLUSTER_SCHEMES)
 
 
 def sqlite_path(url_or_path: str) -> Path:
@@ -23,26 +43,38 @@ def sqlite_path(url_or_path: str) -> Path:
         # sqlite:///abs -> /abs ; sqlite://rel -> rel
         return Path(rest)
     if "://" in url_or_path:
-        raise UsageError(f"users are kept in SQLite: expected a path or sqlite:/// URL, got {url_or_path!r}")
+        raise UsageError(f"expected a path or sqlite:/// URL, got {url_or_path.split('://')[0]}://…")
     if not url_or_path:
         raise UsageError("empty database path")
     return Path(url_or_path)
 
 
-def open_user_store(url_or_path: str) -> SQLiteUserStore:
-    """Open (creating if needed) the user store named by ``--db`` / ``SASLKIT_DB``."""
+def open_user_store(url_or_path: str) -> MutableUserStore:
+    """Open (creating or migrating if needed) the user store named by ``--db`` / ``SASLKIT_DB``."""
+    if url_or_path.startswith(POSTGRES_SCHEMES):
+        from .postgres import PostgresUserStore
+
+        return PostgresUserStore(url_or_path)
+    if "://" in url_or_path and not url_or_path.startswith("sqlite://"):
+        raise UsageError("users are kept in SQLite (a path or sqlite:///path) or PostgreSQL (postgresql://…), "
+                         f"not {url_or_path.split('://')[0]}://")
     return SQLiteUserStore(sqlite_path(url_or_path))
 
 
 def open_token_store(url_or_path: str) -> TokenStore:
-    """Open the token store named by a URL: SQLite (a path or ``sqlite:///``) or Redis.
+    """Open the token store named by a URL: SQLite (a path or ``sqlite:///``), PostgreSQL, Redis or Redis Cluster.
 
-    redis-py is imported only here, so a SQLite-only deployment never loads it.
+    redis-py and psycopg are imported only here, so a SQLite-only deployment never loads them.
     """
-    if url_or_path.startswith(REDIS_SCHEMES):
+    if url_or_path.startswith(REDIS_SCHEMES + REDIS_CLUSTER_SCHEMES):
         from .redis import RedisTokenStore
 
         return RedisTokenStore(url_or_path)
+    if url_or_path.startswith(POSTGRES_SCHEMES):
+        from .postgres import PostgresTokenStore
+
+        return PostgresTokenStore(url_or_path)
     if "://" in url_or_path and not url_or_path.startswith("sqlite://"):
-        raise UsageError(f"token store URL must be sqlite:///path, a path or redis://host:port/db, got {url_or_path!r}")
+        raise UsageError("token store URL must be sqlite:///path, a path, postgresql://…, redis://host:port/db or "
+                         f"redis-cluster://host:port[,host:port…], got {url_or_path!r}")
     return SQLiteTokenStore(sqlite_path(url_or_path))

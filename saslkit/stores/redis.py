@@ -1,66 +1,97 @@
-"""Redis token store: token records shared by every server of a deployment.
+"""Redis token store: token records shared by every server of a deployment, on one Redis or a Redis Cluster.
 
-Key layout (``P`` is the prefix, ``saslkit:`` by default):
+Key layout (``P`` is the prefix, ``saslkit:`` by default; ``U`` the user and
+``I`` a token id, each with ``%``, ``{`` and ``}`` percent-escaped, so the
+hash tags ``{…}`` below are unambiguous):
 
-* ``P token:<id>``: hash of one :class:`TokenRecord` (``None`` fields absent);
-  EXPIREAT its ``expires``, so Redis forgets expired tokens by itself.
-  Revoked tokens keep their hash until then, so ``get`` still says revoked.
-* ``P user:<user>`` and ``P tokens``: sorted sets of token ids scored by
-  ``created`` (one user's, everyone's), so listings come out oldest first
-  (ties by id, like SQLite's ``ORDER BY created, id``).  Ids whose hash has
-  expired are skipped and pruned when read.  An index expires with its last
+* ``P{u:U}:token:I``: hash of one :class:`TokenRecord` (``None`` fields
+  absent); EXPIREAT its ``expires``, so Redis forgets expired tokens by
+  itself.  Revoked tokens keep their hash until then, so ``get`` still says
+  revoked.
+* ``P{u:U}:tokens``: the user's token ids, a sorted set scored by
+  ``created`` (ties by id, like SQLite's ``ORDER BY created, id``).  Ids whose
+  hash expired are skipped and pruned when read.  It expires with its last
   expiring member, and never while it holds a token without expiry.
-* ``P stoken:<len(remote)>:<remote>:<local>``: hash of one
-  :class:`StokenRecord`, EXPIREAT its ``expires``; the length prefix keeps
-  ``("a:b", "c")`` and ``("a", "b:c")`` apart.
+* ``P{t:I}``: the id's user (a string, same expiry as the record): a
+  bearer token names only its id, so ``get`` reads this, then the hash.
+* ``P{all}:tokens``: every token id, scored by ``created`` (``list()`` and
+  ``revoke_matching`` without a user); written before the record, so no
+  record is ever missing from it.
+* ``P{stoken:N:R:L}``: hash of one :class:`StokenRecord` (``N`` the length
+  of the escaped remote address ``R``), EXPIREAT its ``expires``.
 
-Every update is one Lua script, so it is atomic between servers.  Floats
-travel as ``repr`` strings (exact round trip); Lua only compares them.  The
-scripts touch keys they build from the prefix, so this suits one Redis (or
-a replicated primary), not Redis Cluster.
+One user's keys share one hash slot (the ``{u:U}`` tag), so every script
+touches keys of one slot only, and every key it touches is passed in
+``KEYS``: the layout works unchanged on one Redis (or Valkey) and on a Redis
+Cluster (``redis-cluster://host:port[,host:port…]``).  Updates to one
+user's tokens are one script, atomic between servers; a script that acts on
+ids read just before (revocation) checks in Redis that the index has not
+changed meanwhile, and is retried if it has.  Floats travel as ``repr``
+strings (exact round trip); Lua only compares them.
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import BusyLoadingError, ClusterError, ReadOnlyError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..errors import StoreError, TemporaryFailure
+from ..errors import StoreError, TemporaryFailure, UsageError
 from ..tokens.records import StokenRecord, TokenRecord
 
-__all__ = ["RedisTokenStore"]
+__all__ = ["RedisTokenStore", "connect", "escape_tag"]
 
 #: Unreachable servers must fail fast: a login waits on this.
 SOCKET_TIMEOUT = 2.0
+CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
-_TEMPORARY = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError)
+#: Unreachable, loading, failed-over or (cluster) slot-less servers: a temporary failure.
+TEMPORARY_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ClusterError, RedisClusterException,
+)
 _OPTIONAL = ("expires", "mechanism", "label", "last_used", "revoked")
+#: How often a revocation re-reads an index that changed under it before giving up (temporarily).
+_REVOKE_ATTEMPTS = 20
 
-# KEYS: token, user index, all index.  ARGV: id, created, expiry ms or "", field/value pairs.
+# KEYS: token, user index.  ARGV: id, created, expiry ms or "", field/value pairs.
 _PUT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
-for i = 2, 3 do
-    local ttl = redis.call('PTTL', KEYS[i])
-    redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
-    if ARGV[3] == '' then
-        redis.call('PERSIST', KEYS[i])
-    elseif ttl == -2 or (ttl >= 0 and now + ttl < tonumber(ARGV[3])) then
-        redis.call('PEXPIREAT', KEYS[i], ARGV[3])
-    end
+local ttl = redis.call('PTTL', KEYS[2])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[3] == '' then
+    redis.call('PERSIST', KEYS[2])
+elseif ttl == -2 or (ttl >= 0 and now + ttl < tonumber(ARGV[3])) then
+    redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: an index.  ARGV: id, created, expiry ms or "".  The index outlives every member.
+_INDEX_ADD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if ARGV[3] == '' then
+    redis.call('PERSIST', KEYS[1])
+elseif ttl == -2 or (ttl >= 0 and now + ttl < tonumber(ARGV[3])) then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 end
 return 1
 """
@@ -73,51 +104,57 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: index.  ARGV: revoked-at, max score ("+inf" or "(before"), token key prefix.
-_REVOKE_MATCHING = """
+# KEYS: user index, then the token keys of ARGV[3..].  ARGV: revoked-at, max score ("+inf" or "(before"), ids.
+# -1 if the index's matching ids are no longer exactly those (read them again); else how many were revoked.
+_REVOKE_IDS = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if #ids ~= #ARGV - 2 then return -1 end
+for i, id in ipairs(ids) do
+    if id ~= ARGV[i + 2] then return -1 end
+end
 local n = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])) do
-    local key = ARGV[3] .. id
-    if redis.call('EXISTS', key) == 0 then
-        redis.call('ZREM', KEYS[1], id)
-    elseif redis.call('HSETNX', key, 'revoked', ARGV[1]) == 1 then
+for i = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 0 then
+        redis.call('ZREM', KEYS[1], ARGV[i + 1])
+    elseif redis.call('HSETNX', KEYS[i], 'revoked', ARGV[1]) == 1 then
         n = n + 1
     end
 end
 return n
 """
 
-# KEYS: index.  ARGV: token key prefix, ids seen missing.  Re-checked here: an id may be back.
+# KEYS: an index, then one key per id of ARGV (the token hash, or the id's user pointer).
+# ARGV: ids seen missing.  Re-checked here: an id may be back.
 _PRUNE = """
-for i = 2, #ARGV do
-    if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then redis.call('ZREM', KEYS[1], ARGV[i]) end
+for i = 2, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('ZREM', KEYS[1], ARGV[i - 1]) end
 end
 return 0
 """
 
-# KEYS: user index.  ARGV: token key prefix, now, slots, user, padding id, padding key id.
-# The live records as {padding?, id, hash, ...}, oldest first, then padding records up to ``slots``:
-# revoked and expired ones cost one HMGET here and are never sent; ids whose hash expired are pruned.
+# KEYS: user index, then the token keys of the ids ARGV[6..].  ARGV: now, slots, user, padding id,
+# padding key id, ids.  The live records as {padding?, id, hash, ...}, oldest first, then padding records up to
+# ``slots``: revoked and expired ones cost one HMGET here and are never sent; ids whose hash expired are pruned.
 _LIST_LIVE = """
 local out = {}
-local now = tonumber(ARGV[2])
+local now = tonumber(ARGV[1])
 local live = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local key = ARGV[1] .. id
-    local f = redis.call('HMGET', key, 'user', 'revoked', 'expires')
+for i = 2, #KEYS do
+    local id = ARGV[i + 4]
+    local f = redis.call('HMGET', KEYS[i], 'user', 'revoked', 'expires')
     if not f[1] then
         redis.call('ZREM', KEYS[1], id)
     elseif not f[2] and (not f[3] or tonumber(f[3]) > now) then
         live = live + 1
         out[#out + 1] = 0
         out[#out + 1] = id
-        out[#out + 1] = redis.call('HGETALL', key)
+        out[#out + 1] = redis.call('HGETALL', KEYS[i])
     end
 end
-for _ = live + 1, tonumber(ARGV[3]) do
+for _ = live + 1, tonumber(ARGV[2]) do
     out[#out + 1] = 1
-    out[#out + 1] = ARGV[5]
-    out[#out + 1] = {'user', ARGV[4], 'type', 'RANDOM', 'key_id', ARGV[6], 'created', '0.0'}
+    out[#out + 1] = ARGV[4]
+    out[#out + 1] = {'user', ARGV[3], 'type', 'RANDOM', 'key_id', ARGV[5], 'created', '0.0'}
 end
 return out
 """
@@ -152,6 +189,56 @@ return 0
 """
 
 
+def escape_tag(text: str) -> str:
+    """``text`` with ``%``, ``{`` and ``}`` percent-escaped: safe inside a ``{…}`` hash tag, and injective."""
+    return text.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
+    """``redis-cluster://[user:password@]host:port[,host:port…]`` -> startup nodes and connection options."""
+    parts = urlsplit(url)
+    options: dict[str, Any] = {"ssl": url.startswith("rediss-")}
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        if user:
+            options["username"] = unquote(user)
+        if password:
+            options["password"] = unquote(password)
+    nodes = []
+    for address in netloc.split(","):
+        host, sep, port = address.strip().rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise UsageError("a Redis Cluster URL is redis-cluster://HOST:PORT[,HOST:PORT…]")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+    return nodes, options
+
+
+def connect(url: str) -> redis.Redis | RedisCluster:
+    """A client for ``redis://``, ``rediss://``, ``unix://`` (one server) or ``redis-cluster://`` (a cluster).
+
+    Short socket timeouts and no retry: a retried script could apply twice, and
+    a dead pooled connection is replaced at checkout anyway, so after a restart
+    the next call works.  A cluster client learns the slot map from any
+    startup node that answers (it connects at once: an unreachable cluster is a
+    :class:`TemporaryFailure` here).
+    """
+    common: dict[str, Any] = {
+        "decode_responses": True, "socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": SOCKET_TIMEOUT,
+    }
+    if url.startswith(CLUSTER_SCHEMES):
+        nodes, options = _cluster_nodes(url)
+        try:
+            # One retry, for a MOVED/ASK after a failover or resharding (every script here is idempotent).
+            return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **common, **options)
+        except TEMPORARY_ERRORS as exc:
+            raise TemporaryFailure(f"Redis Cluster unavailable: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"Redis Cluster failed: {exc}") from exc
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+
+
 def _str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -166,38 +253,38 @@ def _flat(fields: Mapping[str, object]) -> list[str]:
 
 
 class RedisTokenStore:
-    """A :class:`~saslkit.tokens.records.TokenStore` in Redis (redis-py, sync).
+    """A :class:`~saslkit.tokens.records.TokenStore` in Redis or Redis Cluster (redis-py, sync).
 
-    Give it a URL (``redis://``, ``rediss://``, ``unix://``) or a client of
-    your own.  The client is made with short socket timeouts and no retry:
-    a retried script could apply twice, and a dead pooled connection is
-    replaced at checkout anyway, so after a restart the next call works.
+    Give it a URL (``redis://``, ``rediss://``, ``unix://``, ``redis-cluster://``;
+    see :func:`connect`) or a client of your own (``redis.Redis`` or
+    ``redis.cluster.RedisCluster``).
     """
 
     #: Every read is a network round trip: a login step reading it runs off the event loop.
     reads_may_block: bool = True
 
     def __init__(
-        self, url_or_client: str | redis.Redis, *, prefix: str = "saslkit:", clock: Callable[[], float] = time.time
+        self,
+        url_or_client: str | redis.Redis | RedisCluster,
+        *,
+        prefix: str = "saslkit:",
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise UsageError("the Redis key prefix cannot contain { or } (they make hash tags)")
         if isinstance(url_or_client, str):
-            self.client = redis.Redis.from_url(
-                url_or_client,
-                decode_responses=True,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=SOCKET_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-            )
+            self.client: redis.Redis | RedisCluster = connect(url_or_client)
             self._owned = True
         else:
             self.client, self._owned = url_or_client, False
         self.prefix = prefix
         self._clock = clock
         self._put = self.client.register_script(_PUT)
+        self._index_add = self.client.register_script(_INDEX_ADD)
         self._set_field = self.client.register_script(_SET_FIELD)
-        self._revoke_matching = self.client.register_script(_REVOKE_MATCHING)
+        self._revoke_ids = self.client.register_script(_REVOKE_IDS)
         self._prune = self.client.register_script(_PRUNE)
-        self._list_live = self.client.register_script(_LIST_LIVE)
+        self._list_live_script = self.client.register_script(_LIST_LIVE)
         self._stoken_put = self.client.register_script(_STOKEN_PUT_IF_ABSENT)
         self._stoken_refresh = self.client.register_script(_STOKEN_REFRESH)
         self._stoken_delete = self.client.register_script(_STOKEN_DELETE)
@@ -207,19 +294,25 @@ class RedisTokenStore:
         """Unreachable, loading or failed-over servers are temporary; the rest is a StoreError."""
         try:
             yield
-        except _TEMPORARY as exc:
+        except TEMPORARY_ERRORS as exc:
             raise TemporaryFailure(f"token store (Redis) unavailable: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"token store (Redis) failed: {exc}") from exc
 
-    def _token_key(self, token_id: str) -> str:
-        return f"{self.prefix}token:{token_id}"
+    # -- keys (see the module doc) --
+
+    def _token_key(self, user: str, token_id: str) -> str:
+        return f"{self.prefix}{{u:{escape_tag(user)}}}:token:{token_id}"
 
     def _index_key(self, user: str | None) -> str:
-        return f"{self.prefix}tokens" if user is None else f"{self.prefix}user:{user}"
+        return f"{self.prefix}{{all}}:tokens" if user is None else f"{self.prefix}{{u:{escape_tag(user)}}}:tokens"
+
+    def _owner_key(self, token_id: str) -> str:
+        return f"{self.prefix}{{t:{escape_tag(token_id)}}}"
 
     def _stoken_key(self, remote: str, local: str) -> str:
-        return f"{self.prefix}stoken:{len(remote)}:{remote}:{local}"
+        r = escape_tag(remote)
+        return f"{self.prefix}{{stoken:{len(r)}:{r}:{escape_tag(local)}}}"
 
     @staticmethod
     def _record(token_id: str, h: Mapping[Any, Any]) -> TokenRecord | None:
@@ -243,37 +336,59 @@ class RedisTokenStore:
             raise StoreError(f"token store (Redis): bad record {token_id!r}: {exc!r}") from exc
 
     def put(self, record: TokenRecord) -> None:
-        """Insert a new record; an id already stored is a :class:`StoreError`."""
+        """Insert a new record; an id already stored is a :class:`StoreError`.
+
+        The id's owner pointer is claimed first (``SET NX``: duplicates stop
+        there), then the id joins the all-tokens index, then one script on the
+        user's slot writes the hash and the user's index.
+        """
         r = record
         fields = {"user": r.user, "type": r.type, "key_id": r.key_id, "created": r.created}
         fields.update({k: getattr(r, k) for k in _OPTIONAL})
-        keys = [self._token_key(r.id), self._index_key(r.user), self._index_key(None)]
         expiry = "" if r.expires is None else str(_ms(r.expires))
         with self._errors():
+            if r.expires is None:
+                claimed = self.client.set(self._owner_key(r.id), r.user, nx=True)
+            else:
+                claimed = self.client.set(self._owner_key(r.id), r.user, nx=True, pxat=_ms(r.expires))
+            if not claimed:
+                raise StoreError(f"token store (Redis): token id {r.id!r} already stored")
+            self._index_add(keys=[self._index_key(None)], args=[r.id, repr(r.created), expiry])
+            keys = [self._token_key(r.user, r.id), self._index_key(r.user)]
             stored = self._put(keys=keys, args=[r.id, repr(r.created), expiry, *_flat(fields)])
         if not stored:
             raise StoreError(f"token store (Redis): token id {r.id!r} already stored")
 
+    def _owner(self, token_id: str) -> str | None:
+        owner = self.client.get(self._owner_key(token_id))
+        return None if owner is None else _str(owner)
+
     def get(self, token_id: str) -> TokenRecord | None:
-        """One HGETALL: this is on every token verification."""
+        """The id's owner, then its hash: two reads (this is on every token verification)."""
         with self._errors():
-            h = self.client.hgetall(self._token_key(token_id))
+            owner = self._owner(token_id)
+            if owner is None:
+                return None
+            h = self.client.hgetall(self._token_key(owner, token_id))
         return self._record(token_id, h)
 
-    def list_live(self, user: str, now: float, slots: int = 0) -> list[TokenRecord]:
-        """``user``'s records neither revoked nor expired at ``now``, oldest first: one script (the HT lookup).
+    def _list_live_flat(self, user: str, now: float, slots: int, pad_id: str, pad_key_id: str) -> builtins.list[Any]:
+        index = self._index_key(user)
+        ids = [_str(i) for i in self.client.zrange(index, 0, -1)]
+        keys = [index, *(self._token_key(user, i) for i in ids)]
+        return list(self._list_live_script(keys=keys, args=[repr(now), str(slots), user, pad_id, pad_key_id, *ids]))
 
-        Dead records are filtered inside Redis (one HMGET each), so only
-        live ones travel and are decoded; stale ids are pruned on the way.
-        Fewer than ``slots`` live records are followed by padding records,
-        decoded like real ones and dropped last, so the decoding here costs
-        the same for 0 to ``slots`` records.  Redis's own time still grows by
-        a microsecond or two per record in the user's index: revoked records
-        stay there until they expire (never, without a ``ttl``).
+    def list_live(self, user: str, now: float, slots: int = 0) -> list[TokenRecord]:
+        """``user``'s records neither revoked nor expired at ``now``, oldest first: the HT lookup.
+
+        The index is read, then one script filters the records inside Redis
+        (one HMGET each), so only live ones travel and are decoded; stale ids
+        are pruned on the way.  Fewer than ``slots`` live records are
+        followed by padding records, decoded like real ones and dropped last,
+        so the decoding here costs the same for 0 to ``slots`` records.
         """
-        args = [self._token_key(""), repr(now), str(slots), user, "A" * 43, "token-1700000000-abcdef"]
         with self._errors():
-            flat = self._list_live(keys=[self._index_key(user)], args=args)
+            flat = self._list_live_flat(user, now, slots, "A" * 43, "token-1700000000-abcdef")
         records = []
         for padding, token_id, fields in zip(flat[::3], flat[1::3], flat[2::3], strict=True):
             record = self._record(_str(token_id), dict(zip(fields[::2], fields[1::2], strict=True)))
@@ -285,36 +400,76 @@ class RedisTokenStore:
         index = self._index_key(user)
         with self._errors():
             ids = [_str(i) for i in self.client.zrange(index, 0, -1)]
+            if user is None:
+                owners = self._owners(ids)
+                stale = [i for i, o in zip(ids, owners, strict=True) if o is None]
+                if stale:  # owner pointers share the ids' slots, not the index's: ZREM after the read
+                    self.client.zrem(index, *stale)
+                pairs = [(i, o) for i, o in zip(ids, owners, strict=True) if o is not None]
+            else:
+                pairs = [(i, user) for i in ids]
             pipe = self.client.pipeline(transaction=False)
-            for token_id in ids:
-                pipe.hgetall(self._token_key(token_id))
+            for token_id, owner in pairs:
+                pipe.hgetall(self._token_key(owner, token_id))
             hashes = pipe.execute()
-            records = [self._record(i, h) for i, h in zip(ids, hashes, strict=True)]
-            stale = [i for i, r in zip(ids, records, strict=True) if r is None]
-            if stale:
-                self._prune(keys=[index], args=[self._token_key(""), *stale])
+            records = [self._record(i, h) for (i, _), h in zip(pairs, hashes, strict=True)]
+            if user is not None:
+                stale = [i for (i, _), r in zip(pairs, records, strict=True) if r is None]
+                if stale:
+                    self._prune(keys=[index, *(self._token_key(user, i) for i in stale)], args=stale)
         return [r for r in records if r is not None]
+
+    def _owners(self, ids: Sequence[str]) -> builtins.list[str | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for token_id in ids:
+            pipe.get(self._owner_key(token_id))
+        return [None if o is None else _str(o) for o in pipe.execute()]
 
     def revoke(self, token_id: str, at: float) -> bool:
         """Revoke once: a second revocation keeps the first time (it is what the user saw)."""
         with self._errors():
-            return bool(self._set_field(keys=[self._token_key(token_id)], args=["revoked", repr(at)]))
+            owner = self._owner(token_id)
+            if owner is None:
+                return False
+            return bool(self._set_field(keys=[self._token_key(owner, token_id)], args=["revoked", repr(at)]))
+
+    def _revoke_user(self, user: str, at: float, upper: str) -> int:
+        """One script on the user's slot over the ids read just before; read again if the index changed."""
+        index = self._index_key(user)
+        for _ in range(_REVOKE_ATTEMPTS):
+            ids = [_str(i) for i in self.client.zrangebyscore(index, "-inf", upper)]
+            keys = [index, *(self._token_key(user, i) for i in ids)]
+            n = int(self._revoke_ids(keys=keys, args=[repr(at), upper, *ids]))
+            if n >= 0:
+                return n
+        raise TemporaryFailure(f"token store (Redis): the tokens of {user!r} kept changing during revocation")
 
     def revoke_matching(self, at: float, *, user: str | None = None, before: float | None = None) -> int:
-        """One script over the index (scores are ``created``): atomic, pruning stale ids as it goes."""
+        """Revoke the live tokens of ``user`` (or everyone's) created before ``before``; return how many.
+
+        One user's revocation is atomic (one script on its slot).  Without a
+        user, the users are found through the all-tokens index and revoked
+        one after another (each atomic; a Redis Cluster has no cross-slot
+        transaction).
+        """
         upper = "+inf" if before is None else f"({before!r}"
         with self._errors():
-            n = self._revoke_matching(keys=[self._index_key(user)], args=[repr(at), upper, self._token_key("")])
-        return int(n)
+            if user is not None:
+                return self._revoke_user(user, at, upper)
+            index = self._index_key(None)
+            ids = [_str(i) for i in self.client.zrangebyscore(index, "-inf", upper)]
+            owners = self._owners(ids)
+            stale = [i for i, o in zip(ids, owners, strict=True) if o is None]
+            if stale:
+                self.client.zrem(index, *stale)
+            return sum(self._revoke_user(u, at, upper) for u in dict.fromkeys(o for o in owners if o is not None))
 
     def touch(self, token_id: str, at: float) -> None:
-        """Best effort (:meth:`TokenService.mark_used` ignores its errors): one script, no retry.
-
-        Redis takes no lock a client could wait on, and the socket timeout
-        bounds the call; an error is raised as usual for the caller to skip.
-        """
+        """Best effort (:meth:`TokenService.mark_used` ignores its errors): no retry, bounded by the timeout."""
         with self._errors():
-            self._set_field(keys=[self._token_key(token_id)], args=["last_used", repr(at)])
+            owner = self._owner(token_id)
+            if owner is not None:
+                self._set_field(keys=[self._token_key(owner, token_id)], args=["last_used", repr(at)])
 
     def stoken_get(self, remote: str, local: str) -> StokenRecord | None:
         with self._errors():

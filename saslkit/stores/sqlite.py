@@ -16,10 +16,10 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..credentials import (
     ARGON2_B64,
@@ -353,19 +353,29 @@ class SQLiteUserStore(_SQLiteFile):
         if cached is not None and now - cached[0] < self.profiles_ttl:
             return cached[1]
         rows = self._read(lambda db: db.execute(_PROFILES_QUERY, {"b64": ARGON2_B64}).fetchall())
-        counts: dict[CredentialProfile, int] = {}
-        for signature, shared, argon, count in rows:
-            scram = []
-            for part in (signature or "").split():
-                hash_name, iterations, salt_length = part.rsplit(":", 2)
-                if (hash_name in SCRAM_HASHES and 1 <= int(iterations) <= MAX_ITERATIONS
-                        and 1 <= int(salt_length) <= MAX_SALT_LENGTH):
-                    scram.append((hash_name, int(iterations), int(salt_length)))
-            scram.sort()
-            profile = CredentialProfile(tuple(scram), bool(shared) or len(scram) <= 1, argon)
-            counts[profile] = counts.get(profile, 0) + int(count)
+        counts = profiles_from_rows(rows)
         self._profiles_cache = (now, counts)
         return counts
+
+
+def profiles_from_rows(rows: Iterable[Sequence[Any]]) -> dict[CredentialProfile, int]:
+    """Count :class:`CredentialProfile` from ``(signature, shared salt, argon2 parameters, count)`` rows.
+
+    ``signature`` is ``"hash:iterations:salt-length ..."`` per user group, as the stores' grouped queries
+    compute it; parts out of range are dropped (they make no valid credential).
+    """
+    counts: dict[CredentialProfile, int] = {}
+    for signature, shared, argon, count in rows:
+        scram = []
+        for part in (signature or "").split():
+            hash_name, iterations, salt_length = part.rsplit(":", 2)
+            if (hash_name in SCRAM_HASHES and 1 <= int(iterations) <= MAX_ITERATIONS
+                    and 1 <= int(salt_length) <= MAX_SALT_LENGTH):
+                scram.append((hash_name, int(iterations), int(salt_length)))
+        scram.sort()
+        profile = CredentialProfile(tuple(scram), bool(shared) or len(scram) <= 1, argon)
+        counts[profile] = counts.get(profile, 0) + int(count)
+    return counts
 
 
 # The user named, or (so that a miss costs what a hit does) the first user in the table.
