@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import ssl
 import stat
@@ -13,6 +14,7 @@ from typing import TextIO
 
 from ..dovecot.session import HandshakeTiming, TempFailMode
 from ..errors import UsageError
+from ..penalty import AuthPenalty
 from ..registry import default_registry
 from ._common import (
     EXIT_OK,
@@ -95,6 +97,23 @@ def _mechanism_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _shared_penalty(args: argparse.Namespace, penalty: AuthPenalty | None) -> AuthPenalty | None:
+    """``--penalty-store`` / ``SASLKIT_PENALTY_STORE``: the auth penalty's counts shared in Redis (or Redis Cluster)."""
+    url = args.penalty_store or os.environ.get("SASLKIT_PENALTY_STORE")
+    if penalty is None or not url:
+        return penalty
+    from ..stores import open_penalty_store
+
+    return dataclasses.replace(penalty, store=open_penalty_store(url))
+
+
+def _add_penalty_store_argument(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--penalty-store", metavar="URL",
+                    help="share the auth penalty's failure counts between front-ends: redis://host:port/db or "
+                         "redis-cluster://host:port[,host:port…] (default $SASLKIT_PENALTY_STORE, else memory: "
+                         "this process only)")
+
+
 def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     """``serve smtp`` / ``serve imap``: one server on the SQLite (or Redis) stores until SIGTERM/SIGINT."""
     import logging
@@ -103,7 +122,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     from ..penalty import parse_auth_penalty
 
     try:
-        penalty = parse_auth_penalty(args.auth_penalty)
+        penalty = _shared_penalty(args, parse_auth_penalty(args.auth_penalty))
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     host, port = args.listen
@@ -184,7 +203,7 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     try:
         listen = parse_listen(args.listen)
-        penalty = parse_auth_penalty(args.auth_penalty)
+        penalty = _shared_penalty(args, parse_auth_penalty(args.auth_penalty))
         config = DovecotAuthConfig(
             mechanisms=args.mechanisms, private_mechanisms=frozenset(args.private_mechanisms or ()),
             allow_plaintext_without_secured=args.allow_plaintext_auth, honour_no_penalty=args.honour_no_penalty,
@@ -234,6 +253,7 @@ def _add_dovecot_auth_parser(serve: Subparsers, common: argparse.ArgumentParser)
     sp.add_argument("--auth-penalty", default="2:8", metavar="BASE:CAP",
                     help="delay failures per remote IP (rip=) and user, BASE seconds doubling up to CAP "
                          "(default 2:8, under Postfix's 10 s auth-server read limit); off to disable")
+    _add_penalty_store_argument(sp)
     sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
     sp.add_argument("--temp-fail", choices=[m.value for m in TempFailMode], default="auto",
                     help="store outages: FAIL code=temp_fail (reply), close the connection so the MTA answers "
@@ -276,6 +296,7 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sp.add_argument("--auth-penalty", default="2:15", metavar="BASE:CAP",
                         help="after failures from an IP or for a user, delay the next attempt's reply BASE "
                              "seconds, doubling up to CAP (default 2:15); off to disable")
+        _add_penalty_store_argument(sp)
         sp.add_argument("--idle-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
                         help="close a connection that sends nothing for this long (default 300)")
         sp.add_argument("--login-timeout", type=_positive_seconds, default=60.0, metavar="SECONDS",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..credentials import MutableUserStore
 from ..errors import UsageError
+from ..penalty import PenaltyStore
 from ..tokens.records import TokenStore
 from .sqlite import SQLiteTokenStore, SQLiteUserStore
 
@@ -18,6 +19,7 @@ __all__ = [
     "SQLiteTokenStore",
     "SQLiteUserStore",
     "is_server_url",
+    "open_penalty_store",
     "open_token_store",
     "open_user_store",
     "sqlite_path",
@@ -78,3 +80,19 @@ def open_token_store(url_or_path: str) -> TokenStore:
         raise UsageError("token store URL must be sqlite:///path, a path, postgresql://…, redis://host:port/db or "
                          f"redis-cluster://host:port[,host:port…], got {url_or_path!r}")
     return SQLiteTokenStore(sqlite_path(url_or_path))
+
+
+def open_penalty_store(url: str, *, expire: float = 3600.0) -> PenaltyStore:
+    """The auth penalty's counts: ``memory`` (this process only) or shared in Redis / Redis Cluster.
+
+    A shared store makes failures seen by one front-end delay the next attempt on every other.
+    """
+    if url == "memory":
+        from ..penalty import MemoryPenaltyStore
+
+        return MemoryPenaltyStore(expire=expire)
+    if url.startswith(REDIS_SCHEMES + REDIS_CLUSTER_SCHEMES):
+        from .redis import RedisPenaltyStore
+
+        return RedisPenaltyStore(url, expire=expire)
+    raise UsageError("the penalty store is memory, redis://host:port/db or redis-cluster://host:port[,host:port…]")

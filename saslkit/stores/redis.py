@@ -33,6 +33,7 @@ strings (exact round trip); Lua only compares them.
 from __future__ import annotations
 
 import builtins
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,9 +50,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..errors import StoreError, TemporaryFailure, UsageError
+from ..penalty import MemoryPenaltyStore, PenaltyStore
 from ..tokens.records import StokenRecord, TokenRecord
 
-__all__ = ["RedisTokenStore", "connect", "escape_tag"]
+__all__ = ["RedisPenaltyStore", "RedisTokenStore", "connect", "escape_tag"]
+
+_log = logging.getLogger("saslkit.stores.redis")
 
 #: Unreachable servers must fail fast: a login waits on this.
 SOCKET_TIMEOUT = 2.0
@@ -513,5 +517,95 @@ class RedisTokenStore:
 
     def close(self) -> None:
         """Close the connection pool if this store made it."""
+        if self._owned:
+            self.client.close()
+
+
+# KEYS: one penalty count.  ARGV: lifetime ms.  The new count; the key goes ``lifetime`` after its last failure.
+_PENALTY_RECORD = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+
+
+class RedisPenaltyStore:
+    """A :class:`~saslkit.penalty.PenaltyStore` in Redis or Redis Cluster: failures seen by one front-end
+    delay the next attempt on every other (per remote IP and per user, as :class:`~saslkit.penalty.AuthPenalty`
+    keys them).
+
+    Each count is one key ``P{penalty:K}`` (one slot per key, so any key may
+    live on any master), forgotten ``expire`` seconds after its last failure:
+    keys never outlive that bound.  The auth penalty must never stop
+    authentication, so while Redis cannot be reached the counts fall back
+    to an in-process :class:`~saslkit.penalty.MemoryPenaltyStore` (penalties
+    per front-end, as without Redis) and a warning is logged once per outage.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis | RedisCluster,
+        *,
+        prefix: str = "saslkit:",
+        expire: float = 3600.0,
+        fallback: PenaltyStore | None = None,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise UsageError("the Redis key prefix cannot contain { or } (they make hash tags)")
+        if not 0 < expire < 1e9:
+            raise UsageError("the penalty lifetime must be positive")
+        if isinstance(url_or_client, str):
+            self.client: redis.Redis | RedisCluster = connect(url_or_client)
+            self._owned = True
+        else:
+            self.client, self._owned = url_or_client, False
+        self.prefix = prefix
+        self.expire = expire
+        self.fallback: PenaltyStore = fallback or MemoryPenaltyStore(expire=expire)
+        self._record = self.client.register_script(_PENALTY_RECORD)
+        self._degraded = False
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{{penalty:{escape_tag(key)}}}"
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._degraded:
+            self._degraded = True
+            _log.warning("penalty store (Redis) unavailable, counting failures in this process: %s", exc)
+
+    def _ok(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            _log.warning("penalty store (Redis) reachable again")
+
+    def get(self, key: str) -> int:
+        try:
+            value = self.client.get(self._key(key))
+        except (RedisError, RedisClusterException) as exc:
+            self._failed(exc)
+            return self.fallback.get(key)
+        self._ok()
+        try:
+            return max(0, int(_str(value))) if value is not None else 0
+        except ValueError:
+            return 0
+
+    def record(self, key: str) -> int:
+        try:
+            count = int(self._record(keys=[self._key(key)], args=[math.ceil(self.expire * 1000)]))
+        except (RedisError, RedisClusterException) as exc:
+            self._failed(exc)
+            return self.fallback.record(key)
+        self._ok()
+        return count
+
+    def reset(self, key: str) -> None:
+        try:
+            self.client.delete(self._key(key))
+        except (RedisError, RedisClusterException) as exc:
+            self._failed(exc)
+        self.fallback.reset(key)
+
+    def close(self) -> None:
         if self._owned:
             self.client.close()
