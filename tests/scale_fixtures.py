@@ -139,7 +139,8 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 class RedisClusterNodes:
     """Three redis-server masters in cluster mode, slots spread by ``redis-cli --cluster create``."""
 
-    def __init__(self, exe: str, directory: Path, masters: int = 3) -> None:
+    def __init__(self, exe: str, directory: Path, masters: int = 3, *, persist: bool = False) -> None:
+        """``persist``: append-only files, so a stopped and restarted master comes back with its keys."""
         self.nodes: list[RedisServer] = []
         for i in range(masters):
             node_dir = directory / f"node{i}"
@@ -147,7 +148,7 @@ class RedisClusterNodes:
             self.nodes.append(RedisServer(exe, node_dir, extra=[
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "1000", "--cluster-port", str(free_port()),
-                "--cluster-require-full-coverage", "yes"]))
+                "--cluster-require-full-coverage", "yes", *(("--appendonly", "yes") if persist else ())]))
         cli = shutil.which("redis-cli") or str(Path(exe).with_name("redis-cli"))
         subprocess.run(
             [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
