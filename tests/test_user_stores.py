@@ -282,3 +282,14 @@ def test_postgres_stopped_and_restarted(alice: UserRecord) -> None:
         tokens.close()
     finally:
         server.remove()
+
+
+def test_postgres_pool_size_from_url(postgres_url: str) -> None:
+    from saslkit.stores.postgres import PostgresUserStore
+
+    store = PostgresUserStore(postgres_url + "?pool_size=3&connect_timeout=5")
+    assert store._pool.max_size == 3
+    assert "pool_size" not in store.url and "connect_timeout=5" in store.url  # libpq sees its own parameters only
+    store.close()
+    with pytest.raises(UsageError):
+        PostgresUserStore(postgres_url + "?pool_size=many")

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -125,6 +126,7 @@ class _PostgresDatabase:
     def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, pool_timeout: float = POOL_TIMEOUT) -> None:
         if not url.startswith(POSTGRES_SCHEMES):
             raise UsageError(f"not a PostgreSQL URL: expected postgresql://…, got {url.split('://')[0]}://…")
+        url, pool_size = _pool_size_from_url(url, pool_size)
         if pool_size < 1:
             raise UsageError("the PostgreSQL pool needs at least one connection")
         self.url = url
@@ -198,6 +200,19 @@ class _PostgresDatabase:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _pool_size_from_url(url: str, default: int) -> tuple[str, int]:
+    """``…?pool_size=N`` sets the pool's size (saslkit's parameter, removed before libpq sees the URL)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sizes = [v for k, v in query if k == "pool_size"]
+    if not sizes:
+        return url, default
+    if not sizes[-1].isdigit():
+        raise UsageError("pool_size in a PostgreSQL URL is a whole number of connections")
+    rest = urlencode([(k, v) for k, v in query if k != "pool_size"])
+    return urlunsplit(parts._replace(query=rest)), int(sizes[-1])
 
 
 def _first_line(exc: BaseException) -> str:

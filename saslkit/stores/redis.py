@@ -13,7 +13,8 @@ hash tags ``{…}`` below are unambiguous):
   hash expired are skipped and pruned when read.  It expires with its last
   expiring member, and never while it holds a token without expiry.
 * ``P{t:I}``: the id's user (a string, same expiry as the record): a
-  bearer token names only its id, so ``get`` reads this, then the hash.
+  bearer token names only its id, so ``get`` reads this (once per id and
+  process: it never changes), then the hash.
 * ``P{all}:tokens``: every token id, scored by ``created`` (``list()`` and
   ``revoke_matching`` without a user); written before the record, so no
   record is ever missing from it.
@@ -35,7 +36,9 @@ from __future__ import annotations
 import builtins
 import logging
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -283,6 +286,8 @@ class RedisTokenStore:
             self.client, self._owned = url_or_client, False
         self.prefix = prefix
         self._clock = clock
+        self._owner_cache: OrderedDict[str, str] = OrderedDict()
+        self._owners_lock = threading.Lock()
         self._put = self.client.register_script(_PUT)
         self._index_add = self.client.register_script(_INDEX_ADD)
         self._set_field = self.client.register_script(_SET_FIELD)
@@ -363,12 +368,29 @@ class RedisTokenStore:
         if not stored:
             raise StoreError(f"token store (Redis): token id {r.id!r} already stored")
 
+    #: Token ids whose owner this process remembers (least recently used go first).
+    OWNER_CACHE_SIZE = 10000
+
     def _owner(self, token_id: str) -> str | None:
-        owner = self.client.get(self._owner_key(token_id))
-        return None if owner is None else _str(owner)
+        """The user a token id belongs to: remembered once read, as it never changes (ids are random and claimed
+        with ``SET NX``).  Only this mapping is kept, never a record: revocation is read from Redis every time."""
+        with self._owners_lock:
+            owner = self._owner_cache.get(token_id)
+            if owner is not None:
+                self._owner_cache.move_to_end(token_id)
+                return owner
+        value = self.client.get(self._owner_key(token_id))
+        if value is None:
+            return None
+        owner = _str(value)
+        with self._owners_lock:
+            self._owner_cache[token_id] = owner
+            while len(self._owner_cache) > self.OWNER_CACHE_SIZE:
+                self._owner_cache.popitem(last=False)
+        return owner
 
     def get(self, token_id: str) -> TokenRecord | None:
-        """The id's owner, then its hash: two reads (this is on every token verification)."""
+        """The id's owner (remembered after the first time), then its hash: on every token verification."""
         with self._errors():
             owner = self._owner(token_id)
             if owner is None:
