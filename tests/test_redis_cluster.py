@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import free_port, require_redis_server
+from hypothesis import given
+from hypothesis import strategies as st
 from scale_fixtures import RedisClusterNodes
 
 from saslkit.errors import TemporaryFailure, UsageError
 from saslkit.penalty import AuthPenalty, MemoryPenaltyStore
 from saslkit.stores import open_penalty_store, open_token_store
-from saslkit.stores.redis import RedisPenaltyStore, RedisTokenStore, escape_tag
+from saslkit.stores.redis import RedisPenaltyStore, RedisTokenStore, _cluster_nodes, escape_tag
 from saslkit.tokens.records import TokenRecord
 
 T0 = 1_700_000_000.5
@@ -171,3 +173,24 @@ def test_open_penalty_store_urls() -> None:
     for bad in ("sqlite:///x.db", "postgresql://h/db", ""):
         with pytest.raises(UsageError):
             open_penalty_store(bad)
+
+
+# -- parsers, fuzzed -------------------------------------------------------------------------------------------
+
+
+@given(st.text(max_size=80))
+def test_cluster_url_parser_takes_anything(tail: str) -> None:
+    """Any text after the scheme is a list of nodes or a UsageError, never another exception."""
+    try:
+        nodes, options = _cluster_nodes("redis-cluster://" + tail)
+    except UsageError:
+        return
+    assert nodes and all(0 <= n.port for n in nodes)
+    assert set(options) <= {"ssl", "username", "password"}
+
+
+@given(st.lists(st.text(max_size=12), min_size=2, max_size=6, unique=True))
+def test_escape_tag_is_injective(names: list[str]) -> None:
+    escaped = [escape_tag(n) for n in names]
+    assert len(set(escaped)) == len(names)
+    assert not any("{" in e or "}" in e for e in escaped)

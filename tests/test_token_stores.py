@@ -262,7 +262,7 @@ def test_open_token_store_urls(tmp_path: Path) -> None:
 
 
 def test_core_imports_without_redis() -> None:
-    code = "import sys, saslkit, saslkit.stores; assert 'redis' not in sys.modules"
+    code = "import sys, saslkit, saslkit.stores; assert 'redis' not in sys.modules and 'psycopg' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scale_fixtures import PostgresServer, require_postgres
 
 from saslkit.credentials import CredentialProfile, MutableUserStore, UserRecord, make_user
@@ -293,3 +295,14 @@ def test_postgres_pool_size_from_url(postgres_url: str) -> None:
     store.close()
     with pytest.raises(UsageError):
         PostgresUserStore(postgres_url + "?pool_size=many")
+
+
+@given(st.text(max_size=60))
+def test_postgres_url_pool_size_parser_takes_anything(query: str) -> None:
+    from saslkit.stores.postgres import _pool_size_from_url
+
+    try:
+        url, size = _pool_size_from_url("postgresql://h/db?" + query, 10)
+    except UsageError:
+        return
+    assert size >= 0 and url.startswith("postgresql://h/db")

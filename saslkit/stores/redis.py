@@ -36,13 +36,14 @@ from __future__ import annotations
 import builtins
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import redis
 from redis.backoff import NoBackoff
@@ -203,9 +204,8 @@ def escape_tag(text: str) -> str:
 
 def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
     """``redis-cluster://[user:password@]host:port[,host:port…]`` -> startup nodes and connection options."""
-    parts = urlsplit(url)
     options: dict[str, Any] = {"ssl": url.startswith("rediss-")}
-    netloc = parts.netloc
+    netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         user, _, password = userinfo.partition(":")
@@ -216,7 +216,7 @@ def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
     nodes = []
     for address in netloc.split(","):
         host, sep, port = address.strip().rpartition(":")
-        if not sep or not port.isdigit() or not host:
+        if not sep or not (port.isascii() and port.isdigit() and int(port) <= 65535) or not host.strip("[]"):
             raise UsageError("a Redis Cluster URL is redis-cluster://HOST:PORT[,HOST:PORT…]")
         nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
     return nodes, options
