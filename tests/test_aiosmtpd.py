@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from saslkit import ClientCredentials, MemoryUserStore, Success, channel_bindings_from_ssl, make_user
+from saslkit import ClientCredentials, MemoryUserStore, Policy, Success, channel_bindings_from_ssl, make_user
 from saslkit.auth.framing import encode_initial_response
 from saslkit.keys import KeyRing
 from saslkit.mechanism import ClientMechanism
@@ -139,6 +139,10 @@ def serve(tmp_path: Path, pki: Pki, users: MemoryUserStore) -> Iterator[Callable
         controller.stop()
 
 
+#: SCRAM-*-PLUS advertised with tls-server-end-point only (the stdlib's TLS 1.3 has no tls-exporter).
+PLUS_WITH_END_POINT = Policy(plus_with_end_point=True)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -169,7 +173,7 @@ def raw_line(client: smtplib.SMTP, line: str) -> bytes:
 
 
 def test_ehlo_offers_follow_tls_and_policy(serve: Callable[..., Running]) -> None:
-    server = serve()
+    server = serve(policy=PLUS_WITH_END_POINT)
     with server.connect(tls=False) as plain:
         feats = keywords(plain)
         assert "starttls" in feats
@@ -218,7 +222,8 @@ def test_allow_plaintext_auth(serve: Callable[..., Running]) -> None:
 
 
 def test_implicit_tls(serve: Callable[..., Running], pki: Pki) -> None:
-    server = serve(ssl_context=pki.server, tls_context=None)  # port-465 style: TLS from the first octet
+    # port-465 style: TLS from the first octet
+    server = serve(ssl_context=pki.server, tls_context=None, policy=PLUS_WITH_END_POINT)
     with smtplib.SMTP_SSL(HOST, server.port, context=pki.client, timeout=20) as client:
         client.ehlo("client.test")
         offered = keywords(client)["auth"].split()
@@ -354,8 +359,21 @@ def test_scram_wrong_password(serve: Callable[..., Running]) -> None:
         assert code == 535
 
 
-def test_scram_sha_256_plus_tls_server_end_point(serve: Callable[..., Running]) -> None:
+def test_no_scram_plus_with_end_point_only_by_default(serve: Callable[..., Running]) -> None:
+    """Issue 11: aiosmtpd's TLS is the stdlib's (no tls-exporter, no word on the extended master secret), so
+    SCRAM-*-PLUS, whose clients bind to tls-exporter or tls-unique, is not advertised unless opted into."""
     server = serve()
+    with server.connect() as client:
+        offered = keywords(client)["auth"].split()
+        assert "HT-SHA-256-ENDP" in offered and "SCRAM-SHA-256" in offered
+        assert not any(m.startswith("SCRAM") and m.endswith("-PLUS") for m in offered)
+        creds = ClientCredentials("alice", "pencil", server_offers_plus=True,
+                                  channel_binding=("tls-server-end-point", b"\0" * 32))
+        assert sasl(client, ScramClient("SCRAM-SHA-256-PLUS", creds))[0] == 534  # 5.7.9: not offered here
+
+
+def test_scram_sha_256_plus_tls_server_end_point(serve: Callable[..., Running]) -> None:
+    server = serve(policy=PLUS_WITH_END_POINT)
     with server.connect() as client:
         assert isinstance(client.sock, ssl.SSLSocket)
         bindings = channel_bindings_from_ssl(client.sock)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import UsageError
-from ..registry import default_registry
+from ..net.tls import OpenSSLServerContext, ServerTlsContext, pyopenssl_available
+from ..registry import Policy, default_registry
 from ..stores import sqlite_path
 from ._common import (
     EXIT_OK,
@@ -60,8 +61,11 @@ def _check_private_key(key_path: Path) -> None:
               file=sys.stderr)
 
 
-def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContext, bytes]:
-    """Server TLS context and our certificate (DER); self-signed into the state directory if none given."""
+def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ServerTlsContext, bytes]:
+    """Server TLS context and our certificate (DER); self-signed into the state directory if none given.
+
+    pyOpenSSL's (the ``tls`` extra: tls-exporter, RFC 9266) unless ``--tls-library ssl`` or not installed.
+    """
     import hashlib
 
     from ..smtp.server import ensure_certificate
@@ -84,6 +88,13 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise CliError(f"cannot load the TLS certificate: {exc}") from exc
     print(f"saslkit: TLS certificate SHA-256 fingerprint {hashlib.sha256(der).hexdigest()}", file=sys.stderr)
+    if args.tls_library == "pyopenssl" or (args.tls_library == "auto" and pyopenssl_available()):
+        try:
+            return OpenSSLServerContext(cert_path, key_path), der
+        except ImportError as exc:
+            raise CliError("--tls-library pyopenssl needs pyOpenSSL (pip install 'saslkit[tls]')") from exc
+        except ValueError as exc:
+            raise CliError(f"cannot load the TLS certificate: {exc}") from exc
     return context, der
 
 
@@ -111,6 +122,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     ring = keyring(args)
     tokens, stokens = token_services(args, ring)
     context, der = _tls_context(args, args.hostname)
+    policy = Policy(plus_with_end_point=True) if args.plus_with_end_point else None
     users = open_users(args)
     run: Callable[[Callable[[str, int], None]], None]
     if protocol == "imap":
@@ -120,7 +132,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
         imap = ImapServer(
             ImapConfig(hostname=args.hostname, tls_available=not args.implicit_tls,
                        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
-                       unauthenticate=args.unauthenticate, mechanisms=args.mechanisms),
+                       unauthenticate=args.unauthenticate, mechanisms=args.mechanisms, policy=policy),
             users, ring.server_secret, tokens=tokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls, mailbox=maildir_counter(args.maildir) if args.maildir else None,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
@@ -136,7 +148,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
         smtp = SmtpServer(
             SmtpConfig(hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
                        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
-                       mechanisms=args.mechanisms),
+                       mechanisms=args.mechanisms, policy=policy),
             users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls,
             deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
@@ -176,6 +188,12 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sp.add_argument("--tls-key", help="PEM private key")
         sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465/993 style)")
         sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN/LOGIN and tokens without TLS")
+        sp.add_argument("--tls-library", choices=("auto", "pyopenssl", "ssl"), default="auto",
+                        help="pyopenssl (the tls extra) verifies tls-exporter (RFC 9266); ssl (the stdlib) cannot "
+                             "(default auto: pyopenssl if installed)")
+        sp.add_argument("--plus-with-end-point", action="store_true",
+                        help="advertise SCRAM-*-PLUS when only tls-server-end-point can be verified (by default "
+                             "only with tls-exporter, or tls-unique on TLS 1.2 with extended master secret)")
         sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
         sp.add_argument("--mechanisms", type=_mechanism_list, metavar="LIST",
                         help="SASL mechanisms to offer and accept, in offer order, comma or space separated "

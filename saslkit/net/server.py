@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..channel_binding import channel_bindings_from_ssl
 from ..mechanism import Success
 from ..penalty import AuthPenalty, address_key
+from . import tls as _tls
 
 __all__ = ["LineServer", "LineSession", "ServedOnLineServer", "ensure_certificate", "run_until_signal"]
 
@@ -365,8 +365,12 @@ class _Connection(asyncio.BufferedProtocol):
         server = self.server
         assert self.transport is not None and server.ssl_context is not None
         try:
-            transport = await self.loop.start_tls(self.transport, self, server.ssl_context, server_side=True,
-                                                  ssl_handshake_timeout=handshake_timeout)
+            if isinstance(server.ssl_context, _tls.OpenSSLServerContext):  # tls-exporter (RFC 9266)
+                transport: asyncio.Transport | None = await _tls.start_tls(
+                    self.transport, self, server.ssl_context, handshake_timeout=handshake_timeout)
+            else:
+                transport = await self.loop.start_tls(self.transport, self, server.ssl_context, server_side=True,
+                                                      ssl_handshake_timeout=handshake_timeout)
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
             server.log.debug("connection from %s ended: %s", self.peer, exc)
             self._abort()
@@ -489,7 +493,7 @@ class LineServer:
         make_session: SessionFactory,
         *,
         name: str,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: _tls.ServerTlsContext | None = None,
         certificate_der: bytes | None = None,
         implicit_tls: bool = False,
         line_limit: int = 16384,
@@ -535,10 +539,8 @@ class LineServer:
         self._accept_errors = RateLimitedLog(self.log)
 
     def bindings(self, transport: asyncio.BaseTransport) -> dict[str, bytes]:
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is None:
-            return {}
-        return channel_bindings_from_ssl(sslobj, server_certificate=self.certificate_der)
+        """The channel bindings this server can verify on ``transport`` (see :func:`.tls.transport_bindings`)."""
+        return _tls.transport_bindings(transport, server_certificate=self.certificate_der)
 
     def _refuse(self, transport: asyncio.Transport, peer: str, client: str) -> None:
         """Over a connection limit: say so (in plaintext only) and close, without a session."""
@@ -648,7 +650,7 @@ class ServedOnLineServer:
     """What every reference server shares: TLS, the pool, time and connection limits, the auth penalty
     (keyword arguments), and the listening half (``_server`` is its :class:`LineServer`)."""
 
-    ssl_context: ssl.SSLContext | None = None
+    ssl_context: _tls.ServerTlsContext | None = None  # pyOpenSSL's gives tls-exporter (saslkit.net.tls)
     certificate_der: bytes | None = None  # our certificate, for tls-server-end-point (RFC 5929 §4)
     implicit_tls: bool = False
     workers: int = 8

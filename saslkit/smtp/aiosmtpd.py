@@ -106,8 +106,11 @@ class SaslkitAuth:
     """Server-wide settings, shared by every connection (and thread-safe).
 
     ``certificate`` is our TLS certificate (DER/PEM bytes, or a file path),
-    needed for ``tls-server-end-point``; without it only ``tls-unique``
-    (TLS 1.2) can enable the -PLUS mechanisms.  A ``throttle`` and the
+    needed for ``tls-server-end-point``, the only channel binding aiosmtpd's
+    TLS (the stdlib's) can verify: HT-*-ENDP use it, SCRAM-*-PLUS only with
+    ``policy=Policy(plus_with_end_point=True)`` (its clients bind to
+    tls-exporter or tls-unique by default; tls-unique is not used, since the
+    stdlib cannot say whether the extended master secret was negotiated).  A ``throttle`` and the
     ``auth_penalty`` (None: off) are called from worker threads.  :meth:`close` stops the worker threads (new ones start
     if the object is used again).
     """
@@ -166,6 +169,9 @@ class SaslkitAuth:
                 bindings = channel_bindings_from_ssl(sslobj)  # server side: tls-unique (TLS 1.2) only
             except SaslError:
                 bindings = {}
+            # RFC 7627, RFC 9266 §4.2: tls-unique needs the extended master secret, and aiosmtpd's TLS (the
+            # stdlib's sslproto) cannot say whether it was negotiated.
+            bindings.pop("tls-unique", None)
             if self._end_point is not None:
                 bindings["tls-server-end-point"] = self._end_point
         peer = transport.get_extra_info("peername")
