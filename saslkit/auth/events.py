@@ -8,6 +8,7 @@ secret (the events hold none).
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from collections.abc import Callable
@@ -17,7 +18,8 @@ from ..mechanism import FailureReason, Success
 from ..registry import Refusal
 
 __all__ = [
-    "AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "TokenMinted", "log_line", "logfmt", "reply_logger",
+    "AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "ChannelBindingFailure", "TokenMinted", "log_line",
+    "logfmt", "reply_logger",
 ]
 
 _BARE = re.compile(r"[A-Za-z0-9@._+:/=-]+")
@@ -37,6 +39,27 @@ class Authenticated:
         return cls(success.identity, success.mechanism, success.authcid, success)
 
 
+class ChannelBindingFailure(enum.Enum):
+    """Why a channel-bound exchange failed, when the channel and not the secret was wrong (RFC 5802 §6)."""
+
+    #: ``c=`` names other channel-binding data: the client's TLS channel is not ours (a relay, a proxy).
+    MISMATCH = "mismatch"
+    #: The client says it could bind but thought we could not (flag ``y``), though -PLUS was advertised.
+    DOWNGRADE = "downgrade"
+    #: A channel-binding type this connection cannot verify (or already used: RFC 9266 §4.1).
+    UNAVAILABLE = "unavailable"
+
+
+#: SCRAM's server-error values (RFC 5802 §7) and HT's that say the channel failed, not the credentials.
+_CHANNEL_BINDING_REASONS = {
+    "channel-bindings-dont-match": ChannelBindingFailure.MISMATCH,
+    "server-does-support-channel-binding": ChannelBindingFailure.DOWNGRADE,
+    "channel-binding-not-supported": ChannelBindingFailure.UNAVAILABLE,
+    "channel-binding-already-used": ChannelBindingFailure.UNAVAILABLE,
+    "unsupported-channel-binding-type": ChannelBindingFailure.UNAVAILABLE,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class AuthFailed:
     """The exchange failed with ``reason``; ``authcid`` is who the client claimed to be, if known."""
@@ -50,6 +73,11 @@ class AuthFailed:
     def authorization(self) -> bool:
         """Authenticated, but not allowed to act as the requested authzid (RFC 4422 §3.4.1)."""
         return self.reason == FailureReason.AUTHORIZATION_FAILED
+
+    @property
+    def channel_binding(self) -> ChannelBindingFailure | None:
+        """Set when the channel binding failed (a mismatch, a downgrade), not the password or token."""
+        return _CHANNEL_BINDING_REASONS.get(self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +116,10 @@ def log_line(event: AuthEvent, peer: str) -> str:
         return f"auth ok {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.identity)}"
     if isinstance(event, AuthFailed):
         kind = "auth temporary failure" if event.temporary else "auth failed"
-        return (f"{kind} {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.authcid)} "
+        line = (f"{kind} {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.authcid)} "
                 f"reason={logfmt(event.reason)}")
+        cb = event.channel_binding
+        return line if cb is None else f"{line} channel_binding={cb.value}"
     if isinstance(event, AuthRefused):
         return f"auth refused {head} mechanism={logfmt(event.mechanism)} reason={logfmt(event.refusal.value)}"
     return f"token minted {head} kind={logfmt(event.kind)} identity={logfmt(event.identity)}"

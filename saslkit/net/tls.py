@@ -342,11 +342,12 @@ class OpenSSLClientSocket:
     adds ``tls-exporter``.  Certificates are verified against ``cafile`` or
     the system's CAs, the name against ``server_hostname`` (OpenSSL's
     ``X509_VERIFY_PARAM`` host or IP check), unless ``verify`` is false.
+    ``options`` are more ``SSL_OP_*`` bits for the context.
     """
 
     def __init__(self, sock: Any, server_hostname: str, *, cafile: str | None = None, verify: bool = True,
-                 minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-                 maximum_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED) -> None:
+                 check_hostname: bool = True, minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+                 maximum_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED, options: int = 0) -> None:
         from OpenSSL import SSL
 
         self._SSL = SSL
@@ -356,7 +357,7 @@ class OpenSSLClientSocket:
         maximum = _openssl_version(maximum_version)
         if maximum:
             context.set_max_proto_version(maximum)
-        context.set_options(SSL.OP_NO_COMPRESSION | getattr(SSL, "OP_NO_RENEGOTIATION", 0))
+        context.set_options(SSL.OP_NO_COMPRESSION | getattr(SSL, "OP_NO_RENEGOTIATION", 0) | options)
         if verify:
             if cafile:
                 context.load_verify_locations(cafile)
@@ -367,7 +368,7 @@ class OpenSSLClientSocket:
         conn.set_connect_state()
         if not _is_ip(server_hostname):
             conn.set_tlsext_host_name(server_hostname.encode("idna"))
-        if verify:
+        if verify and check_hostname:
             _expect_name(conn, server_hostname)
         self._conn = conn
         self._handshake()
@@ -406,9 +407,9 @@ class OpenSSLClientSocket:
             self._flush()
             return
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            self._conn.sendall(data)
+            self._conn.sendall(bytes(data))
         except self._SSL.Error as exc:
             raise TlsHandshakeError(f"TLS error: {exc}") from exc
         self._flush()
@@ -427,6 +428,9 @@ class OpenSSLClientSocket:
             except SSL.Error as exc:
                 raise TlsHandshakeError(f"TLS error: {exc}") from exc
 
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
     def version(self) -> str:
         return str(self._conn.get_protocol_version_name())
 
@@ -437,6 +441,11 @@ class OpenSSLClientSocket:
     def channel_bindings(self) -> dict[str, bytes]:
         """Every binding this connection can safely give (tls-exporter included; RFC 9266 §2)."""
         return channel_bindings_from_pyopenssl(self._conn, server_side=False)
+
+    @property
+    def connection(self) -> SSL.Connection:
+        """The pyOpenSSL connection (for what this class does not wrap)."""
+        return self._conn
 
     def close(self) -> None:
         try:
@@ -474,7 +483,10 @@ def _expect_name(conn: Any, hostname: str) -> None:
 
     param = lib.SSL_get0_param(conn._ssl)
     if _is_ip(hostname):
-        ok = lib.X509_VERIFY_PARAM_set1_ip_asc(param, hostname.encode("ascii"))
+        import ipaddress
+
+        packed = ipaddress.ip_address(hostname).packed
+        ok = lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
     else:
         lib.X509_VERIFY_PARAM_set_hostflags(param, getattr(lib, "X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS", 0))
         name = hostname.encode("idna")
@@ -498,7 +510,7 @@ def openssl_client_possible() -> bool:
     except ImportError:
         return False
     return all(hasattr(lib, n) for n in ("SSL_get0_param", "X509_VERIFY_PARAM_set1_host",
-                                          "X509_VERIFY_PARAM_set1_ip_asc", "X509_VERIFY_PARAM_set_hostflags"))
+                                          "X509_VERIFY_PARAM_set1_ip", "X509_VERIFY_PARAM_set_hostflags"))
 
 
 # ---------------------------------------------------------------------------- what a connection binds to

@@ -82,6 +82,7 @@ from ..net.client import (
     pick_channel_binding,
     show_payload,
 )
+from ..net.tls import OpenSSLClientSocket
 from .session import MAX_SMTP_AUTH_LINE
 
 __all__ = [
@@ -157,7 +158,7 @@ def _auth_message(reply: SmtpReply) -> ServerMessage:
     return ServerSuccess() if reply.code == 235 else ServerFailure(str(reply))
 
 
-def _address_literal(sock: socket.socket) -> str:
+def _address_literal(sock: socket.socket | OpenSSLClientSocket) -> str:
     """Our side of the connection as an RFC 5321 §4.1.3 address literal for EHLO."""
     try:
         address = sock.getsockname()[0]
