@@ -161,6 +161,8 @@ def test_remember_then_reauthenticate_then_revoke(
         assert re.search(rf"^C: a003 AUTHENTICATE {mech} <\d+ octets>$", res.stderr, re.M), res.stderr
         if mech.endswith("-ENDP"):
             assert "(channel binding tls-server-end-point)" in res.stderr
+        if mech.endswith("-EXPR"):  # HT-*-EXPR over the wire (tls-exporter, RFC 9266)
+            assert "(channel binding tls-exporter)" in res.stderr
         if mech.startswith("HT"):
             assert re.search(r"^S: \+ <\d+ octets>$", res.stderr, re.M)  # the responder message, verified
 

@@ -146,6 +146,8 @@ def test_remember_then_reauthenticate_then_revoke(
         assert token not in res.stderr
         if mech.endswith("-ENDP"):
             assert "(channel binding tls-server-end-point)" in res.stderr
+        if mech.endswith("-EXPR"):  # HT-*-EXPR over the wire (tls-exporter, RFC 9266)
+            assert "(channel binding tls-exporter)" in res.stderr
         if mech.startswith("HT"):
             assert "S: 334 " in res.stderr  # the responder message, verified by the client
 
