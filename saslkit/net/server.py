@@ -373,14 +373,14 @@ class _Connection(asyncio.BufferedProtocol):
                                                       ssl_handshake_timeout=handshake_timeout)
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
             server.log.debug("connection from %s ended: %s", self.peer, exc)
-            self._abort()
+            self._handshake_failed()
             return
         except Exception:
             server.log.exception("internal error on a connection from %s", self.peer)
-            self._abort()
+            self._handshake_failed()
             return
         if transport is None or self.phase is _Phase.CLOSED:
-            self._abort()
+            self._handshake_failed()
             return
         self.transport, self.reading = transport, True
         if self.session is None:
@@ -388,6 +388,12 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self.phase = _Phase.READING
         self._guarded(self._tls_started)
+
+    def _handshake_failed(self) -> None:
+        """Drop the connection, and count it as ended: asyncio's TLS layer never calls our connection_lost
+        when the handshake fails (or times out), which would leave it counted against the limits."""
+        self._abort()
+        self.connection_lost(None)
 
     def _tls_started(self) -> None:
         assert self.session is not None and self.transport is not None

@@ -210,12 +210,12 @@ class _TlsProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """The TCP connection is gone: fail a pending handshake, and tell the application either way."""
         self.closed = True
         if self.handshake is not None:
             waiter, self.handshake = self.handshake, None
             if not waiter.done():
                 waiter.set_exception(exc or TlsHandshakeError("connection lost during the TLS handshake"))
-            return
         self.app.connection_lost(exc)
 
     def pause_writing(self) -> None:
