@@ -395,3 +395,63 @@ def test_stdlib_fallback_offer(db: Path, opt_in: bool) -> None:
             assert ("SCRAM-SHA-256-PLUS" in auth) is opt_in, (version, auth)
     finally:
         assert server.stop() == 0
+
+
+# ------------------------------------------------------------------- scramp and saslkit's client, TLS 1.2 and 1.3
+
+
+def smtp_starttls(server: ServerProcess, version: ssl.TLSVersion) -> OpenSSLClientSocket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    reader = sock.makefile("rb")
+    assert reader.readline().startswith(b"220 ")
+    sock.sendall(b"STARTTLS\r\n")
+    assert reader.readline().startswith(b"220 ")
+    tls = OpenSSLClientSocket(sock, "127.0.0.1", cafile=str(server.certificate), maximum_version=version)
+    assert tls.version() == version.name.replace("TLSv1_", "TLSv1.")
+    return tls
+
+
+@pytest.mark.parametrize(("version", "cb_type"), [
+    (ssl.TLSVersion.TLSv1_3, "tls-server-end-point"),
+    (ssl.TLSVersion.TLSv1_2, "tls-server-end-point"),
+    (ssl.TLSVersion.TLSv1_2, "tls-unique"),
+])
+def test_scramp_client_over_the_wire(smtp: ServerProcess, version: ssl.TLSVersion, cb_type: str) -> None:
+    """scramp (an independent SCRAM client) binds a real TLS connection: tls-server-end-point, tls-unique."""
+    scramp = pytest.importorskip("scramp")
+    tls = smtp_starttls(smtp, version)
+    try:
+        assert "SCRAM-SHA-256-PLUS" in " ".join(smtp_command(tls, "EHLO scramp.test"))
+        data = tls.channel_bindings()[cb_type]
+        client = scramp.ScramClient(["SCRAM-SHA-256-PLUS"], "alice", PASSWORD, channel_binding=(cb_type, data))
+        reply = smtp_command(tls, "AUTH SCRAM-SHA-256-PLUS " + b64(client.get_client_first().encode()))[-1]
+        assert reply.startswith("334 "), reply
+        client.set_server_first(base64.b64decode(reply[4:]).decode())
+        reply = smtp_command(tls, b64(client.get_client_final().encode()))[-1]
+        assert reply.startswith("334 "), reply
+        client.set_server_final(base64.b64decode(reply[4:]).decode())  # scramp checks the server's v=
+        assert smtp_command(tls, "")[-1].startswith("235 2.7.0")
+    finally:
+        tls.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("protocol", ["smtp", "imap"])
+def test_saslkit_library_client_tls12_and_tls13(protocol: str, version: ssl.TLSVersion, smtp: ServerProcess,
+                                                imap: ServerProcess) -> None:
+    """The library client picks tls-exporter on either version (TLS 1.2: with EMS, RFC 9266 §4.2)."""
+    from saslkit.imap.client import ImapClient
+    from saslkit.net.client import client_tls_context
+    from saslkit.smtp.client import SmtpClient
+
+    server = smtp if protocol == "smtp" else imap
+    context = client_tls_context(cafile=str(server.certificate))
+    context.maximum_version = version
+    transcript: list[str] = []
+    client_class = SmtpClient if protocol == "smtp" else ImapClient
+    with client_class("127.0.0.1", server.port, ssl_context=context, log=transcript.append) as client:
+        client.connect("starttls")
+        assert client.tls_version == version.name.replace("TLSv1_", "TLSv1.")
+        result = client.authenticate(None, "alice", PASSWORD)
+    assert result.mechanism == "SCRAM-SHA-512-PLUS" and result.channel_binding == "tls-exporter"
+    assert any("(pyOpenSSL)" in line for line in transcript)

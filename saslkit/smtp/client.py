@@ -18,10 +18,13 @@ What it does, and the choices made:
 * STARTTLS (RFC 3207): anything the server sent after its ``220`` in clear
   text is refused (a response-injection attempt), and everything learnt
   before TLS is forgotten: EHLO is sent again (§4.2).
-* Channel binding comes from the TLS socket
-  (:func:`~saslkit.channel_binding.channel_bindings_from_ssl`):
-  ``tls-server-end-point`` from the server certificate, ``tls-unique`` below
-  TLS 1.3; the stdlib cannot export ``tls-exporter``.  SCRAM-*-PLUS takes
+* Channel binding comes from the TLS connection: with a context from
+  :func:`~saslkit.net.client.client_tls_context` and pyOpenSSL installed
+  (the ``tls`` extra), TLS runs on pyOpenSSL and gives ``tls-exporter``
+  (RFC 9266), ``tls-server-end-point``, and below TLS 1.3 with the extended
+  master secret ``tls-unique``; otherwise on the stdlib's ``ssl``
+  (:func:`~saslkit.channel_binding.channel_bindings_from_ssl`), which cannot
+  export ``tls-exporter``.  ``-v`` shows the binding used.  SCRAM-*-PLUS takes
   tls-exporter, then tls-server-end-point, then tls-unique; HT-*-UNIQ/ENDP/EXPR
   take their own type.  A non-PLUS SCRAM client is told whether the server
   offered any -PLUS name (RFC 5802 §6: ``y`` when it offered none).
