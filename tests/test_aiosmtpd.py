@@ -627,3 +627,46 @@ def test_multi_line_replies_arrive_whole(serve: Callable[..., Running]) -> None:
         assert lines[-1].startswith(b"250 ") and any(x.startswith(b"250-AUTH ") or x.startswith(b"250 AUTH ")
                                                       for x in lines)
         assert all(x.endswith(b"\r\n") and x[:3] == b"250" for x in lines)
+
+
+# ---------------------------------------------------------------- STARTTLS on pyOpenSSL: tls-exporter (issue 11)
+
+
+def test_starttls_on_pyopenssl_binds_tls_exporter(serve: Callable[..., Running], pki: Pki) -> None:
+    """``tls_context=OpenSSLServerContext(...)``: STARTTLS runs on pyOpenSSL and -PLUS binds to tls-exporter."""
+    pytest.importorskip("OpenSSL")
+    import os
+    import shutil
+    import subprocess
+
+    from saslkit.net.client import client_tls_context
+    from saslkit.net.tls import OpenSSLServerContext
+    from saslkit.smtp.client import SmtpClient
+
+    server = serve(tls_context=OpenSSLServerContext(pki.cert, pki.cert.parent / "key.pem"))
+    with server.connect() as client:  # smtplib on the stdlib's ssl
+        offered = keywords(client)["auth"].split()
+        assert {"SCRAM-SHA-256-PLUS", "HT-SHA-256-EXPR", "HT-SHA-256-ENDP", "PLAIN"} <= set(offered)
+        assert client.login("alice", "pencil")[0] == 235
+        client.sendmail("alice@example.com", ["bob@example.com"], b"Subject: over pyOpenSSL\r\n\r\nbody\r\n")
+    assert server.handler.messages and server.handler.messages[-1][1].mail_from == "alice@example.com"
+    transcript: list[str] = []
+    with SmtpClient(HOST, server.port, ssl_context=client_tls_context(cafile=str(pki.cert)),
+                    log=transcript.append) as smtp:
+        smtp.connect("starttls")
+        result = smtp.authenticate("SCRAM-SHA-256-PLUS", "alice", "pencil")
+    assert (result.mechanism, result.channel_binding) == ("SCRAM-SHA-256-PLUS", "tls-exporter")
+    assert any(line.startswith("C: AUTH SCRAM-SHA-256-PLUS p=tls-exporter,,") for line in transcript), transcript
+    gsasl = shutil.which("gsasl")
+    if gsasl is None:
+        if os.environ.get("CI"):
+            pytest.fail("gsasl is not installed")
+        return
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    for mech in ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"):
+        done = subprocess.run([gsasl, "--smtp", "--connect", f"{HOST}:{server.port}", "-m", mech, "-a", "alice",
+                               "-p", "pencil", f"--x509-ca-file={pki.cert}", "--verbose"],
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
+        transcript_text = done.stdout + done.stderr
+        assert done.returncode == 0 and "235 2.7.0" in transcript_text, transcript_text
+        assert "(TLS1.3)" in transcript_text

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,7 @@ class _TlsProtocol(asyncio.Protocol):
         self.transport = _TlsTransport(self)
         self.closed = False
         self._buffered = isinstance(app, asyncio.BufferedProtocol)
+        self.on_handshake: Callable[[asyncio.Transport], None] | None = None
 
     # -- to the peer
 
@@ -165,6 +167,8 @@ class _TlsProtocol(asyncio.Protocol):
             return
         self.flush()
         waiter, self.handshake = self.handshake, None
+        if self.on_handshake is not None:  # before any plaintext reaches the application
+            self.on_handshake(self.transport)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -307,13 +311,17 @@ class _TlsTransport(asyncio.Transport):
 
 
 async def start_tls(transport: asyncio.Transport, protocol: asyncio.BaseProtocol, context: OpenSSLServerContext,
-                    *, handshake_timeout: float) -> asyncio.Transport:
+                    *, handshake_timeout: float,
+                    on_handshake: Callable[[asyncio.Transport], None] | None = None) -> asyncio.Transport:
     """Upgrade ``transport`` to TLS as a server (like :meth:`asyncio.loop.start_tls`); the TLS transport.
 
+    ``on_handshake`` is called with it as soon as the handshake ends, before
+    any plaintext the peer sent with its last flight reaches ``protocol``.
     Raises :class:`TlsHandshakeError` (or :class:`TimeoutError` after ``handshake_timeout``).
     """
     loop = asyncio.get_running_loop()
     tls = _TlsProtocol(loop, transport, protocol, context.connection())
+    tls.on_handshake = on_handshake
     transport.set_protocol(tls)
     transport.resume_reading()
     waiter = tls.handshake
