@@ -455,3 +455,43 @@ def test_saslkit_library_client_tls12_and_tls13(protocol: str, version: ssl.TLSV
         result = client.authenticate(None, "alice", PASSWORD)
     assert result.mechanism == "SCRAM-SHA-512-PLUS" and result.channel_binding == "tls-exporter"
     assert any("(pyOpenSSL)" in line for line in transcript)
+
+
+# --------------------------------------------------------------------------- without pyOpenSSL
+
+
+def test_without_pyopenssl_the_stdlib_serves_and_the_offer_says_so(db: Path, tmp_path: Path) -> None:
+    """The ``tls`` extra missing (``import OpenSSL`` fails): ``serve`` and ``client`` run on the stdlib's
+    ``ssl``; on TLS 1.3 the server then advertises no SCRAM-*-PLUS (no tls-exporter), HT-*-ENDP still, and
+    the client has tls-server-end-point only."""
+    import select
+    import signal
+    import sys
+
+    from servers import ENV, READY_RE
+
+    blocker = tmp_path / "no-pyopenssl"
+    (blocker / "OpenSSL").mkdir(parents=True)
+    (blocker / "OpenSSL" / "__init__.py").write_text("raise ImportError('pyOpenSSL is not installed (test)')\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(blocker), ENV.get("PYTHONPATH", "")])}
+    log = tmp_path / "server.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "saslkit", "serve", "smtp", "--listen", "127.0.0.1:0",
+                                 "--db", str(db), "--failure-delay", "0", "--auth-penalty", "off"],
+                                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        m = READY_RE.fullmatch((proc.stdout.readline() if ready else "").strip())
+        assert m, log.read_text()
+        cert = db.parent / "saslkit-tls.crt"
+        r = subprocess.run([sys.executable, "-m", "saslkit", "client", "smtp", f"127.0.0.1:{m.group(2)}",
+                            "--mech", "SCRAM-SHA-256", "--user", "alice", "--cafile", str(cert), "-v"],
+                           input=PASSWORD + "\n", capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "channel bindings: tls-server-end-point (ssl)" in r.stderr  # the client on the stdlib
+        auth = next(x for x in r.stderr.splitlines() if x.startswith("S: 250-AUTH ") and "PLAIN" in x).split()
+        assert "HT-SHA-256-ENDP" in auth and not [n for n in auth if n.endswith(("-PLUS", "-EXPR", "-UNIQ"))]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()

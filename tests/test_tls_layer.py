@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from saslkit.channel_binding import channel_bindings_from_ssl
 from saslkit.credentials import MemoryUserStore, make_user
@@ -222,3 +224,87 @@ def test_stdlib_client_and_server_bindings_agree_without_tls_unique(tmp_path: Pa
     client_side = run(server, scenario)
     assert set(seen[0]) == {"tls-server-end-point"}
     assert seen[0]["tls-server-end-point"] == client_side["tls-server-end-point"]
+
+
+# --------------------------------------------------------------------------- fuzz: any octets from the peer
+
+
+class _RecordingTransport(asyncio.Transport):
+    """A TCP transport stand-in: keeps what is written, notes abort and close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.aborted = self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.aborted or self.closed
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _App(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+@pytest.fixture(scope="module")
+def fuzz_context(tmp_path_factory: pytest.TempPathFactory) -> OpenSSLServerContext:
+    cert, key, _ = ensure_certificate(tmp_path_factory.mktemp("fuzz"), "localhost")
+    return OpenSSLServerContext(cert, key)
+
+
+_RECORD_HEADERS = st.sampled_from([b"", b"\x16\x03\x01", b"\x16\x03\x03", b"\x17\x03\x03", b"\x15\x03\x03"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_RECORD_HEADERS, st.binary(max_size=600)), min_size=1, max_size=6))
+def test_fuzz_handshake_input_never_escapes(fuzz_context: OpenSSLServerContext,
+                                            chunks: list[tuple[bytes, bytes]]) -> None:
+    """Whatever octets a peer sends during the handshake: no exception escapes, no plaintext is delivered,
+    and the handshake either waits for more or fails (the connection aborted, the waiter's error typed)."""
+    from saslkit.net import tls as tls_module
+
+    async def scenario() -> None:
+        raw, app = _RecordingTransport(), _App()
+        task = asyncio.ensure_future(tls_module.start_tls(raw, app, fuzz_context, handshake_timeout=30))
+        await asyncio.sleep(0)
+        protocol = raw.protocol
+        assert isinstance(protocol, asyncio.Protocol)
+        for header, body in chunks:
+            protocol.data_received(header + body)
+        await asyncio.sleep(0)
+        if task.done():
+            assert isinstance(task.exception(), ConnectionError)
+            assert raw.aborted
+        else:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert not app.received
+
+    asyncio.run(scenario())
