@@ -229,9 +229,10 @@ class _TlsProtocol(asyncio.Protocol):
         self.app.resume_writing()
 
     def _fail(self, exc: Exception) -> None:
-        if self.handshake is not None and not self.handshake.done():
-            self.handshake.set_exception(exc)
-            self.handshake = None
+        """A TLS error: fail the handshake if it is under way, and drop the TCP connection."""
+        waiter, self.handshake = self.handshake, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
         self.closed = True
         self.raw.abort()
 
