@@ -109,9 +109,9 @@ def logfmt(value: str | None) -> str:
     return '"' + re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", escaped) + '"'
 
 
-def log_line(event: AuthEvent, peer: str) -> str:
-    """One log line for ``event``: mechanism and identity quoted, never secrets."""
-    head = f"peer={logfmt(peer)}"
+def log_line(event: AuthEvent, peer: str, *, peer_key: str = "peer") -> str:
+    """One log line for ``event``: mechanism and identity quoted, never secrets (``peer_key`` names the peer)."""
+    head = f"{peer_key}={logfmt(peer)}"
     if isinstance(event, Authenticated):
         return f"auth ok {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.identity)}"
     if isinstance(event, AuthFailed):
