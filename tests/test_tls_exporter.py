@@ -495,3 +495,23 @@ def test_without_pyopenssl_the_stdlib_serves_and_the_offer_says_so(db: Path, tmp
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, log.read_text()
+
+
+def test_client_system_trust_is_the_stdlibs(smtp: ServerProcess) -> None:
+    """Without --cafile the pyOpenSSL client trusts what the stdlib would (SSL_CERT_FILE here), no more."""
+    import sys
+
+    from servers import ENV
+
+    args = [sys.executable, "-m", "saslkit", "client", "smtp", smtp.address, "--mech", "SCRAM-SHA-256-PLUS",
+            "--user", "alice", "-v"]
+    for trusted in (True, False):
+        env = {k: v for k, v in ENV.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+        env["SSL_CERT_FILE"] = str(smtp.certificate if trusted else Path(__file__))  # not a CA file: trusts none
+        env["SSL_CERT_DIR"] = str(Path(__file__).parent / "reference")
+        r = subprocess.run(args, input=PASSWORD + "\n", capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        if trusted:
+            assert r.returncode == 0, r.stderr
+            assert "(pyOpenSSL)" in r.stderr and "(channel binding tls-exporter)" in r.stderr
+        else:
+            assert r.returncode == 3 and "certificate verification failed" in r.stderr, r.stderr

@@ -369,9 +369,12 @@ class OpenSSLClientSocket:
         context.set_options(SSL.OP_NO_COMPRESSION | getattr(SSL, "OP_NO_RENEGOTIATION", 0) | options)
         if verify:
             if cafile:
-                context.load_verify_locations(cafile)
+                try:
+                    context.load_verify_locations(cafile)
+                except SSL.Error as exc:
+                    raise TlsHandshakeError(f"cannot load CA file {cafile}: {exc}") from exc
             else:
-                context.set_default_verify_paths()
+                _load_system_trust(context)
             context.set_verify(SSL.VERIFY_PEER, _keep_openssl_verdict)
         conn = SSL.Connection(context, None)
         conn.set_connect_state()
@@ -463,6 +466,23 @@ class OpenSSLClientSocket:
         except (self._SSL.Error, OSError):
             pass
         self._sock.close()
+
+
+def _load_system_trust(context: SSL.Context) -> None:
+    """The CAs the stdlib's ``load_default_certs`` would trust (its OpenSSL's paths, SSL_CERT_FILE/DIR
+    included): pyOpenSSL's own OpenSSL may be built with other default paths."""
+    paths = ssl.get_default_verify_paths()
+    cafile = paths.cafile if paths.cafile and Path(paths.cafile).is_file() else None
+    capath = paths.capath if paths.capath and Path(paths.capath).is_dir() else None
+    from OpenSSL import SSL
+
+    try:
+        if cafile or capath:
+            context.load_verify_locations(cafile, capath)
+        else:
+            context.set_default_verify_paths()
+    except SSL.Error:
+        pass  # like the stdlib's: unreadable default paths trust nothing (verification then fails)
 
 
 def _keep_openssl_verdict(conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
