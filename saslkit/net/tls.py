@@ -43,7 +43,6 @@ __all__ = [
     "pyopenssl_available",
     "start_tls",
     "transport_bindings",
-    "transport_tls_version",
 ]
 
 #: Octets moved from an outgoing memory BIO per read.
@@ -543,15 +542,6 @@ def openssl_client_possible() -> bool:
 
 
 # ---------------------------------------------------------------------------- what a connection binds to
-
-
-def transport_tls_version(transport: asyncio.BaseTransport) -> str | None:
-    """``TLSv1.2``/``TLSv1.3`` of a TLS transport (stdlib or :func:`start_tls`'s), else ``None``."""
-    conn = transport.get_extra_info("openssl_connection")
-    if conn is not None:
-        return str(conn.get_protocol_version_name())
-    sslobj = transport.get_extra_info("ssl_object")
-    return None if sslobj is None else sslobj.version()
 
 
 def transport_bindings(transport: asyncio.BaseTransport, *, server_certificate: bytes | None) -> dict[str, bytes]:
