@@ -3,8 +3,9 @@
 The servers run TLS on pyOpenSSL (``saslkit.net.tls``), which exports keying
 material; these tests check, against independent implementations, that:
 
-* **gsasl 2.2** (GnuTLS) logs in over STARTTLS on TLS 1.3 without ``-m``: it
-  picks SCRAM-SHA-256-PLUS and binds to ``tls-exporter``; a wrong password is
+* **gsasl 2.2** (GnuTLS) logs in over STARTTLS without ``-m``: it picks
+  SCRAM-SHA-256-PLUS and binds to ``tls-exporter`` on TLS 1.3, ``tls-unique``
+  on TLS 1.2 (with the extended master secret); a wrong password is
   refused, and logged as a password failure, not a channel-binding one.
   (gsasl has no implicit-TLS mode; implicit TLS is covered by openssl and
   saslkit's own client below.)
@@ -111,13 +112,13 @@ def smtp_implicit(db: Path) -> Iterator[ServerProcess]:
 # --------------------------------------------------------------------------- gsasl without -m
 
 
-def gsasl(protocol: str, server: ServerProcess, password: str) -> tuple[int, str]:
+def gsasl(protocol: str, server: ServerProcess, password: str, *extra: str) -> tuple[int, str]:
     """``gsasl --smtp|--imap`` as alice, no ``-m``: gsasl picks the mechanism from the server's offer."""
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     env.pop("LANGUAGE", None)
     proc = subprocess.run(
         [require("gsasl"), f"--{protocol}", "--connect", server.address, "-a", "alice", "-p", password,
-         f"--x509-ca-file={server.certificate}", "--verbose"],
+         f"--x509-ca-file={server.certificate}", "--verbose", *extra],
         capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL, env=env)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -129,15 +130,20 @@ def first_response(transcript: str, command: str) -> str:
     return base64.b64decode(lines[i + 2]).decode()
 
 
+@pytest.mark.parametrize(("version", "cb_type", "priority"), [
+    ("TLS1.3", "tls-exporter", ()),
+    ("TLS1.2", "tls-unique", ("--priority", "NORMAL:-VERS-TLS1.3")),  # GnuTLS negotiates EMS
+])
 @pytest.mark.parametrize("protocol", ["smtp", "imap"])
-def test_gsasl_default_mechanism_binds_tls_exporter(protocol: str, smtp: ServerProcess,
+def test_gsasl_default_mechanism_binds_tls_exporter(protocol: str, version: str, cb_type: str,
+                                                     priority: tuple[str, ...], smtp: ServerProcess,
                                                      imap: ServerProcess) -> None:
     server = smtp if protocol == "smtp" else imap
-    code, transcript = gsasl(protocol, server, PASSWORD)
+    code, transcript = gsasl(protocol, server, PASSWORD, *priority)
     assert code == 0, transcript
-    assert "(TLS1.3)" in transcript
+    assert f"({version})" in transcript
     command = "AUTH SCRAM-SHA-256-PLUS" if protocol == "smtp" else "AUTHENTICATE SCRAM-SHA-256-PLUS"
-    assert first_response(transcript, command).startswith("p=tls-exporter,,n=alice,r=")
+    assert first_response(transcript, command).startswith(f"p={cb_type},,n=alice,r=")
     assert ("235 2.7.0" in transcript) if protocol == "smtp" else (" OK [CAPABILITY " in transcript)
     assert "auth ok peer=127.0.0.1 mechanism=SCRAM-SHA-256-PLUS identity=alice" in server.log.read_text()
 
