@@ -73,9 +73,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, syntax
+try:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.lmtp import LMTP
+    from aiosmtpd.smtp import SMTP, Envelope, syntax
+except ImportError as exc:  # the optional extra
+    from .._extras import MissingExtra
+
+    raise MissingExtra("saslkit.smtp.aiosmtpd", "aiosmtpd", "aiosmtpd") from exc
 
 from ..auth.events import reply_logger
 from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point

@@ -37,9 +37,13 @@ def open_user_store(url_or_path: str) -> SQLiteUserStore:
 def open_token_store(url_or_path: str) -> TokenStore:
     """Open the token store named by a URL: SQLite (a path or ``sqlite:///``) or Redis.
 
-    redis-py is imported only here, so a SQLite-only deployment never loads it.
+    redis-py is imported only here, so a SQLite-only deployment never loads it (nor needs the
+    ``redis`` extra: without it a Redis URL raises :class:`~saslkit._extras.MissingExtra`).
     """
     if url_or_path.startswith(REDIS_SCHEMES):
+        from .._extras import require
+
+        require("redis", "redis", "the Redis token store")
         from .redis import RedisTokenStore
 
         return RedisTokenStore(url_or_path)
