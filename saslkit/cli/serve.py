@@ -20,7 +20,6 @@ from ._common import (
     CliError,
     Subparsers,
     db_arg,
-    keyring,
     open_users,
     parse_host_port,
     token_services,
@@ -60,6 +59,31 @@ def _check_private_key(key_path: Path) -> None:
               file=sys.stderr)
 
 
+def _certificate_names(cert_path: Path) -> set[str]:
+    """The DNS names (subjectAltName, else the common name) a PEM certificate is for, lower case."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {n.lower() for n in names.get_values_for_type(x509.DNSName)}
+    except x509.ExtensionNotFound:
+        return {str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+
+
+def _warn_if_not_for(cert_path: Path, hostname: str) -> None:
+    """Warn when the self-signed certificate made earlier is for another name than ``--hostname``."""
+    try:
+        names = _certificate_names(cert_path)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load the TLS certificate {cert_path}: {exc}") from exc
+    if hostname.lower() not in names:
+        print(f"saslkit: WARNING: --hostname {hostname} but the existing certificate {cert_path} is for "
+              f"{', '.join(sorted(names)) or 'no name'}; clients checking the name will refuse it "
+              f"(remove it and its key to make a new one, or give --tls-cert/--tls-key)", file=sys.stderr)
+
+
 def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContext, bytes]:
     """Server TLS context and our certificate (DER); self-signed into the state directory if none given."""
     import hashlib
@@ -75,6 +99,8 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
         cert_path, key_path, created = ensure_certificate(state_dir, hostname)
         if created:
             print(f"saslkit: created a self-signed certificate {cert_path}", file=sys.stderr)
+        else:
+            _warn_if_not_for(cert_path, hostname)
     _check_private_key(key_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -85,6 +111,14 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
         raise CliError(f"cannot load the TLS certificate: {exc}") from exc
     print(f"saslkit: TLS certificate SHA-256 fingerprint {hashlib.sha256(der).hexdigest()}", file=sys.stderr)
     return context, der
+
+
+def _delivery(path: str, make: Callable[[str], Callable[..., str]]) -> Callable[..., str]:
+    """``--deliver-to``: the Maildir delivery, or exit 1 naming the directory that cannot be one."""
+    try:
+        return make(path)
+    except OSError as exc:
+        raise CliError(f"cannot use --deliver-to {path} as a Maildir: {exc.strerror or exc}") from exc
 
 
 def _mechanism_list(text: str) -> tuple[str, ...]:
@@ -108,8 +142,8 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     host, port = args.listen
-    ring = keyring(args)
-    tokens, stokens = token_services(args, ring)
+    tokens, stokens = token_services(args)  # the store URL is checked before a key ring is created
+    ring = tokens.keys
     context, der = _tls_context(args, args.hostname)
     users = open_users(args)
     run: Callable[[Callable[[str, int], None]], None]
@@ -139,7 +173,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
                        mechanisms=args.mechanisms),
             users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls,
-            deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
+            deliver=_delivery(args.deliver_to, maildir_delivery) if args.deliver_to else discard_delivery,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
