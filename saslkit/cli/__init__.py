@@ -31,6 +31,7 @@ Command groups: :mod:`.users`, :mod:`.sasl`, :mod:`.keys`, :mod:`.tokens`
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
@@ -81,6 +82,9 @@ def _check_text_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    package_log = logging.getLogger("saslkit")
+    if not package_log.handlers:  # store warnings of a failing command: not a second stderr line
+        package_log.addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

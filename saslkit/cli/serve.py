@@ -9,11 +9,13 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ..errors import UsageError
+from ..credentials import UserStore
+from ..errors import StoreError, TemporaryFailure, UsageError
 from ..registry import default_registry
 from ..stores import sqlite_path
+from ..tokens import TokenStore
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -25,6 +27,9 @@ from ._common import (
     token_services,
     write_line,
 )
+
+if TYPE_CHECKING:
+    from ..metrics import ServerMetrics
 
 
 def _positive_seconds(value: str) -> float:
@@ -121,6 +126,27 @@ def _delivery(path: str, make: Callable[[str], Callable[..., str]]) -> Callable[
         raise CliError(f"cannot use --deliver-to {path} as a Maildir: {exc.strerror or exc}") from exc
 
 
+def _metrics() -> ServerMetrics:
+    """The metrics of ``--metrics`` (imported only then: prometheus_client is the optional ``metrics`` extra)."""
+    from ..metrics import ServerMetrics
+
+    return ServerMetrics()
+
+
+def _check_stores(users: UserStore, tokens: TokenStore) -> None:
+    """Startup check: read once from every configured store.  Unreachable (a temporary failure) is a warning
+    (logins needing it fail temporarily until it is back); any other store error stops the server (exit 1)."""
+    for what, probe in (("user database", lambda: users.get_user("saslkit-startup-check")),
+                        ("token store", lambda: tokens.get("saslkit-startup-check"))):
+        try:
+            probe()
+        except TemporaryFailure as exc:
+            print(f"saslkit: WARNING: {what} unreachable at startup: {exc}; logins that need it fail "
+                  "temporarily until it is back", file=sys.stderr)
+        except StoreError as exc:
+            raise CliError(f"{what} check failed at startup: {exc}") from exc
+
+
 def _mechanism_list(text: str) -> tuple[str, ...]:
     """``--mechanisms``: names separated by commas or spaces, each one saslkit implements."""
     names = tuple(dict.fromkeys(n.upper() for n in text.replace(",", " ").split()))
@@ -132,10 +158,11 @@ def _mechanism_list(text: str) -> tuple[str, ...]:
 
 def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     """``serve smtp`` / ``serve imap``: one server on the SQLite (or Redis) stores until SIGTERM/SIGINT."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    from ..logs import configure_logging
     from ..penalty import parse_auth_penalty
+
+    configure_logging(args.log_format)
+    metrics = _metrics() if args.metrics else None  # a missing extra fails before anything starts
 
     try:
         penalty = parse_auth_penalty(args.auth_penalty)
@@ -146,6 +173,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     ring = tokens.keys
     context, der = _tls_context(args, args.hostname)
     users = open_users(args)
+    _check_stores(users, tokens.store)
     run: Callable[[Callable[[str, int], None]], None]
     if protocol == "imap":
         from ..imap.server import ImapServer, maildir_counter, run_imap_server
@@ -160,6 +188,9 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
+        if metrics is not None:
+            metrics.instrument(imap, "imap")
+
         def run(ready: Callable[[str, int], None]) -> None:
             run_imap_server(imap, host, port, ready)
     else:
@@ -177,10 +208,20 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
+        if metrics is not None:
+            metrics.instrument(smtp, protocol)
+
         def run(ready: Callable[[str, int], None]) -> None:
             run_server(smtp, host, port, ready)
 
     def ready(bound_host: str, bound_port: int) -> None:
+        if metrics is not None:
+            m_host, m_port = args.metrics
+            try:
+                shown = metrics.serve(m_host, m_port)
+            except OSError as exc:
+                raise CliError(f"cannot serve metrics on {m_host}:{m_port}: {exc.strerror or exc}") from exc
+            print(f"saslkit: metrics on http://{shown[0]}:{shown[1]}/metrics", file=sys.stderr, flush=True)
         write_line(stdout, f"saslkit {protocol} listening on {bound_host}:{bound_port}")
 
     try:
@@ -226,6 +267,10 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                         help="connections served at once; more are refused (default 1000)")
         sp.add_argument("--max-connections-per-ip", type=_positive_int, default=20, metavar="N",
                         help="connections from one address at once (default 20)")
+        sp.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text (logfmt for authentications) or one JSON object each")
+        sp.add_argument("--metrics", type=parse_host_port, metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs saslkit[metrics])")
         if proto == "smtp":
             sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
             sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")
