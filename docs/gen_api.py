@@ -29,6 +29,8 @@ MODULES = [
     "saslkit.smtp.aiosmtpd",
     "saslkit.imap.session",
     "saslkit.imap.server",
+    "saslkit.dovecot.session",
+    "saslkit.dovecot.server",
     "saslkit.channel_binding",
     "saslkit.keys",
     "saslkit.tokens",

@@ -43,6 +43,8 @@ class MechanismInfo:
     channel_binding: bool = False
     #: The channel-binding types it can use (None = any), e.g. HT-*-UNIQ needs tls-unique.
     channel_binding_types: frozenset[str] | None = None
+    #: The server proves itself too (SCRAM's ``v=``, HT's responder message): Dovecot's ``mutual-auth`` flag.
+    mutual_auth: bool = False
     #: Authenticates with a minted token rather than a password (REMEMBERME, HT, STOKEN).
     token_based: bool = False
     #: Must run over TLS even though no password crosses the wire (HT-09 §1.2: replayable).
@@ -328,6 +330,7 @@ def default_registry() -> Registry:
                 strength=(100 if plus else 50) + hash_rank[hash_name],
                 channel_binding=plus,
                 computes_after_challenge=True,
+                mutual_auth=True,
             )
         )
     # HT-*/HT2-* token mechanisms: above PLAIN, below SCRAM (a client holding only a password
@@ -346,6 +349,7 @@ def default_registry() -> Registry:
                 channel_binding_types=None if spec.cb_type is None else frozenset({spec.cb_type}),
                 token_based=True,
                 requires_tls=True,
+                mutual_auth=True,
             )
         )
     # Bearer tokens: the secret itself crosses the wire, so TLS only (like PLAIN).

@@ -82,24 +82,25 @@ def logfmt(value: str | None) -> str:
     return '"' + re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", escaped) + '"'
 
 
-def log_fields(event: AuthEvent, peer: str) -> dict[str, str | None]:
+def log_fields(event: AuthEvent, peer: str, *, peer_key: str = "peer") -> dict[str, str | None]:
     """The fields of ``event``'s log line, in order: ``event`` (what happened: ``auth ok``, ``auth failed``,
-    ``auth temporary failure``, ``auth refused``, ``token minted``), ``peer``, then ``mechanism``,
-    ``identity`` and ``reason`` (or ``kind`` for a token) as they apply.  Never secrets."""
+    ``auth temporary failure``, ``auth refused``, ``token minted``), the peer (under ``peer_key``), then
+    ``mechanism``, ``identity`` and ``reason`` (or ``kind`` for a token) as they apply.  Never secrets."""
     if isinstance(event, Authenticated):
-        return {"event": "auth ok", "peer": peer, "mechanism": event.mechanism, "identity": event.identity}
+        return {"event": "auth ok", peer_key: peer, "mechanism": event.mechanism, "identity": event.identity}
     if isinstance(event, AuthFailed):
         kind = "auth temporary failure" if event.temporary else "auth failed"
-        return {"event": kind, "peer": peer, "mechanism": event.mechanism, "identity": event.authcid,
+        return {"event": kind, peer_key: peer, "mechanism": event.mechanism, "identity": event.authcid,
                 "reason": str(event.reason)}
     if isinstance(event, AuthRefused):
-        return {"event": "auth refused", "peer": peer, "mechanism": event.mechanism, "reason": event.refusal.value}
-    return {"event": "token minted", "peer": peer, "kind": event.kind, "identity": event.identity}
+        return {"event": "auth refused", peer_key: peer, "mechanism": event.mechanism, "reason": event.refusal.value}
+    return {"event": "token minted", peer_key: peer, "kind": event.kind, "identity": event.identity}
 
 
-def log_line(event: AuthEvent, peer: str) -> str:
-    """One logfmt log line for ``event`` (:func:`log_fields`): values quoted when needed, never secrets."""
-    fields = log_fields(event, peer)
+def log_line(event: AuthEvent, peer: str, *, peer_key: str = "peer") -> str:
+    """One logfmt log line for ``event`` (:func:`log_fields`): values quoted when needed, never secrets
+    (``peer_key`` names the peer)."""
+    fields = log_fields(event, peer, peer_key=peer_key)
     head = fields.pop("event")
     return f"{head} " + " ".join(f"{key}={logfmt(value)}" for key, value in fields.items())
 

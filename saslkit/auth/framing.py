@@ -17,6 +17,7 @@ from ..errors import ProtocolError
 __all__ = [
     "AuthCancelled",
     "InvalidBase64",
+    "decode_base64",
     "decode_continuation",
     "decode_initial_response",
     "encode_challenge",
@@ -41,6 +42,7 @@ class AuthCancelled(ProtocolError):
 
 
 def _strict_b64decode(data: bytes) -> bytes:
+    """Strict base64 (RFC 4648 §3.3, §3.5); empty input is empty data."""
     if not _B64_RE.fullmatch(data):
         raise InvalidBase64()
     try:
@@ -69,6 +71,11 @@ def decode_initial_response(token: str | bytes) -> bytes:
     if not data:
         raise InvalidBase64()
     return _strict_b64decode(data)
+
+
+def decode_base64(data: str | bytes) -> bytes:
+    """Strict base64 with no ``=``/``*`` conventions (empty is empty): the Dovecot auth protocol's fields."""
+    return _strict_b64decode(_as_bytes(data))
 
 
 def decode_continuation(line: str | bytes) -> bytes:

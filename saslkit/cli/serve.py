@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..credentials import UserStore
+from ..dovecot.session import HandshakeTiming, TempFailMode
 from ..errors import StoreError, TemporaryFailure, UsageError
 from ..registry import default_registry
 from ..stores import sqlite_path
@@ -22,6 +23,7 @@ from ._common import (
     CliError,
     Subparsers,
     db_arg,
+    keyring,
     open_users,
     parse_host_port,
     token_services,
@@ -239,9 +241,102 @@ def cmd_serve_imap(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> i
     return _serve(args, stdout, "imap")
 
 
+def _socket_mode(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError("expected an octal file mode such as 0660")
+    return mode
+
+
+def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """``serve dovecot-auth``: the Dovecot auth protocol for Postfix and Exim, until SIGTERM/SIGINT."""
+    import logging
+
+    from ..dovecot.server import DovecotAuthServer, parse_listen
+    from ..dovecot.session import DovecotAuthConfig
+    from ..penalty import parse_auth_penalty
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        listen = parse_listen(args.listen)
+        penalty = parse_auth_penalty(args.auth_penalty)
+        config = DovecotAuthConfig(
+            mechanisms=args.mechanisms, private_mechanisms=frozenset(args.private_mechanisms or ()),
+            allow_plaintext_without_secured=args.allow_plaintext_auth, honour_no_penalty=args.honour_no_penalty,
+            temp_fail=TempFailMode(args.temp_fail), failure_delay=args.failure_delay,
+            channel_binding=args.channel_binding,
+            handshake=HandshakeTiming.AFTER_VERSION if args.channel_binding else HandshakeTiming(args.handshake),
+            max_requests=args.max_requests, request_timeout=args.request_timeout)
+    except UsageError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    ring = keyring(args)
+    tokens, stokens = token_services(args, ring)
+    server = DovecotAuthServer(config=config, users=open_users(args), server_secret=ring.server_secret,
+                               tokens=tokens, stokens=stokens, auth_penalty=penalty,
+                               max_connections=args.max_connections, socket_mode=args.socket_mode,
+                               socket_group=args.socket_group, idle_timeout=args.idle_timeout)
+
+    def ready(address: str) -> None:
+        write_line(stdout, f"saslkit dovecot-auth listening on {address}")
+
+    try:
+        server.run(listen, ready)
+    except UsageError as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
+    return EXIT_OK
+
+
+def _add_dovecot_auth_parser(serve: Subparsers, common: argparse.ArgumentParser) -> None:
+    sp = serve.add_parser("dovecot-auth", parents=[common],
+                          help="the Dovecot authentication protocol, for Postfix (smtpd_sasl_type = dovecot) "
+                               "and Exim (driver = dovecot)")
+    sp.add_argument("--listen", default="127.0.0.1:12345", metavar="unix:PATH|HOST:PORT",
+                    help="UNIX socket (e.g. unix:/var/spool/postfix/private/auth) or TCP address "
+                         "(default 127.0.0.1:12345)")
+    sp.add_argument("--socket-mode", type=_socket_mode, default=0o660, metavar="MODE",
+                    help="octal mode of the UNIX socket (default 0660)")
+    sp.add_argument("--socket-group", metavar="GROUP", help="group of the UNIX socket (e.g. postfix)")
+    sp.add_argument("--mechanisms", type=_mechanism_list, metavar="LIST",
+                    help="SASL mechanisms to offer and accept, in offer order (default: all but channel binding)")
+    sp.add_argument("--private-mechanisms", type=_mechanism_list, metavar="LIST",
+                    help="mechanisms accepted but flagged private, so the MTA never advertises them")
+    sp.add_argument("--allow-plaintext-auth", action="store_true",
+                    help="allow PLAIN/LOGIN and tokens on requests the MTA does not mark secured")
+    sp.add_argument("--honour-no-penalty", action="store_true",
+                    help="skip the auth penalty for requests that say no-penalty")
+    sp.add_argument("--auth-penalty", default="2:8", metavar="BASE:CAP",
+                    help="delay failures per remote IP (rip=) and user, BASE seconds doubling up to CAP "
+                         "(default 2:8, under Postfix's 10 s auth-server read limit); off to disable")
+    sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
+    sp.add_argument("--temp-fail", choices=[m.value for m in TempFailMode], default="auto",
+                    help="store outages: FAIL code=temp_fail (reply), close the connection so the MTA answers "
+                         "454 (disconnect), or disconnect for clients at protocol minor 0 only: Postfix, Exim (auto)")
+    sp.add_argument("--handshake", choices=[m.value for m in HandshakeTiming], default="at-once",
+                    help="write the handshake on connect (Exim needs it) or after the client's VERSION")
+    sp.add_argument("--channel-binding", action="store_true",
+                    help="offer -PLUS and HT-*-UNIQ/ENDP/EXPR to clients at protocol minor 3 that supply "
+                         "channel_binding= data (e.g. Dovecot 2.4 login processes); implies --handshake after-version")
+    sp.add_argument("--max-requests", type=_positive_int, default=64, metavar="N",
+                    help="authentications in flight per client connection (default 64)")
+    sp.add_argument("--request-timeout", type=_positive_seconds, default=300.0, metavar="SECONDS",
+                    help="fail a request whose client does not continue within this long (default 300)")
+    sp.add_argument("--idle-timeout", type=_positive_seconds, default=3600.0, metavar="SECONDS",
+                    help="close a client connection with nothing in flight for this long (default 3600; Postfix "
+                         "reconnects at once on a UNIX socket)")
+    sp.add_argument("--max-connections", type=_positive_int, default=1000, metavar="N",
+                    help="client connections at once (default 1000)")
+    sp.set_defaults(handler=cmd_serve_dovecot_auth)
+
+
 def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     """Register the ``serve`` commands."""
     serve = sub.add_parser("serve", help="run a reference server").add_subparsers(dest="command", required=True)
+    _add_dovecot_auth_parser(serve, common)
     for proto, default_port in (("smtp", 2525), ("imap", 1143)):
         sp = serve.add_parser(proto, parents=[common], help=f"{proto.upper()} reference server with SASL")
         sp.add_argument("--listen", type=parse_host_port, default=("127.0.0.1", default_port),

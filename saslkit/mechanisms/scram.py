@@ -463,7 +463,7 @@ class ScramServer:
         self._authzid: str | None = None
         self._client_first_bare = ""
         self._server_first = ""
-        self._expected_cbind = ""
+        self._gs2 = _NO_BINDING
 
     @property
     def done(self) -> bool:
@@ -557,7 +557,7 @@ class ScramServer:
             raise UsageError("nonce_factory must return printable ASCII without ','")
         self._credential = credential
         self._cb_name = gs2.cb_name
-        self._expected_cbind = self._cbind_for(gs2)
+        self._gs2 = gs2  # c= is computed at the final step: a binding may supply its data only then (Dovecot's)
         self._client_first_bare = bare
         self._nonce = first.nonce + s_nonce
         self._server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}"  # the same work either way
@@ -567,8 +567,9 @@ class ScramServer:
     def _client_final(self, data: bytes) -> ServerStep:
         final = parse_client_final(decode_message(data, self._ctx.max_message_size))
         # c= is rebuilt and compared (RFC 5802 §6); channel-binding data is not secret.
-        if final.cbind_b64 != self._expected_cbind:
-            expected = base64.b64decode(self._expected_cbind)
+        expected_cbind = self._cbind_for(self._gs2)
+        if final.cbind_b64 != expected_cbind:
+            expected = base64.b64decode(expected_cbind)
             if _b64decode(final.cbind_b64, INVALID_ENCODING) != expected:
                 raise ProtocolError(CHANNEL_BINDINGS_DONT_MATCH, "c= does not match")
         if final.nonce != self._nonce:
