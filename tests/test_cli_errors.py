@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import os
 import pty
+import select
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -159,14 +161,19 @@ def test_concurrent_keys_init_one_wins(tmp_path: Path) -> None:
 
 
 def _on_terminal(argv: list[str], answers: list[bytes], cwd: Path) -> tuple[int, bytes]:
-    """Run saslkit with a pseudo-terminal as its controlling terminal, answering each prompt in turn."""
+    """Run saslkit with a pseudo-terminal as its controlling terminal, answering each password prompt once it
+    is shown (getpass flushes what was typed ahead of its prompt); killed after 60 s of silence."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
         os.chdir(cwd)
         os.execve(sys.executable, [sys.executable, "-m", "saslkit", *argv], ENV)  # noqa: S606
     seen = b""
-    pending = list(answers)
+    answered = 0
     while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            break
         try:
             chunk = os.read(fd, 1024)
         except OSError:
@@ -174,8 +181,9 @@ def _on_terminal(argv: list[str], answers: list[bytes], cwd: Path) -> tuple[int,
         if not chunk:
             break
         seen += chunk
-        if pending and seen.rstrip().endswith(b":"):
-            os.write(fd, pending.pop(0))
+        if answered < len(answers) and seen.count(b"password: ") > answered:
+            os.write(fd, answers[answered])
+            answered += 1
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), seen
