@@ -18,8 +18,8 @@ from ..mechanism import FailureReason, Success
 from ..registry import Refusal
 
 __all__ = [
-    "AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "ChannelBindingFailure", "TokenMinted", "log_line",
-    "logfmt", "reply_logger",
+    "FIELDS_ATTRIBUTE", "AuthEvent", "AuthFailed", "AuthRefused", "Authenticated", "ChannelBindingFailure",
+    "TokenMinted", "log_fields", "log_line", "logfmt", "reply_logger",
 ]
 
 _BARE = re.compile(r"[A-Za-z0-9@._+:/=-]+")
@@ -109,20 +109,35 @@ def logfmt(value: str | None) -> str:
     return '"' + re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", escaped) + '"'
 
 
-def log_line(event: AuthEvent, peer: str, *, peer_key: str = "peer") -> str:
-    """One log line for ``event``: mechanism and identity quoted, never secrets (``peer_key`` names the peer)."""
-    head = f"{peer_key}={logfmt(peer)}"
+def log_fields(event: AuthEvent, peer: str, *, peer_key: str = "peer") -> dict[str, str | None]:
+    """The fields of ``event``'s log line, in order: ``event`` (what happened: ``auth ok``, ``auth failed``,
+    ``auth temporary failure``, ``auth refused``, ``token minted``), the peer (under ``peer_key``), then
+    ``mechanism``, ``identity`` and ``reason`` (or ``kind`` for a token) as they apply.  Never secrets."""
     if isinstance(event, Authenticated):
-        return f"auth ok {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.identity)}"
+        return {"event": "auth ok", peer_key: peer, "mechanism": event.mechanism, "identity": event.identity}
     if isinstance(event, AuthFailed):
         kind = "auth temporary failure" if event.temporary else "auth failed"
-        line = (f"{kind} {head} mechanism={logfmt(event.mechanism)} identity={logfmt(event.authcid)} "
-                f"reason={logfmt(event.reason)}")
-        cb = event.channel_binding
-        return line if cb is None else f"{line} channel_binding={cb.value}"
+        fields: dict[str, str | None] = {"event": kind, peer_key: peer, "mechanism": event.mechanism,
+                                         "identity": event.authcid, "reason": str(event.reason)}
+        if event.channel_binding is not None:  # the channel, not the password, was wrong
+            fields["channel_binding"] = event.channel_binding.value
+        return fields
     if isinstance(event, AuthRefused):
-        return f"auth refused {head} mechanism={logfmt(event.mechanism)} reason={logfmt(event.refusal.value)}"
-    return f"token minted {head} kind={logfmt(event.kind)} identity={logfmt(event.identity)}"
+        return {"event": "auth refused", peer_key: peer, "mechanism": event.mechanism, "reason": event.refusal.value}
+    return {"event": "token minted", peer_key: peer, "kind": event.kind, "identity": event.identity}
+
+
+def log_line(event: AuthEvent, peer: str, *, peer_key: str = "peer") -> str:
+    """One logfmt log line for ``event`` (:func:`log_fields`): values quoted when needed, never secrets
+    (``peer_key`` names the peer)."""
+    fields = log_fields(event, peer, peer_key=peer_key)
+    head = fields.pop("event")
+    return f"{head} " + " ".join(f"{key}={logfmt(value)}" for key, value in fields.items())
+
+
+#: The ``extra`` key under which :func:`reply_logger` hands a record its :func:`log_fields`
+#: (``saslkit.logs.JsonFormatter`` writes them as JSON members).
+FIELDS_ATTRIBUTE = "saslkit_fields"
 
 
 def reply_logger(log: logging.Logger) -> Callable[[str, object, object], None]:
@@ -130,6 +145,6 @@ def reply_logger(log: logging.Logger) -> Callable[[str, object, object], None]:
 
     def observe(peer: str, session: object, reply: object) -> None:
         for event in getattr(reply, "events", ()):
-            log.info("%s", log_line(event, peer))
+            log.info("%s", log_line(event, peer), extra={FIELDS_ATTRIBUTE: log_fields(event, peer)})
 
     return observe

@@ -679,6 +679,25 @@ class ServedOnLineServer:
         """Run until SIGTERM or SIGINT; ``on_ready`` is called with the bound address."""
         run_until_signal(self._server, host, port, on_ready)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections served now (for metrics)."""
+        return self._server._open
+
+    def instrument(self, observe: Observer, wrap_session: Callable[[Any], Any] | None = None) -> None:
+        """Also call ``observe(peer, session, reply)`` after every reply, and pass each new session through
+        ``wrap_session`` (both for metrics: :class:`saslkit.metrics.ServerMetrics`)."""
+        inner_observe, make_session = self._server.observe, self._server.make_session
+
+        def both(peer: str, session: Any, reply: Any) -> None:
+            if inner_observe is not None:
+                inner_observe(peer, session, reply)
+            observe(peer, session, reply)
+
+        self._server.observe = both
+        if wrap_session is not None:
+            self._server.make_session = lambda *args: wrap_session(make_session(*args))
+
 
 def run_until_signal(server: LineServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
     """Run until SIGTERM or SIGINT; ``on_ready`` is called with the bound address."""

@@ -12,10 +12,12 @@ Usage (a submission server on port 587 with STARTTLS)::
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain("cert.pem", "key.pem")
-    controller = saslkit_controller(
-        Handler(), users=users, server_secret=keys.server_secret, tokens=tokens,
+    controller = saslkit_controller(   # users, ring, tokens: see docs/server-authors.md
+        Handler(), users=users, server_secret=ring.server_secret, tokens=tokens,
         certificate="cert.pem",  # for tls-server-end-point (SCRAM-*-PLUS, HT-*-ENDP)
-        hostname="0.0.0.0", port=587, tls_context=tls, require_starttls=True,
+        hostname="0.0.0.0", port=587,  # aiosmtpd: hostname= is the address to bind
+        server_hostname="mail.example.net",  # the name in the greeting
+        tls_context=tls, require_starttls=True,
     )
     controller.start()
 
@@ -80,9 +82,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
+try:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.lmtp import LMTP
+    from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
+except ImportError as exc:  # the optional extra
+    from .._extras import MissingExtra
+
+    raise MissingExtra("saslkit.smtp.aiosmtpd", "aiosmtpd", "aiosmtpd") from exc
 
 from ..auth.events import reply_logger
 from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point

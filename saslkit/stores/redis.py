@@ -22,6 +22,7 @@ a replicated primary), not Redis Cluster.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +40,8 @@ from ..errors import StoreError, TemporaryFailure
 from ..tokens.records import StokenRecord, TokenRecord
 
 __all__ = ["RedisTokenStore"]
+
+_log = logging.getLogger("saslkit.stores")
 
 #: Unreachable servers must fail fast: a login waits on this.
 SOCKET_TIMEOUT = 2.0
@@ -208,8 +211,10 @@ class RedisTokenStore:
         try:
             yield
         except _TEMPORARY as exc:
+            _log.warning("token store (Redis) unavailable: %s: %s", type(exc).__name__, exc)
             raise TemporaryFailure(f"token store (Redis) unavailable: {exc}") from exc
         except RedisError as exc:
+            _log.error("token store (Redis) failed: %s: %s", type(exc).__name__, exc)
             raise StoreError(f"token store (Redis) failed: {exc}") from exc
 
     def _token_key(self, token_id: str) -> str:
