@@ -9,7 +9,7 @@
   ejabberd we use SHA-256, so clients of those servers interoperate.
 * ``tls-exporter`` (RFC 9266 §2): ``TLS-Exporter("EXPORTER-Channel-Binding",
   "", 32)``.  CPython's ``ssl`` cannot export keying material, so it comes
-  from a pyOpenSSL connection or from the caller.
+  from a pyOpenSSL connection (:mod:`saslkit.net.tls`) or from the caller.
 
 Data is returned raw, without any ``tls-unique:`` prefix (RFC 5802 §7).
 """
@@ -30,6 +30,7 @@ __all__ = [
     "ChannelBindingUnavailable",
     "channel_bindings_from_pyopenssl",
     "channel_bindings_from_ssl",
+    "extended_master_secret",
     "tls_server_end_point",
 ]
 
@@ -105,11 +106,17 @@ def channel_bindings_from_pyopenssl(
 
     ``tls-exporter`` comes from ``export_keying_material`` (RFC 9266 §2: empty
     context).  ``tls-unique`` (below TLS 1.3 only) is the client's Finished in
-    a full handshake and the server's in a resumed one (RFC 5929 §3.1).
+    a full handshake and the server's in a resumed one (RFC 5929 §3.1).  Below
+    TLS 1.3 both are given only if the extended master secret was negotiated
+    (RFC 7627 §1, RFC 9266 §4.2): without it a man in the middle can make two
+    connections share them (the triple handshake attack).
     """
     version = conn.get_protocol_version_name()
-    out: dict[str, bytes] = {"tls-exporter": conn.export_keying_material(EXPORTER_LABEL, EXPORTER_LENGTH, b"")}
-    reused = _pyopenssl_session_reused(conn) if version != "TLSv1.3" else None
+    safe = version == "TLSv1.3" or extended_master_secret(conn) is True
+    out: dict[str, bytes] = {}
+    if safe:
+        out["tls-exporter"] = conn.export_keying_material(EXPORTER_LABEL, EXPORTER_LENGTH, b"")
+    reused = _pyopenssl_session_reused(conn) if version != "TLSv1.3" and safe else None
     if reused is not None:
         # Full handshake: the client's Finished comes first; resumed: the server's.
         first_is_ours = server_side == reused
@@ -126,6 +133,22 @@ def channel_bindings_from_pyopenssl(
     if cert:
         out["tls-server-end-point"] = tls_server_end_point(cert)
     return out
+
+
+def extended_master_secret(conn: Any) -> bool | None:
+    """Whether a pyOpenSSL connection negotiated the extended master secret (RFC 7627); ``None``: cannot tell.
+
+    pyOpenSSL has no public call for it; OpenSSL's ``SSL_get_extms_support``
+    is reached through pyOpenSSL's bindings, and without an answer the
+    bindings that need it are left out.
+    """
+    try:
+        from OpenSSL._util import lib
+
+        answer = int(lib.SSL_get_extms_support(conn._ssl))
+    except (ImportError, AttributeError):
+        return None
+    return None if answer < 0 else answer == 1
 
 
 def _pyopenssl_session_reused(conn: Any) -> bool | None:

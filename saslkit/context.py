@@ -64,6 +64,9 @@ class ServerContext:
     #: tls-exporter binding must not serve a second authentication (RFC 9266 §4.1):
     #: mechanisms refuse it when it is in here and add it on success.
     bindings_used: set[str] = field(default_factory=set)
+    #: Whether a -PLUS mechanism was advertised on this connection (RFC 5802 §6: a client's "y" flag is
+    #: a downgrade only then); ``None``: whenever channel-binding data exists.
+    plus_advertised: bool | None = None
 
     def __post_init__(self) -> None:
         if len(self.server_secret) < 16:

@@ -15,18 +15,27 @@ read.  Kinds:
 
 Rotation adds a new current key of a kind (any but ``salt``); older keys
 keep verifying until they are retired.  Keys are generated with ``secrets`` and ``cryptography``.
+
+Processes sharing a ring agree on it: creation holds an exclusive ``flock`` on the ring's directory and
+links the finished file into place only if no ring exists (:meth:`KeyRing.open`, :meth:`KeyRing.create`),
+so concurrent first starts end with one ring; :meth:`KeyRing.locked` serializes read-modify-write
+(rotate, retire) the same way.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import fcntl
 import json
 import os
 import secrets
 import stat
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,12 +108,31 @@ def default_keys_path(db_path: str | os.PathLike[str]) -> Path:
     return Path(db_path).with_suffix(".keys")
 
 
+@contextmanager
+def _directory_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``'s directory, across processes, released on exit."""
+    directory = path.parent
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:
+        raise KeyRingError(f"cannot use key ring {path}: directory {directory} does not exist") from None
+    except OSError as exc:
+        raise KeyRingError(f"cannot use key ring {path}: {directory}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class KeyRing:
     """Keys loaded from (and saved atomically to) one file."""
 
     def __init__(self, path: str | os.PathLike[str], keys: list[Key] | None = None) -> None:
         self.path = Path(path)
         self.keys: list[Key] = list(keys or [])
+        #: Whether this process created the file (:meth:`open` on first use, :meth:`create`).
+        self.created = False
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeyRing:
@@ -133,32 +161,86 @@ class KeyRing:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True, quiet: bool = False) -> KeyRing:
-        """Load the ring, creating it with fresh keys on first use (said on stderr)."""
-        p = Path(path)
-        if not p.exists() and create:
-            ring = cls(p)
-            for kind in INITIAL_KINDS:
-                ring.add(kind)
-            ring.save()
-            if not quiet:
-                print(f"saslkit: created key ring {p}", file=sys.stderr)
-            return ring
-        return cls.load(p)
+        """Load the ring, creating it with fresh keys on first use (said on stderr) unless ``create`` is false.
 
-    def save(self) -> None:
-        """Write atomically with mode 0600."""
+        Concurrent first uses by several processes all get the same ring (see the module docstring).
+        """
+        p = Path(path)
+        if p.exists() or not create:
+            return cls.load(p)
+        with _directory_lock(p):
+            if p.exists():  # another process created it while we waited
+                return cls.load(p)
+            ring = cls._fresh(p)
+        if not quiet and ring.created:
+            print(f"saslkit: created key ring {p}", file=sys.stderr)
+        return ring
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> KeyRing:
+        """A new ring with fresh keys; :class:`KeyRingError` if one exists (also one made concurrently)."""
+        p = Path(path)
+        with _directory_lock(p):
+            if p.exists():
+                raise KeyRingError(f"key ring {p} already exists")
+            return cls._fresh(p)
+
+    @classmethod
+    @contextmanager
+    def locked(cls, path: str | os.PathLike[str]) -> Iterator[KeyRing]:
+        """The existing ring, loaded and saved back under the directory lock (rotate, retire)."""
+        p = Path(path)
+        with _directory_lock(p):
+            ring = cls.load(p)
+            yield ring
+            ring.save()
+
+    @classmethod
+    def _fresh(cls, path: Path) -> KeyRing:
+        """Generate the initial keys and link the file into place (the caller holds the directory lock)."""
+        ring = cls(path)
+        for kind in INITIAL_KINDS:
+            ring.add(kind)
+        tmp = ring._write_temporary()
+        try:
+            os.link(tmp, path)  # create-exclusive: never replaces a ring another program made
+        except FileExistsError:
+            return cls.load(path)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP) or path.exists():
+                raise KeyRingError(f"cannot create key ring {path}: {exc.strerror}") from exc
+            os.replace(tmp, path)  # no hard links here: the directory lock alone keeps it exclusive
+        finally:
+            tmp.unlink(missing_ok=True)
+        ring.created = True
+        return ring
+
+    def _write_temporary(self) -> Path:
+        """The ring written (mode 0600, fsynced) to a new temporary file beside its path."""
         data = json.dumps({"version": KEYRING_VERSION, "keys": [k.to_json() for k in self.keys]}, indent=2)
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise KeyRingError(f"cannot write key ring {self.path}: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(data + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return tmp
+
+    def save(self) -> None:
+        """Write atomically with mode 0600."""
+        tmp = self._write_temporary()
+        try:
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise KeyRingError(f"cannot write key ring {self.path}: {exc.strerror}") from exc
 
     def add(self, kind: str, *, now: float | None = None) -> Key:
         """Generate a new key of ``kind``; it becomes the current one of its kind.

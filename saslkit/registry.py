@@ -6,8 +6,10 @@ what a server may advertise on a connection, strongest first (or in the
 policy's ``mechanisms`` order), and a typed :class:`Refusal` for each
 registered name it may not use.  Plaintext
 mechanisms (PLAIN, LOGIN) only over TLS unless the policy allows otherwise (RFC 4954
-§4, RFC 9051 §6.2.2 LOGINDISABLED), channel-binding (-PLUS) mechanisms only
-when channel-binding data exists (RFC 5802 §6).  Names follow RFC 4422 §3.1:
+§4, RFC 9051 §6.2.2 LOGINDISABLED), channel-binding mechanisms only for the
+channel-binding types the connection can verify (RFC 5802 §6): HT-*-ENDP/UNIQ/EXPR
+for their own type, SCRAM-*-PLUS for tls-exporter or tls-unique (what their clients
+bind to by default), tls-server-end-point only if the policy says so.  Names follow RFC 4422 §3.1:
 1-20 characters of ``A-Z 0-9 - _``.
 """
 
@@ -72,13 +74,18 @@ class Policy:
     ``mechanisms`` is an ordered allow-list (like Dovecot's ``auth_mechanisms``):
     only these are offered, in this order.  ``allow_plaintext_without_tls``
     lifts the TLS requirement of plaintext mechanisms (for tests or
-    loopback-only deployments).
+    loopback-only deployments).  ``plus_with_end_point`` lets SCRAM-*-PLUS be
+    advertised on a connection whose only channel binding is
+    tls-server-end-point (e.g. TLS 1.3 on the stdlib's ``ssl``).
     """
 
     allow_plaintext_without_tls: bool = False
     allowed: frozenset[str] | None = None
     denied: frozenset[str] = frozenset()
     mechanisms: tuple[str, ...] | None = None
+    #: Advertise -PLUS mechanisms that may bind to any type (SCRAM) when only tls-server-end-point can be
+    #: verified; off by default, since their clients then bind to tls-exporter or tls-unique and fail.
+    plus_with_end_point: bool = False
 
     def __post_init__(self) -> None:
         # Mechanism names are case-insensitive (RFC 4422 §3.1): keep them upper-case.
@@ -197,7 +204,9 @@ class Registry:
         return None if why is None else why.value
 
     @staticmethod
-    def _refusal(info: MechanismInfo, tls: bool, channel_bindings: Collection[str], policy: Policy) -> Refusal | None:
+    def _refusal(info: MechanismInfo, tls: bool, channel_bindings: Collection[str], policy: Policy,
+                 advertising: bool = False) -> Refusal | None:
+        """Why ``info`` may not be used here; ``advertising``: why it may not be offered (stricter for -PLUS)."""
         if not policy.permits(info.name):
             return Refusal.DISABLED_BY_POLICY
         if (info.plaintext or info.requires_tls) and not tls and not policy.allow_plaintext_without_tls:
@@ -206,6 +215,10 @@ class Registry:
             usable = set(channel_bindings)
             if info.channel_binding_types is not None:
                 usable &= info.channel_binding_types
+            elif advertising and not policy.plus_with_end_point:
+                # A client of a -PLUS mechanism binds by default to tls-exporter (TLS 1.3, RFC 9266 §3) or
+                # tls-unique (TLS 1.2, RFC 5802 §6.1): advertise it only when one of those can be verified.
+                usable.discard("tls-server-end-point")
             if not usable:
                 return Refusal.NO_CHANNEL_BINDING
         return None
@@ -248,7 +261,7 @@ class Registry:
         refusals: dict[str, Refusal] = {}
         for name in self.names():
             info = self._mechs[name]
-            why = self._refusal(info, tls, channel_bindings, policy)
+            why = self._refusal(info, tls, channel_bindings, policy, advertising=True)
             if why is None and available is not None and not available(info):
                 why = Refusal.NOT_OFFERED
             if why is None:

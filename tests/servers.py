@@ -31,15 +31,15 @@ SASLKIT = [sys.executable, "-m", "saslkit"]
 READY_RE = re.compile(r"saslkit (?:smtp|lmtp|imap) listening on (\S+):(\d+)")
 
 #: Every password mechanism of the registry; after STARTTLS the server offers all of them (-PLUS via
-#: tls-server-end-point, the only binding both stdlib ends have on TLS 1.3).
+#: tls-exporter: both ends run TLS on pyOpenSSL, RFC 9266).
 PASSWORD_MECHS = [
     "SCRAM-SHA-512-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS",
     "SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN",
 ]
-#: The token mechanisms a TLS 1.3 connection can use (no tls-unique, and no tls-exporter in the stdlib).
+#: The token mechanisms a TLS 1.3 connection can use (no tls-unique: RFC 9266 §3).
 TOKEN_MECHS = ["REMEMBERME"] + [
     f"{family}-{h}-{cb}" for family in ("HT", "HT2") for h in ("SHA-256", "SHA-512", "SHA3-512")
-    for cb in ("NONE", "ENDP")
+    for cb in ("NONE", "ENDP", "EXPR")
 ]
 
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from saslkit import ClientCredentials, MemoryUserStore, Success, channel_bindings_from_ssl, make_user
+from saslkit import ClientCredentials, MemoryUserStore, Policy, Success, channel_bindings_from_ssl, make_user
 from saslkit.auth.framing import encode_initial_response
 from saslkit.keys import KeyRing
 from saslkit.mechanism import ClientMechanism
@@ -139,6 +139,10 @@ def serve(tmp_path: Path, pki: Pki, users: MemoryUserStore) -> Iterator[Callable
         controller.stop()
 
 
+#: SCRAM-*-PLUS advertised with tls-server-end-point only (the stdlib's TLS 1.3 has no tls-exporter).
+PLUS_WITH_END_POINT = Policy(plus_with_end_point=True)
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -169,7 +173,7 @@ def raw_line(client: smtplib.SMTP, line: str) -> bytes:
 
 
 def test_ehlo_offers_follow_tls_and_policy(serve: Callable[..., Running]) -> None:
-    server = serve()
+    server = serve(policy=PLUS_WITH_END_POINT)
     with server.connect(tls=False) as plain:
         feats = keywords(plain)
         assert "starttls" in feats
@@ -218,7 +222,8 @@ def test_allow_plaintext_auth(serve: Callable[..., Running]) -> None:
 
 
 def test_implicit_tls(serve: Callable[..., Running], pki: Pki) -> None:
-    server = serve(ssl_context=pki.server, tls_context=None)  # port-465 style: TLS from the first octet
+    # port-465 style: TLS from the first octet
+    server = serve(ssl_context=pki.server, tls_context=None, policy=PLUS_WITH_END_POINT)
     with smtplib.SMTP_SSL(HOST, server.port, context=pki.client, timeout=20) as client:
         client.ehlo("client.test")
         offered = keywords(client)["auth"].split()
@@ -354,8 +359,21 @@ def test_scram_wrong_password(serve: Callable[..., Running]) -> None:
         assert code == 535
 
 
-def test_scram_sha_256_plus_tls_server_end_point(serve: Callable[..., Running]) -> None:
+def test_no_scram_plus_with_end_point_only_by_default(serve: Callable[..., Running]) -> None:
+    """Issue 11: aiosmtpd's TLS is the stdlib's (no tls-exporter, no word on the extended master secret), so
+    SCRAM-*-PLUS, whose clients bind to tls-exporter or tls-unique, is not advertised unless opted into."""
     server = serve()
+    with server.connect() as client:
+        offered = keywords(client)["auth"].split()
+        assert "HT-SHA-256-ENDP" in offered and "SCRAM-SHA-256" in offered
+        assert not any(m.startswith("SCRAM") and m.endswith("-PLUS") for m in offered)
+        creds = ClientCredentials("alice", "pencil", server_offers_plus=True,
+                                  channel_binding=("tls-server-end-point", b"\0" * 32))
+        assert sasl(client, ScramClient("SCRAM-SHA-256-PLUS", creds))[0] == 534  # 5.7.9: not offered here
+
+
+def test_scram_sha_256_plus_tls_server_end_point(serve: Callable[..., Running]) -> None:
+    server = serve(policy=PLUS_WITH_END_POINT)
     with server.connect() as client:
         assert isinstance(client.sock, ssl.SSLSocket)
         bindings = channel_bindings_from_ssl(client.sock)
@@ -609,3 +627,46 @@ def test_multi_line_replies_arrive_whole(serve: Callable[..., Running]) -> None:
         assert lines[-1].startswith(b"250 ") and any(x.startswith(b"250-AUTH ") or x.startswith(b"250 AUTH ")
                                                       for x in lines)
         assert all(x.endswith(b"\r\n") and x[:3] == b"250" for x in lines)
+
+
+# ---------------------------------------------------------------- STARTTLS on pyOpenSSL: tls-exporter (issue 11)
+
+
+def test_starttls_on_pyopenssl_binds_tls_exporter(serve: Callable[..., Running], pki: Pki) -> None:
+    """``tls_context=OpenSSLServerContext(...)``: STARTTLS runs on pyOpenSSL and -PLUS binds to tls-exporter."""
+    pytest.importorskip("OpenSSL")
+    import os
+    import shutil
+    import subprocess
+
+    from saslkit.net.client import client_tls_context
+    from saslkit.net.tls import OpenSSLServerContext
+    from saslkit.smtp.client import SmtpClient
+
+    server = serve(tls_context=OpenSSLServerContext(pki.cert, pki.cert.parent / "key.pem"))
+    with server.connect() as client:  # smtplib on the stdlib's ssl
+        offered = keywords(client)["auth"].split()
+        assert {"SCRAM-SHA-256-PLUS", "HT-SHA-256-EXPR", "HT-SHA-256-ENDP", "PLAIN"} <= set(offered)
+        assert client.login("alice", "pencil")[0] == 235
+        client.sendmail("alice@example.com", ["bob@example.com"], b"Subject: over pyOpenSSL\r\n\r\nbody\r\n")
+    assert server.handler.messages and server.handler.messages[-1][1].mail_from == "alice@example.com"
+    transcript: list[str] = []
+    with SmtpClient(HOST, server.port, ssl_context=client_tls_context(cafile=str(pki.cert)),
+                    log=transcript.append) as smtp:
+        smtp.connect("starttls")
+        result = smtp.authenticate("SCRAM-SHA-256-PLUS", "alice", "pencil")
+    assert (result.mechanism, result.channel_binding) == ("SCRAM-SHA-256-PLUS", "tls-exporter")
+    assert any(line.startswith("C: AUTH SCRAM-SHA-256-PLUS p=tls-exporter,,") for line in transcript), transcript
+    gsasl = shutil.which("gsasl")
+    if gsasl is None:
+        if os.environ.get("CI"):
+            pytest.fail("gsasl is not installed")
+        return
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    for mech in ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"):
+        done = subprocess.run([gsasl, "--smtp", "--connect", f"{HOST}:{server.port}", "-m", mech, "-a", "alice",
+                               "-p", "pencil", f"--x509-ca-file={pki.cert}", "--verbose"],
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env)
+        transcript_text = done.stdout + done.stderr
+        assert done.returncode == 0 and "235 2.7.0" in transcript_text, transcript_text
+        assert "(TLS1.3)" in transcript_text

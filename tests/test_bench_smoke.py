@@ -31,3 +31,14 @@ def test_bench_dovecot_auth_quick_prints_its_table() -> None:
     assert done.returncode == 0, done.stderr
     for label in ("SCRAM-SHA-256", "PLAIN(argon2)", "saslkit", "exchanges/s", "CPU ms/exchange"):
         assert label in done.stdout
+
+
+def test_bench_tls_handshake_quick_prints_its_table() -> None:
+    pytest.importorskip("OpenSSL")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tls_handshake.py"), "--quick"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    for label in ("pyOpenSSL memory BIOs (saslkit.net.tls)", "stdlib ssl (loop.start_tls)",
+                  "server CPU per handshake"):
+        assert label in done.stdout

@@ -112,8 +112,8 @@ def test_password_mechanisms_after_starttls(server: SaslkitImapServer) -> None:
         assert PASSWORD not in transcript
         assert f"authenticated to {server.address} as alice with {mech}" in transcript
         if mech.endswith("-PLUS"):
-            assert "(channel binding tls-server-end-point)" in transcript
-            assert "p=tls-server-end-point" in transcript
+            assert "(channel binding tls-exporter)" in transcript  # RFC 9266: the default on TLS 1.3
+            assert "p=tls-exporter" in transcript and "* channel binding: tls-exporter (TLSv1.3)" in transcript
         if mech.startswith("SCRAM-"):
             assert "p=<masked>" in transcript and "S: + v=<masked>" in transcript
             assert "C: (empty)" in transcript  # the empty answer to the server's v= (no additional data in IMAP)
@@ -161,6 +161,8 @@ def test_remember_then_reauthenticate_then_revoke(
         assert re.search(rf"^C: a003 AUTHENTICATE {mech} <\d+ octets>$", res.stderr, re.M), res.stderr
         if mech.endswith("-ENDP"):
             assert "(channel binding tls-server-end-point)" in res.stderr
+        if mech.endswith("-EXPR"):  # HT-*-EXPR over the wire (tls-exporter, RFC 9266)
+            assert "(channel binding tls-exporter)" in res.stderr
         if mech.startswith("HT"):
             assert re.search(r"^S: \+ <\d+ octets>$", res.stderr, re.M)  # the responder message, verified
 
@@ -221,8 +223,9 @@ def test_reauth_as_bob_shows_the_reset(server: SaslkitImapServer, mech: str) -> 
     assert "S: a008 BAD No mailbox selected" in lines
     assert lines.count("S: * ENABLED IMAP4REV2") == 2
     assert lines[lines.index("C: a009 ENABLE IMAP4rev2") + 1] == "S: * ENABLED IMAP4REV2"
-    if mech.endswith("-PLUS"):  # tls-server-end-point may bind a second authentication (only tls-exporter may not)
-        assert transcript.count("p=tls-server-end-point") == 2
+    if mech.endswith("-PLUS"):  # tls-exporter binds one authentication (RFC 9266 §4.1), tls-server-end-point more
+        assert transcript.count("p=tls-exporter") == 1 and transcript.count("p=tls-server-end-point") == 1
+        assert transcript.index("p=tls-exporter") < transcript.index("p=tls-server-end-point")
 
 
 def test_reauth_with_a_token_from_a_file_and_remember(server: SaslkitImapServer, tmp_path: Path) -> None:
@@ -285,7 +288,7 @@ def test_implicit_tls(db: Path, server: SaslkitImapServer) -> None:
             assert "STARTTLS" not in r.stderr  # neither offered nor sent
             assert r.stderr.index("* TLS established") < r.stderr.index("S: * OK ")
             assert "C: a001 AUTHENTICATE" in r.stderr  # the greeting's capabilities were enough
-        assert "(channel binding tls-server-end-point)" in ok_plus.stderr
+        assert "(channel binding tls-exporter)" in ok_plus.stderr
         assert starttls.returncode == 3 and "timed out" in starttls.stderr
         assert implicit.returncode == 3 and "TLS handshake failed" in implicit.stderr
     finally:

@@ -16,10 +16,9 @@ Clients:
   test_smtp_interop.py), gsasl always has channel-binding data over TLS and
   its non-PLUS SCRAM client then refuses to start, hence ``--no-cb``; its
   -PLUS client binds ``tls-unique`` on TLS 1.2 (``--priority
-  NORMAL:-VERS-TLS1.3``), which the server offers there, and ``tls-exporter``
-  on TLS 1.3, which the server cannot offer (Python's ``ssl`` has no way to
-  export keying material): that case is run, its failure checked, then skipped
-  with that reason.
+  NORMAL:-VERS-TLS1.3``), which the server offers there (with the extended
+  master secret), and ``tls-exporter`` on TLS 1.3, which the server verifies
+  (its TLS is pyOpenSSL's; Python's ``ssl`` cannot export keying material).
 * **Python imaplib**: ``login()`` after ``starttls()`` (LOGINDISABLED before
   it), ``authenticate("PLAIN", ...)`` and ``authenticate("SCRAM-SHA-256", ...)``
   / ``SCRAM-SHA-256-PLUS`` (tls-server-end-point) with an authobject built on
@@ -265,20 +264,20 @@ def test_gsasl_scram_plus_tls12_tls_unique(server: Server, mech: str) -> None:
     assert tagged_ok(transcript), transcript
 
 
-def test_gsasl_scram_plus_tls13(server: Server) -> None:
-    code, transcript = gsasl(server, "SCRAM-SHA-256-PLUS", PASSWORD, "--verbose")
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"])
+def test_gsasl_scram_plus_tls13(server: Server, mech: str) -> None:
+    """gsasl 2.2 binds to tls-exporter on TLS 1.3 (RFC 9266), which the server verifies (pyOpenSSL, issue 11)."""
+    code, transcript = gsasl(server, mech, PASSWORD, "--verbose")
     assert "(TLS1.3)" in transcript
-    assert client_first(transcript, "SCRAM-SHA-256-PLUS").startswith("p=tls-exporter,,")
-    assert code != 0 and "NO [AUTHENTICATIONFAILED]" in transcript
-    pytest.skip("SCRAM-SHA-256-PLUS on TLS 1.3 cannot work: gsasl 2.2 binds to tls-exporter (RFC 9266) there and "
-                "never to tls-server-end-point, and Python's ssl module cannot export TLS keying material, so the "
-                "server has no tls-exporter data and answers NO (checked above); -PLUS works on TLS 1.2 with "
-                "tls-unique (test_gsasl_scram_plus_tls12_tls_unique)")
+    assert client_first(transcript, mech).startswith("p=tls-exporter,,n=alice,r=")
+    assert code == 0, transcript
+    assert tagged_ok(transcript), transcript
 
 
 @pytest.mark.parametrize(("mech", "extra"), [("PLAIN", ()), ("SCRAM-SHA-1", ("--no-cb",)),
                                              ("SCRAM-SHA-256", ("--no-cb",)),
-                                             ("SCRAM-SHA-256-PLUS", ("--priority", "NORMAL:-VERS-TLS1.3"))])
+                                             ("SCRAM-SHA-256-PLUS", ("--priority", "NORMAL:-VERS-TLS1.3")),
+                                             ("SCRAM-SHA-256-PLUS", ()), ("SCRAM-SHA-1-PLUS", ())])
 def test_gsasl_wrong_password(server: Server, mech: str, extra: tuple[str, ...]) -> None:
     code, transcript = gsasl(server, mech, "wrong-" + PASSWORD, *extra)
     assert code != 0

@@ -470,9 +470,17 @@ CAP_CASES = [
             {"SASL-IR", "AUTH=PLAIN", "AUTH=SCRAM-SHA-256", "AUTH=REMEMBERME", "AUTH=HT2-SHA-256-NONE",
              "AUTH=HT-SHA-256-NONE", "UNAUTHENTICATE", "REMEMBERME=RANDOM", "REMEMBERME=JWT"},
             {"STARTTLS", "LOGINDISABLED", "AUTH=SCRAM-SHA-256-PLUS", "AUTH=STOKEN", "AUTH=HT2-SHA-256-ENDP"}),
+    # Only tls-server-end-point verifiable (the stdlib's TLS 1.3): SCRAM-*-PLUS only if opted into (issue 11).
     CapCase("tls-end-point-binding", {"channel_bindings": ENDPOINT},
+            {"AUTH=HT2-SHA-256-ENDP", "AUTH=SCRAM-SHA-256"},
+            {"AUTH=SCRAM-SHA-256-PLUS", "AUTH=SCRAM-SHA-1-PLUS", "AUTH=HT2-SHA-256-EXPR", "AUTH=HT-SHA-256-UNIQ"}),
+    CapCase("tls-end-point-binding-plus-opted-in",
+            {"channel_bindings": ENDPOINT, "policy": Policy(plus_with_end_point=True)},
             {"AUTH=SCRAM-SHA-256-PLUS", "AUTH=SCRAM-SHA-1-PLUS", "AUTH=HT2-SHA-256-ENDP"},
             {"AUTH=HT2-SHA-256-EXPR", "AUTH=HT-SHA-256-UNIQ"}),
+    CapCase("tls-exporter-and-end-point-binding", {"channel_bindings": {**EXPORTER, **ENDPOINT}},
+            {"AUTH=SCRAM-SHA-256-PLUS", "AUTH=SCRAM-SHA-1-PLUS", "AUTH=HT2-SHA-256-ENDP", "AUTH=HT2-SHA-256-EXPR"},
+            {"AUTH=HT-SHA-256-UNIQ"}),
     CapCase("tls-exporter-binding", {"channel_bindings": EXPORTER},
             {"AUTH=SCRAM-SHA-256-PLUS", "AUTH=HT2-SHA-256-EXPR"}, {"AUTH=HT2-SHA-256-ENDP"}),
     CapCase("tls-without-token-service", {"tokens": False},
@@ -522,7 +530,7 @@ def test_starttls_changes_capabilities(env: Env) -> None:
     assert "STARTTLS" in conn.capabilities()
     reply = conn.send("a STARTTLS")
     assert reply.lines == ["a OK Begin TLS negotiation now"] and reply.starttls
-    conn.session.tls_started(dict(ENDPOINT))
+    conn.session.tls_started({**EXPORTER, **ENDPOINT})
     caps = conn.capabilities()
     assert {"AUTH=PLAIN", "AUTH=SCRAM-SHA-256-PLUS", "REMEMBERME=RANDOM"} <= set(caps)
     assert "STARTTLS" not in caps and "LOGINDISABLED" not in caps
@@ -651,7 +659,7 @@ def test_scram_authzid_refused(env: Env) -> None:
 
 
 def test_scram_plus_with_tls_server_end_point(env: Env) -> None:
-    conn = env.conn(channel_bindings=dict(ENDPOINT))
+    conn = env.conn(channel_bindings={**EXPORTER, **ENDPOINT})  # advertised for tls-exporter, bound to either
     client, lines = scram_exchange(conn, "SCRAM-SHA-256-PLUS",
                                    channel_binding=("tls-server-end-point", ENDPOINT["tls-server-end-point"]))
     client.finish(base64.b64decode(lines[0][2:]))
@@ -663,7 +671,7 @@ def test_scram_plus_with_tls_server_end_point(env: Env) -> None:
 
 def test_unauthenticate_resets_everything_but_tls(env: Env) -> None:
     env.mailbox.exists = 3
-    conn = env.conn(channel_bindings=dict(ENDPOINT))
+    conn = env.conn(channel_bindings={**EXPORTER, **ENDPOINT})
     session = conn.session
     conn.login("alice")
     lines = conn.expect("b ENABLE IMAP4rev2 UTF8=ACCEPT", "b OK")

@@ -23,7 +23,7 @@ from saslkit import (
     make_user,
     run_exchange,
 )
-from saslkit.registry import server_policy
+from saslkit.registry import Refusal, server_policy
 
 SECRET = b"registry-test-secret-0123456789ab"
 SCRAM_BASE = ["SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1"]
@@ -141,10 +141,26 @@ def test_plus_needs_channel_bindings() -> None:
     without = reg.offered(tls=True)
     assert not any(n.endswith("-PLUS") for n in without)
     assert is_subsequence(SCRAM_BASE, without)
-    with_cb = reg.offered(tls=True, channel_bindings=["tls-server-end-point"])
-    assert set(SCRAM_PLUS) <= set(with_cb)
+    for types in (["tls-exporter"], ["tls-unique"], ["tls-exporter", "tls-server-end-point"]):
+        assert set(SCRAM_PLUS) <= set(reg.offered(tls=True, channel_bindings=types)), types
     # Channel bindings offered as a mapping (ServerContext.channel_bindings) work too.
     assert set(SCRAM_PLUS) <= set(reg.offered(tls=True, channel_bindings=CB))
+
+
+def test_scram_plus_with_end_point_only_is_opt_in() -> None:
+    """Issue 11: SCRAM-*-PLUS clients bind to tls-exporter (TLS 1.3, RFC 9266 §3) or tls-unique (TLS 1.2) by
+    default; with only tls-server-end-point verifiable they are not advertised unless the policy says so."""
+    reg = default_registry()
+    endp = ["tls-server-end-point"]
+    offer = reg.offer(tls=True, channel_bindings=endp)
+    assert not set(SCRAM_PLUS) & set(offer.mechanisms)
+    assert all(offer.refusal(n) is Refusal.NO_CHANNEL_BINDING for n in SCRAM_PLUS)
+    assert "HT-SHA-256-ENDP" in offer.mechanisms  # a CB-bound HT names its type: verifiable, offered
+    assert "HT-SHA-256-EXPR" not in offer.mechanisms and "HT-SHA-256-UNIQ" not in offer.mechanisms
+    opted = reg.offered(tls=True, channel_bindings=endp, policy=Policy(plus_with_end_point=True))
+    assert set(SCRAM_PLUS) <= set(opted)
+    # Verifiable all the same: a caller starting the mechanism itself (not from an offer) may run it.
+    assert reg.refusal("SCRAM-SHA-256-PLUS", tls=True, channel_bindings=endp) is None
 
 
 def test_policy_allowed_and_denied() -> None:

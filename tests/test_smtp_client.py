@@ -101,8 +101,8 @@ def test_password_mechanisms_after_starttls(server: SaslkitServer) -> None:
         assert "S: 235 2.7.0" in transcript and "C: QUIT" in transcript
         assert PASSWORD not in transcript
         if mech.endswith("-PLUS"):
-            assert "(channel binding tls-server-end-point)" in transcript
-            assert "p=tls-server-end-point" in transcript
+            assert "(channel binding tls-exporter)" in transcript  # RFC 9266: the default on TLS 1.3
+            assert "p=tls-exporter" in transcript and "* channel binding: tls-exporter (TLSv1.3)" in transcript
         if mech.startswith("SCRAM-"):
             assert "p=<masked>" in transcript and "S: 334 v=<masked>" in transcript
         else:
@@ -146,6 +146,8 @@ def test_remember_then_reauthenticate_then_revoke(
         assert token not in res.stderr
         if mech.endswith("-ENDP"):
             assert "(channel binding tls-server-end-point)" in res.stderr
+        if mech.endswith("-EXPR"):  # HT-*-EXPR over the wire (tls-exporter, RFC 9266)
+            assert "(channel binding tls-exporter)" in res.stderr
         if mech.startswith("HT"):
             assert "S: 334 " in res.stderr  # the responder message, verified by the client
 
@@ -188,7 +190,7 @@ def test_implicit_tls(db: Path, server: SaslkitServer) -> None:
             assert r.returncode == 0, r.stderr
             assert "C: STARTTLS" not in r.stderr
             assert r.stderr.index("* TLS established") < r.stderr.index("S: 220 ")
-        assert "(channel binding tls-server-end-point)" in ok_plus.stderr
+        assert "(channel binding tls-exporter)" in ok_plus.stderr
         assert starttls.returncode == 3 and "timed out" in starttls.stderr
         assert implicit.returncode == 3 and "TLS handshake failed" in implicit.stderr
     finally:

@@ -26,13 +26,11 @@ Clients:
     "mechanism error: Error authenticating user" before sending anything (the
     same happens in stdio mode, without any server), so SCRAM-SHA-1/-256
     without -PLUS run with ``--no-cb``.
-  - SCRAM-*-PLUS on TLS 1.3 sends ``p=tls-exporter``.  Our server cannot
-    check it: Python's ``ssl`` module has no way to export keying material
-    (no SSL_export_keying_material binding), so the server offers no
-    tls-exporter data and answers 535.  That case is run, its failure checked,
-    and then reported as a skip with that reason.  SCRAM-*-PLUS on TLS 1.2
-    (``--priority NORMAL:-VERS-TLS1.3``) uses tls-unique, which the server
-    offers on TLS <= 1.2, and succeeds.
+  - SCRAM-*-PLUS on TLS 1.3 sends ``p=tls-exporter``, which the server checks
+    (its TLS is pyOpenSSL's, which exports keying material; Python's ``ssl``
+    cannot), and succeeds.  SCRAM-*-PLUS on TLS 1.2 (``--priority
+    NORMAL:-VERS-TLS1.3``) uses tls-unique, which the server offers on TLS 1.2
+    with the extended master secret (GnuTLS negotiates it), and succeeds.
 * **Python smtplib**: ``login()`` walks its preference list CRAM-MD5, PLAIN,
   LOGIN and so picks PLAIN (we offer PLAIN and LOGIN, over TLS only, so
   before STARTTLS it finds no method); ``auth("PLAIN", ...)`` with and
@@ -341,19 +339,19 @@ def test_gsasl_scram_plus_tls12_tls_unique(server: Server, mech: str) -> None:
     assert "235 2.7.0" in transcript
 
 
-def test_gsasl_scram_plus_tls13(server: Server) -> None:
-    code, transcript = gsasl(server, "SCRAM-SHA-256-PLUS", PASSWORD, "--verbose")
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS"])
+def test_gsasl_scram_plus_tls13(server: Server, mech: str) -> None:
+    """gsasl 2.2 binds to tls-exporter on TLS 1.3 (RFC 9266), which the server verifies (pyOpenSSL, issue 11)."""
+    code, transcript = gsasl(server, mech, PASSWORD, "--verbose")
     assert "(TLS1.3)" in transcript
-    assert client_first(transcript, "SCRAM-SHA-256-PLUS").startswith("p=tls-exporter,,")
-    assert code != 0 and "535 5.7.8" in transcript
-    pytest.skip("SCRAM-SHA-256-PLUS on TLS 1.3 cannot work: gsasl 2.2 binds to tls-exporter (RFC 9266) there and "
-                "never to tls-server-end-point, and Python's ssl module cannot export TLS keying material, so the "
-                "server has no tls-exporter data and answers 535 (checked above); -PLUS works on TLS 1.2 with "
-                "tls-unique (test_gsasl_scram_plus_tls12_tls_unique)")
+    assert client_first(transcript, mech).startswith("p=tls-exporter,,n=alice,r=")
+    assert code == 0, transcript
+    assert "235 2.7.0" in transcript
 
 
 @pytest.mark.parametrize(("mech", "extra"), [("PLAIN", ()), ("SCRAM-SHA-256", ("--no-cb",)),
-                                             ("SCRAM-SHA-256-PLUS", ("--priority", "NORMAL:-VERS-TLS1.3"))])
+                                             ("SCRAM-SHA-256-PLUS", ("--priority", "NORMAL:-VERS-TLS1.3")),
+                                             ("SCRAM-SHA-256-PLUS", ()), ("SCRAM-SHA-1-PLUS", ())])
 def test_gsasl_wrong_password(server: Server, mech: str, extra: tuple[str, ...]) -> None:
     code, transcript = gsasl(server, mech, "wrong-" + PASSWORD, *extra)
     assert code != 0

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import SEEN, DownTokenStore, DownUserStore, named_registry, toy_registry
 
-from saslkit import ClientCredentials, default_registry
+from saslkit import ClientCredentials, Policy, default_registry
 from saslkit.credentials import MemoryUserStore, make_user
 from saslkit.errors import TokenRejected, UsageError
 from saslkit.keys import KeyRing
@@ -411,7 +411,11 @@ def test_scram_wrong_password(env: Env) -> None:
 
 def test_scram_plus_with_tls_server_end_point(env: Env) -> None:
     cb = b"\x11" * 32
-    conn = env.conn(channel_bindings={"tls-server-end-point": cb})
+    # Only tls-server-end-point verifiable (the stdlib's TLS 1.3): SCRAM-*-PLUS is opt-in (issue 11) ...
+    plain_ehlo = env.conn(channel_bindings={"tls-server-end-point": cb}).lines("EHLO c")
+    assert "SCRAM-SHA-256-PLUS" not in next(x for x in plain_ehlo if x[4:].startswith("AUTH ")).split()
+    # ... and once opted into, it works with that binding.
+    conn = env.conn(channel_bindings={"tls-server-end-point": cb}, policy=Policy(plus_with_end_point=True))
     ehlo = conn.lines("EHLO c")
     assert "SCRAM-SHA-256-PLUS" in next(x for x in ehlo if x[4:].startswith("AUTH ")).split()
     client = default_registry().client(
@@ -544,7 +548,7 @@ def test_starttls_forgets_authentication_and_ehlo(env: Env) -> None:
     conn.login()
     reply = conn.send("STARTTLS")
     assert status(reply.lines[0]) == ("220", "2.0.0") and reply.starttls
-    conn.session.tls_started({"tls-server-end-point": b"\x22" * 32})
+    conn.session.tls_started({"tls-exporter": b"\x21" * 32, "tls-server-end-point": b"\x22" * 32})
     assert conn.session.authenticated is None and conn.session.greeted is None
     conn.expect("MAIL FROM:<a@example.com>", "530", "5.7.0")  # authentication forgotten
     conn.expect(PLAIN_OK, "503", "5.5.1")  # EHLO forgotten (RFC 3207 §4.2)

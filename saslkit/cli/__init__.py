@@ -1,9 +1,27 @@
 """The ``saslkit`` command: the parser assembled from one module per command group, and the exit codes.
 
-Exit codes: 0 success, 1 failure (authentication failed, not found, store
-error), 2 usage error, 3 (``client smtp|imap``) connection or TLS failure.
-Secrets are read from stdin (one line, without its newline) or
-``--secret-file``, never from argv.
+Exit codes:
+
+* 0: success;
+* 1: failure: authentication failed; not found (no such user, token or key id:
+  ``token revoke nope`` and ``keys retire nope`` alike); already exists; a
+  store, database, key ring or directory that cannot be used (``--db`` naming a
+  directory or a file in a missing directory, ``--deliver-to`` that cannot be a
+  Maildir, a key ring that does not exist for a command that only reads it, an
+  unreachable store);
+* 2: usage error: bad arguments or URLs (``--store redis://host:notaport/0``),
+  ``token mint --mech`` that is not a token mechanism, a feature whose optional
+  extra is not installed, input that is not UTF-8, an operation the rules
+  refuse (retiring the only active key of a kind, rotating the salt key);
+* 3 (``client smtp|imap``): connection or TLS failure.
+
+Every error is one line on stderr (``saslkit: ...``), never a traceback.
+Commands that touch state say on stderr which user database, key ring and
+token store they use (and which they created); read-only commands
+(``keys list``, ``token list``, ``token revoke``, ``stoken revoke``) never
+create a key ring.  Secrets are read from stdin (one line, without its
+newline) or ``--secret-file``, never from argv; ``user add``/``passwd`` on a
+terminal prompt twice with ``getpass`` instead.
 
 Command groups: :mod:`.users`, :mod:`.sasl`, :mod:`.keys`, :mod:`.tokens`
 (``token`` and ``stoken``), :mod:`.serve`, :mod:`.client`, :mod:`.demo`,
@@ -13,6 +31,7 @@ Command groups: :mod:`.users`, :mod:`.sasl`, :mod:`.keys`, :mod:`.tokens`
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
@@ -63,6 +82,9 @@ def _check_text_arguments(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    package_log = logging.getLogger("saslkit")
+    if not package_log.handlers:  # store warnings of a failing command: not a second stderr line
+        package_log.addHandler(logging.NullHandler())
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
@@ -80,6 +102,10 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout:
         return EXIT_USAGE
     except SaslError as exc:
         print(f"saslkit: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as exc:  # a file or directory the command needed: one line, not a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"saslkit: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

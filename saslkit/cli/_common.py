@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import getpass
 import os
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +17,8 @@ from typing import TextIO, TypeAlias
 from ..credentials import MAX_ITERATIONS, MIN_ITERATIONS, MutableUserStore, prepare_username
 from ..errors import UsageError
 from ..keys import KeyRing, default_keys_path
-from ..stores import is_server_url, open_token_store, open_user_store, sqlite_path
-from ..tokens import SubmissionTokens, TokenService
+from ..stores import SQLiteUserStore, is_server_url, open_token_store, open_user_store, redact_url, sqlite_path
+from ..tokens import SubmissionTokens, TokenService, TokenStore
 
 #: What ``add_subparsers()`` returns, to which each command group adds its commands.
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -37,8 +39,36 @@ def db_arg(args: argparse.Namespace) -> str:
     return str(args.db or os.environ.get("SASLKIT_DB") or "./saslkit.db")
 
 
+def announce(args: argparse.Namespace, what: str, where: object, created: bool = False) -> None:
+    """Say on stderr, once per command, which database / key ring / token store it uses."""
+    said: set[str] = args.__dict__.setdefault("_announced", set())
+    line = f"saslkit: {'created ' if created else ''}{what} {where}"
+    if what not in said:
+        said.add(what)
+        print(line, file=sys.stderr)
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """The user database's file; exit 1 before anything is created when it cannot be one."""
+    path = sqlite_path(db_arg(args))
+    if path.is_dir():
+        raise CliError(f"database {path} is a directory: give a file name, e.g. --db {path / 'saslkit.db'}")
+    if not path.parent.is_dir():
+        raise CliError(f"database {path}: directory {path.parent} does not exist")
+    return path
+
+
 def open_users(args: argparse.Namespace) -> MutableUserStore:
-    return open_user_store(db_arg(args))
+    """The user store: the SQLite file, or with ``--db postgresql://…`` the shared database."""
+    if is_server_url(db_arg(args)):
+        store = open_user_store(db_arg(args))
+        announce(args, "user database", redact_url(db_arg(args)))
+        return store
+    path = db_path(args)
+    existed = path.exists()
+    users = SQLiteUserStore(path)
+    announce(args, "user database", path.resolve(), created=not existed)
+    return users
 
 
 def keys_path(args: argparse.Namespace) -> Path:
@@ -46,14 +76,13 @@ def keys_path(args: argparse.Namespace) -> Path:
     if not explicit and is_server_url(db_arg(args)):
         raise CliError("with a database server (--db postgresql://…) give the key ring file every front-end "
                        "shares: --keys PATH or SASLKIT_KEYS", EXIT_USAGE)
-    return Path(explicit) if explicit else default_keys_path(sqlite_path(db_arg(args)))
+    return Path(explicit) if explicit else default_keys_path(db_path(args))
 
 
 def state_dir(args: argparse.Namespace) -> Path:
     """Where a server keeps files of its own (a self-signed certificate): beside the database file, or with
     a database server, beside the key ring."""
-    db = db_arg(args)
-    return (keys_path(args) if is_server_url(db) else sqlite_path(db)).resolve().parent
+    return (keys_path(args) if is_server_url(db_arg(args)) else db_path(args)).resolve().parent
 
 
 def store_url(args: argparse.Namespace) -> str:
@@ -61,13 +90,42 @@ def store_url(args: argparse.Namespace) -> str:
     return str(getattr(args, "store", None) or os.environ.get("SASLKIT_STORE") or db_arg(args))
 
 
-def keyring(args: argparse.Namespace) -> KeyRing:
-    return KeyRing.open(keys_path(args))
+def keyring(args: argparse.Namespace, *, create: bool = True) -> KeyRing:
+    """The key ring, created on first use only when ``create`` (read-only commands never create one)."""
+    path = keys_path(args)
+    existed = path.exists()
+    if not existed and not create:
+        hint = "check --keys / SASLKIT_KEYS, or " if getattr(args, "keys", None) or os.environ.get("SASLKIT_KEYS") \
+            else ""
+        raise CliError(f"key ring {path} does not exist ({hint}run `saslkit keys init`)")
+    ring = KeyRing.open(path, create=create, quiet=True)
+    announce(args, "key ring", path.resolve(), created=ring.created)
+    return ring
 
 
-def token_services(args: argparse.Namespace, ring: KeyRing | None = None) -> tuple[TokenService, SubmissionTokens]:
-    ring = ring or keyring(args)
-    store = open_token_store(store_url(args))
+def _ring_if_any(args: argparse.Namespace) -> KeyRing:
+    """The key ring if there is one, else an empty one that is never saved (listing and revoking need no key)."""
+    return keyring(args, create=False) if keys_path(args).exists() else KeyRing(keys_path(args))
+
+
+def open_tokens_store(args: argparse.Namespace) -> TokenStore:
+    url = store_url(args)
+    if is_server_url(url):
+        where = redact_url(url)
+    else:
+        where = str(db_path(args) if url == db_arg(args) else sqlite_path(url).resolve())
+    created = not is_server_url(url) and not Path(where).exists()
+    store = open_token_store(url)
+    announce(args, "token store", where, created=created)
+    return store
+
+
+def token_services(
+    args: argparse.Namespace, ring: KeyRing | None = None, *, create_ring: bool = True
+) -> tuple[TokenService, SubmissionTokens]:
+    """Token services on the token store; ``create_ring=False`` for commands that only list or revoke."""
+    store = open_tokens_store(args)
+    ring = ring or (keyring(args) if create_ring else _ring_if_any(args))
     return TokenService(store, ring), SubmissionTokens(store, ring)
 
 
@@ -152,6 +210,32 @@ def read_secret(args: argparse.Namespace, stdin: TextIO) -> str:
         except OSError as exc:
             raise CliError(f"cannot read {args.secret_file}: {exc.strerror}", EXIT_USAGE) from exc
     return read_secret_line(stdin)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def read_new_password(args: argparse.Namespace, stdin: TextIO) -> str:
+    """A new password: ``--secret-file``, else prompted twice without echo (``getpass``) when stdin is a
+    terminal, else one line of stdin."""
+    if getattr(args, "secret_file", None) or not _is_terminal(stdin):
+        return read_secret(args, stdin)
+    try:
+        first = getpass.getpass("New password: ")
+        again = getpass.getpass("Retype new password: ")
+    except EOFError:
+        raise CliError("no password given", EXIT_USAGE) from None
+    if first != again:
+        raise CliError("the passwords do not match; nothing was changed", EXIT_USAGE)
+    if not first:
+        raise CliError("empty secret", EXIT_USAGE)
+    if not_utf8(first):
+        raise CliError("the secret is not valid UTF-8", EXIT_USAGE)
+    return first
 
 
 def parse_iterations(value: str) -> int:

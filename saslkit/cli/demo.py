@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import sys
+import tempfile
+from pathlib import Path
 from typing import TextIO
 
 from .._redact import redact
@@ -12,19 +16,32 @@ from ..credentials import make_user
 from ..mechanism import Failure, Success
 from ..registry import Registry, default_registry
 from ..testing.loopback import run_exchange
-from ._common import EXIT_FAIL, EXIT_OK, CliError, Subparsers, keyring, open_users, token_services, write_line
+from ._common import EXIT_FAIL, EXIT_OK, CliError, Subparsers, open_users, token_services, write_line
 
 
 def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     """Create a user in SQLite and run every mechanism in process, secrets masked.
 
+    The database, key ring and token store are temporary (removed at the end) unless ``--db``, ``--keys``
+    or ``--store`` (or their environment variables) name them; then the demo token expires in an hour.
     Token mechanisms use a token minted after the SCRAM-SHA-256 login and a
     temporary submission token; -PLUS and HT-*-UNIQ/ENDP/EXPR get random
     stand-in channel-binding data.
     """
+    told = any(getattr(args, a) for a in ("db", "keys", "store")) or any(
+        os.environ.get(v) for v in ("SASLKIT_DB", "SASLKIT_KEYS", "SASLKIT_STORE"))
+    if told:
+        return _demo(args, stdout, DEMO_TOKEN_TTL)
+    with tempfile.TemporaryDirectory(prefix="saslkit-demo-") as scratch:
+        args.db = str(Path(scratch) / "demo.db")
+        print("saslkit: demo in a temporary database, removed at the end (give --db to keep it)", file=sys.stderr)
+        return _demo(args, stdout, None)
+
+
+def _demo(args: argparse.Namespace, stdout: TextIO, token_ttl: float | None) -> int:
     users = open_users(args)
-    ring = keyring(args)
-    tokens, stokens = token_services(args, ring)
+    tokens, stokens = token_services(args)
+    ring = tokens.keys
     password = secrets.token_urlsafe(12)
     if not users.add_user(make_user(args.user, password, iterations=users.default_iterations)):
         raise CliError(f"user {args.user!r} already exists: give the demo another --user or a new --db")
@@ -36,7 +53,7 @@ def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
                          registry.server("SCRAM-SHA-256", ServerContext(users, ring.server_secret, tls=True)))[0]
     if not isinstance(login, Success):
         raise CliError(f"demo login failed: {login.reason}")
-    token = tokens.mint_after(login, label="saslkit demo")[0]
+    token = tokens.mint_after(login, label="saslkit demo", ttl=token_ttl)[0]
     local = f"{args.user}@localhost"
     stoken = stokens.generate("TEMP", "friend@example.net", local)[0]
     write_line(stdout, f"minted a RANDOM token for {args.user} after SCRAM-SHA-256, and a TEMP submission token")
@@ -67,8 +84,13 @@ def cmd_demo(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     return EXIT_FAIL if failures else EXIT_OK
 
 
+#: Lifetime of the demo's token when the demo runs on a real database.
+DEMO_TOKEN_TTL = 3600.0
+
+
 def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     """Register the ``demo`` command."""
-    demo = sub.add_parser("demo", parents=[common], help="run every mechanism in process (secrets masked)")
+    demo = sub.add_parser("demo", parents=[common], help="run every mechanism in process (secrets masked), "
+                          "in a temporary database unless --db/--keys/--store is given")
     demo.add_argument("--user", default="demo", help="user to create (default: demo)")
     demo.set_defaults(handler=cmd_demo)

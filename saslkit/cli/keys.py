@@ -6,29 +6,36 @@ import argparse
 from typing import TextIO
 
 from ..keys import KeyRing
-from ._common import EXIT_OK, CliError, Subparsers, format_time, keyring, keys_path, write_line
+from ._common import EXIT_OK, CliError, Subparsers, announce, format_time, keyring, keys_path, write_line
 
 
 def cmd_keys(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """``init`` creates the ring (exit 1 if one exists); the others need an existing one (exit 1 if none).
+
+    Retiring an unknown key id is "not found" (exit 1, like ``token revoke``); retiring the only active key
+    of a kind or rotating the salt key is refused as a usage error (exit 2).
+    """
     path = keys_path(args)
     if args.command == "init":
-        if path.exists():
-            raise CliError(f"key ring {path} already exists")
-        KeyRing.open(path)
+        KeyRing.create(path)
+        announce(args, "key ring", path.resolve(), created=True)
         return EXIT_OK
-    ring = keyring(args)
-    if args.command == "rotate":
-        key = ring.add(args.kind)
-        ring.save()
-        write_line(stdout, key.id)
-    elif args.command == "retire":
-        ring.retire(args.id)
-        ring.save()
-    else:
+    if args.command == "list":
+        ring = keyring(args, create=False)
         for key in sorted(ring.keys, key=lambda k: (k.kind, k.created)):
             current = key.retired is None and ring.current(key.kind).id == key.id
             state = "retired " + format_time(key.retired) if key.retired else ("current" if current else "verifying")
             write_line(stdout, f"{key.id}\t{key.kind}\t{format_time(key.created)}\t{state}")
+        return EXIT_OK
+    keyring(args, create=False)  # exists, is readable, and is named on stderr
+    with KeyRing.locked(path) as ring:
+        if args.command == "rotate":
+            key = ring.add(args.kind)
+            write_line(stdout, key.id)
+        else:
+            if all(k.id != args.id for k in ring.keys):
+                raise CliError(f"no key {args.id!r} in {path}")
+            ring.retire(args.id)
     return EXIT_OK
 
 

@@ -31,7 +31,6 @@ from ._common import (
     CliError,
     Subparsers,
     channel_binding_arg,
-    keyring,
     open_users,
     read_secret,
     token_services,
@@ -55,8 +54,8 @@ def cmd_sasl_server(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
     registry = default_registry()
     cb = channel_binding_arg(args)
     users = open_users(args)
-    ring = keyring(args)
-    tokens, stokens = token_services(args, ring)
+    tokens, stokens = token_services(args)  # the store URL is checked before a key ring is created
+    ring = tokens.keys
     ctx = ServerContext(
         users, ring.server_secret, channel_bindings=dict([cb]) if cb else {}, tls=True, tokens=tokens, stokens=stokens
     )

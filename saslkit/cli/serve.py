@@ -10,24 +10,29 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from ..credentials import UserStore
 from ..dovecot.session import HandshakeTiming, TempFailMode
-from ..errors import UsageError
+from ..errors import StoreError, TemporaryFailure, UsageError
+from ..net.tls import OpenSSLServerContext, ServerTlsContext, pyopenssl_available
 from ..penalty import AuthPenalty
-from ..registry import default_registry
+from ..registry import Policy, default_registry
+from ..tokens import TokenStore
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
     Subparsers,
-    keyring,
     open_users,
     parse_host_port,
     state_dir,
     token_services,
     write_line,
 )
+
+if TYPE_CHECKING:
+    from ..metrics import ServerMetrics
 
 
 def _positive_seconds(value: str) -> float:
@@ -62,8 +67,36 @@ def _check_private_key(key_path: Path) -> None:
               file=sys.stderr)
 
 
-def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContext, bytes]:
-    """Server TLS context and our certificate (DER); self-signed into the state directory if none given."""
+def _certificate_names(cert_path: Path) -> set[str]:
+    """The DNS names (subjectAltName, else the common name) a PEM certificate is for, lower case."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {n.lower() for n in names.get_values_for_type(x509.DNSName)}
+    except x509.ExtensionNotFound:
+        return {str(a.value).lower() for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+
+
+def _warn_if_not_for(cert_path: Path, hostname: str) -> None:
+    """Warn when the self-signed certificate made earlier is for another name than ``--hostname``."""
+    try:
+        names = _certificate_names(cert_path)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load the TLS certificate {cert_path}: {exc}") from exc
+    if hostname.lower() not in names:
+        print(f"saslkit: WARNING: --hostname {hostname} but the existing certificate {cert_path} is for "
+              f"{', '.join(sorted(names)) or 'no name'}; clients checking the name will refuse it "
+              f"(remove it and its key to make a new one, or give --tls-cert/--tls-key)", file=sys.stderr)
+
+
+def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ServerTlsContext, bytes]:
+    """Server TLS context and our certificate (DER); self-signed into the state directory if none given.
+
+    pyOpenSSL's (the ``tls`` extra: tls-exporter, RFC 9266) unless ``--tls-library ssl`` or not installed.
+    """
     import hashlib
 
     from ..smtp.server import ensure_certificate
@@ -76,6 +109,8 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
         cert_path, key_path, created = ensure_certificate(state_dir(args), hostname)
         if created:
             print(f"saslkit: created a self-signed certificate {cert_path}", file=sys.stderr)
+        else:
+            _warn_if_not_for(cert_path, hostname)
     _check_private_key(key_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -85,7 +120,43 @@ def _tls_context(args: argparse.Namespace, hostname: str) -> tuple[ssl.SSLContex
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise CliError(f"cannot load the TLS certificate: {exc}") from exc
     print(f"saslkit: TLS certificate SHA-256 fingerprint {hashlib.sha256(der).hexdigest()}", file=sys.stderr)
+    if args.tls_library == "pyopenssl" or (args.tls_library == "auto" and pyopenssl_available()):
+        try:
+            return OpenSSLServerContext(cert_path, key_path), der
+        except ImportError as exc:
+            raise CliError("--tls-library pyopenssl needs pyOpenSSL (pip install 'saslkit[tls]')") from exc
+        except ValueError as exc:
+            raise CliError(f"cannot load the TLS certificate: {exc}") from exc
     return context, der
+
+
+def _delivery(path: str, make: Callable[[str], Callable[..., str]]) -> Callable[..., str]:
+    """``--deliver-to``: the Maildir delivery, or exit 1 naming the directory that cannot be one."""
+    try:
+        return make(path)
+    except OSError as exc:
+        raise CliError(f"cannot use --deliver-to {path} as a Maildir: {exc.strerror or exc}") from exc
+
+
+def _metrics() -> ServerMetrics:
+    """The metrics of ``--metrics`` (imported only then: prometheus_client is the optional ``metrics`` extra)."""
+    from ..metrics import ServerMetrics
+
+    return ServerMetrics()
+
+
+def _check_stores(users: UserStore, tokens: TokenStore) -> None:
+    """Startup check: read once from every configured store.  Unreachable (a temporary failure) is a warning
+    (logins needing it fail temporarily until it is back); any other store error stops the server (exit 1)."""
+    for what, probe in (("user database", lambda: users.get_user("saslkit-startup-check")),
+                        ("token store", lambda: tokens.get("saslkit-startup-check"))):
+        try:
+            probe()
+        except TemporaryFailure as exc:
+            print(f"saslkit: WARNING: {what} unreachable at startup: {exc}; logins that need it fail "
+                  "temporarily until it is back", file=sys.stderr)
+        except StoreError as exc:
+            raise CliError(f"{what} check failed at startup: {exc}") from exc
 
 
 def _mechanism_list(text: str) -> tuple[str, ...]:
@@ -116,20 +187,23 @@ def _add_penalty_store_argument(sp: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
     """``serve smtp`` / ``serve imap``: one server on the SQLite (or Redis) stores until SIGTERM/SIGINT."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    from ..logs import configure_logging
     from ..penalty import parse_auth_penalty
+
+    configure_logging(args.log_format)
+    metrics = _metrics() if args.metrics else None  # a missing extra fails before anything starts
 
     try:
         penalty = _shared_penalty(args, parse_auth_penalty(args.auth_penalty))
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
     host, port = args.listen
-    ring = keyring(args)
-    tokens, stokens = token_services(args, ring)
+    tokens, stokens = token_services(args)  # the store URL is checked before a key ring is created
+    ring = tokens.keys
     context, der = _tls_context(args, args.hostname)
+    policy = Policy(plus_with_end_point=True) if args.plus_with_end_point else None
     users = open_users(args)
+    _check_stores(users, tokens.store)
     run: Callable[[Callable[[str, int], None]], None]
     if protocol == "imap":
         from ..imap.server import ImapServer, maildir_counter, run_imap_server
@@ -138,12 +212,15 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
         imap = ImapServer(
             ImapConfig(hostname=args.hostname, tls_available=not args.implicit_tls,
                        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
-                       unauthenticate=args.unauthenticate, mechanisms=args.mechanisms),
+                       unauthenticate=args.unauthenticate, mechanisms=args.mechanisms, policy=policy),
             users, ring.server_secret, tokens=tokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls, mailbox=maildir_counter(args.maildir) if args.maildir else None,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
+        if metrics is not None:
+            metrics.instrument(imap, "imap")
+
         def run(ready: Callable[[str, int], None]) -> None:
             run_imap_server(imap, host, port, ready)
     else:
@@ -154,17 +231,27 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
         smtp = SmtpServer(
             SmtpConfig(hostname=args.hostname, lmtp=args.lmtp, tls_available=not args.implicit_tls,
                        allow_plaintext_auth=args.allow_plaintext_auth, failure_delay=args.failure_delay,
-                       mechanisms=args.mechanisms),
+                       mechanisms=args.mechanisms, policy=policy),
             users, ring.server_secret, tokens=tokens, stokens=stokens, ssl_context=context, certificate_der=der,
             implicit_tls=args.implicit_tls,
-            deliver=maildir_delivery(args.deliver_to) if args.deliver_to else discard_delivery,
+            deliver=_delivery(args.deliver_to, maildir_delivery) if args.deliver_to else discard_delivery,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_connections=args.max_connections,
             max_connections_per_ip=args.max_connections_per_ip, auth_penalty=penalty,
         )
+        if metrics is not None:
+            metrics.instrument(smtp, protocol)
+
         def run(ready: Callable[[str, int], None]) -> None:
             run_server(smtp, host, port, ready)
 
     def ready(bound_host: str, bound_port: int) -> None:
+        if metrics is not None:
+            m_host, m_port = args.metrics
+            try:
+                shown = metrics.serve(m_host, m_port)
+            except OSError as exc:
+                raise CliError(f"cannot serve metrics on {m_host}:{m_port}: {exc.strerror or exc}") from exc
+            print(f"saslkit: metrics on http://{shown[0]}:{shown[1]}/metrics", file=sys.stderr, flush=True)
         write_line(stdout, f"saslkit {protocol} listening on {bound_host}:{bound_port}")
 
     try:
@@ -194,13 +281,13 @@ def _socket_mode(value: str) -> int:
 
 def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     """``serve dovecot-auth``: the Dovecot auth protocol for Postfix and Exim, until SIGTERM/SIGINT."""
-    import logging
 
     from ..dovecot.server import DovecotAuthServer, parse_listen
     from ..dovecot.session import DovecotAuthConfig
+    from ..logs import configure_logging
     from ..penalty import parse_auth_penalty
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    configure_logging("text")
     try:
         listen = parse_listen(args.listen)
         penalty = _shared_penalty(args, parse_auth_penalty(args.auth_penalty))
@@ -213,9 +300,10 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
             max_requests=args.max_requests, request_timeout=args.request_timeout)
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
-    ring = keyring(args)
-    tokens, stokens = token_services(args, ring)
-    server = DovecotAuthServer(config=config, users=open_users(args), server_secret=ring.server_secret,
+    tokens, stokens = token_services(args)  # the store URL is checked before a key ring is created
+    users = open_users(args)
+    _check_stores(users, tokens.store)
+    server = DovecotAuthServer(config=config, users=users, server_secret=tokens.keys.server_secret,
                                tokens=tokens, stokens=stokens, auth_penalty=penalty,
                                max_connections=args.max_connections, socket_mode=args.socket_mode,
                                socket_group=args.socket_group, idle_timeout=args.idle_timeout)
@@ -288,6 +376,12 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         sp.add_argument("--tls-key", help="PEM private key")
         sp.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (port 465/993 style)")
         sp.add_argument("--allow-plaintext-auth", action="store_true", help="offer PLAIN/LOGIN and tokens without TLS")
+        sp.add_argument("--tls-library", choices=("auto", "pyopenssl", "ssl"), default="auto",
+                        help="pyopenssl (the tls extra) verifies tls-exporter (RFC 9266); ssl (the stdlib) cannot "
+                             "(default auto: pyopenssl if installed)")
+        sp.add_argument("--plus-with-end-point", action="store_true",
+                        help="advertise SCRAM-*-PLUS when only tls-server-end-point can be verified (by default "
+                             "only with tls-exporter, or tls-unique on TLS 1.2 with extended master secret)")
         sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
         sp.add_argument("--mechanisms", type=_mechanism_list, metavar="LIST",
                         help="SASL mechanisms to offer and accept, in offer order, comma or space separated "
@@ -305,6 +399,10 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                         help="connections served at once; more are refused (default 1000)")
         sp.add_argument("--max-connections-per-ip", type=_positive_int, default=20, metavar="N",
                         help="connections from one address at once (default 20)")
+        sp.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text (logfmt for authentications) or one JSON object each")
+        sp.add_argument("--metrics", type=parse_host_port, metavar="HOST:PORT",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs saslkit[metrics])")
         if proto == "smtp":
             sp.add_argument("--lmtp", action="store_true", help="speak LMTP (LHLO, per-recipient replies, STOKEN)")
             sp.add_argument("--deliver-to", help="Maildir for accepted messages (default: accept and discard)")

@@ -7,6 +7,7 @@ import sys
 import time
 from typing import TextIO
 
+from ..registry import default_registry
 from ..tokens import TokenRecord
 from ._common import (
     EXIT_OK,
@@ -22,6 +23,15 @@ from ._common import (
     token_services,
     write_line,
 )
+
+
+def _token_mechanism(value: str) -> str:
+    """``--mech``: one of the registry's token mechanisms (REMEMBERME, HT-*, HT2-*), else exit 2."""
+    names = [n for n in default_registry().names() if default_registry().info(n).token_based and n != "STOKEN"]
+    if value.upper() not in names:
+        raise argparse.ArgumentTypeError(f"not a token mechanism: {value!r} (REMEMBERME, HT-<hash>-<cb> or "
+                                         "HT2-<hash>-<cb>, e.g. HT2-SHA-256-NONE)")
+    return value.upper()
 
 
 def cmd_token_mint(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
@@ -45,15 +55,16 @@ def _token_state(record: TokenRecord, now: float) -> str:
 
 def cmd_token_list(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     now = time.time()
+    records = token_services(args, create_ring=False)[0].list(prepared_username(args.user) if args.user else None)
     write_line(stdout, "id\tuser\ttype\tmechanism\tlabel\tcreated\texpires\tlast-used\tstate")
-    for r in token_services(args)[0].list(prepared_username(args.user) if args.user else None):
+    for r in records:
         write_line(stdout, "\t".join([r.id, r.user, r.type, r.mechanism or "-", r.label or "-", format_time(r.created),
                                 format_time(r.expires), format_time(r.last_used), _token_state(r, now)]))
     return EXIT_OK
 
 
 def cmd_token_revoke(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    service = token_services(args)[0]
+    service = token_services(args, create_ring=False)[0]
     if args.id:
         if args.user or args.before is not None:
             raise CliError("give a token id, or --user/--before, not both", EXIT_USAGE)
@@ -71,7 +82,7 @@ def cmd_token_revoke(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) ->
 
 
 def cmd_stoken(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    stokens = token_services(args)[1]
+    stokens = token_services(args, create_ring=args.command == "gen")[1]
     if args.command == "gen":
         token, expires = stokens.generate(args.kind, args.remote, args.local)
         print(f"saslkit: {args.kind.upper()} submission token, expires {format_time(expires)}", file=sys.stderr)
@@ -89,7 +100,7 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     sp = token.add_parser("mint", parents=[common], help="mint a token; printed once on the last line")
     sp.add_argument("--user", required=True)
     sp.add_argument("--type", default="RANDOM", type=str.upper, choices=("RANDOM", "JWT"))
-    sp.add_argument("--mech", type=str.upper, help="pin the token to this mechanism")
+    sp.add_argument("--mech", type=_token_mechanism, help="pin the token to this mechanism (e.g. HT2-SHA-256-NONE)")
     sp.add_argument("--ttl", type=parse_duration, help="lifetime, e.g. 3600, 12h, 30d (default: no expiry)")
     sp.add_argument("--label", help="client label")
     sp.set_defaults(handler=cmd_token_mint)

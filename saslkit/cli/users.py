@@ -10,18 +10,17 @@ from typing import TextIO
 
 from ..credentials import DEFAULT_ITERATIONS, ScramCredential, UserRecord, make_user
 from ..errors import StoreError, UsageError
-from ..stores import open_token_store
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
     Subparsers,
     named,
+    open_tokens_store,
     open_users,
     parse_iterations,
     prepared_username,
-    read_secret,
-    store_url,
+    read_new_password,
     utf8_lines,
     write_line,
 )
@@ -35,7 +34,7 @@ def _revoke_around(args: argparse.Namespace, name: str, change: Callable[[], obj
     second pass catches a token minted with the old credentials meanwhile.
     """
     try:
-        store = open_token_store(store_url(args))
+        store = open_tokens_store(args)
         revoked = store.revoke_matching(time.time(), user=name)
     except StoreError as exc:
         raise CliError(f"cannot revoke the tokens of {name!r}, so nothing was changed: {exc}") from exc
@@ -57,7 +56,7 @@ def cmd_user_add(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int
         raise CliError(f"user {named(args.name, name)} already exists (use `saslkit user passwd`)")
     if args.command == "passwd" and not exists:
         raise CliError(f"no such user {named(args.name, name)}")
-    password = read_secret(args, stdin)
+    password = read_new_password(args, stdin)
     iterations = args.iterations or users.default_iterations
     record = make_user(name, password, iterations=iterations)
     if args.command == "add":
@@ -133,7 +132,8 @@ def cmd_user_import(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> 
 def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     """Register the ``user`` commands."""
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="command", required=True)
-    for cmd, text in (("add", "add a user (password on stdin)"), ("passwd", "change a password (stdin)")):
+    for cmd, text in (("add", "add a user (password prompted on a terminal, else one line on stdin)"),
+                      ("passwd", "change a password (prompted on a terminal, else stdin)")):
         sp = user.add_parser(cmd, parents=[common], help=text)
         sp.add_argument("name")
         sp.add_argument("--iterations", type=parse_iterations, help=f"SCRAM iterations (default {DEFAULT_ITERATIONS})")

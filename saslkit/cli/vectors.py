@@ -1,4 +1,5 @@
-"""``saslkit vectors check``: check vector files against the library."""
+"""``saslkit vectors check [FILE|DIR ...]``: check vector files against the library (no argument: the
+vectors shipped with saslkit)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from ._common import EXIT_FAIL, EXIT_OK, Subparsers, write_line
 
 
 def cmd_vectors_check(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
-    from ..testing.vectors import check_files
+    from ..testing.vectors import check_files, shipped_vectors
 
-    results = check_files(args.files)
+    results = check_files(args.files or [shipped_vectors()])
     passed = sum(1 for r in results if r.ok)
     for r in results:
         if not r.ok:
@@ -24,5 +25,5 @@ def add_parsers(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     """Register the ``vectors`` command."""
     vec = sub.add_parser("vectors", help="test vectors").add_subparsers(dest="command", required=True)
     sp = vec.add_parser("check", help="check vector files against the library")
-    sp.add_argument("files", nargs="+")
+    sp.add_argument("files", nargs="*", metavar="FILE", help="vector files or directories (default: the shipped set)")
     sp.set_defaults(handler=cmd_vectors_check)

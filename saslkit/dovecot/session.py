@@ -395,10 +395,14 @@ class DovecotAuthSession:
         secured = "secured" in params
         types = self._binding_types(secured, self.client_minor)
         bindings = DeferredBindings(types) if types else None
+        offer = self.offer(secured, self.client_minor)
+        registry = self.config.registry
+        plus = any(registry.info(n).channel_binding and registry.info(n).channel_binding_types is None
+                   for n in offer.mechanisms)  # SCRAM-*-PLUS listed for this client: "y" is a downgrade (RFC 5802 §6)
         ctx = ServerContext(self._users, self._secret, channel_bindings=bindings or {}, tls=secured,
-                            tokens=self._tokens, stokens=self._stokens, nonce_factory=self._nonce_factory)
-        engine = ServerAuth(self.config.registry, self.offer(secured, self.client_minor), ctx,
-                            additional_data_with_success="final-resp-ok" in params)
+                            tokens=self._tokens, stokens=self._stokens, nonce_factory=self._nonce_factory,
+                            plus_advertised=plus)
+        engine = ServerAuth(registry, offer, ctx, additional_data_with_success="final-resp-ok" in params)
         penalised = not (self.config.honour_no_penalty and "no-penalty" in params)
         request = _Request(request_id, engine, service[:32], params.get("rip", "")[:64], penalised,
                            "final-resp-ok" in params, mechanism.upper()[:32], bindings=bindings)

@@ -19,7 +19,7 @@ from ..net.server import (
     ServedOnLineServer,
 )
 from ..tokens import TokenService
-from .session import MAX_IMAP_COMMAND_LINE, ImapConfig, ImapSession, Mailbox
+from .session import MAX_IMAP_COMMAND_LINE, ImapCommandHook, ImapConfig, ImapSession, Mailbox
 
 __all__ = ["ImapServer", "maildir_counter", "run_imap_server"]
 
@@ -52,6 +52,8 @@ class ImapServer(ServedOnLineServer):
     server_secret: bytes
     tokens: TokenService | None = None
     mailbox: Callable[[str], Mailbox] | None = None
+    #: The embedding server's hook for the commands the session does not implement (:class:`ImapCommandHook`).
+    commands: ImapCommandHook | None = None
 
     def __post_init__(self) -> None:
         self._server = LineServer(
@@ -65,7 +67,8 @@ class ImapServer(ServedOnLineServer):
 
     def _session(self, peer: str, tls: bool, bindings: dict[str, bytes]) -> ImapSession:
         return ImapSession(self.config, self.users, self.server_secret, tokens=self.tokens, peer=peer, tls=tls,
-                           channel_bindings=bindings, mailbox=self.mailbox, penalty=self.auth_penalty)
+                           channel_bindings=bindings, mailbox=self.mailbox, penalty=self.auth_penalty,
+                           commands=self.commands)
 
 
 def run_imap_server(server: ImapServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:

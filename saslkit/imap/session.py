@@ -26,6 +26,14 @@ draft-melnikov-smtp-rememberme-00 and documented here):
   (:mod:`saslkit.imap.replies` holds the table);
 * ``LOGIN`` is PLAIN through the same offer: refused (and ``LOGINDISABLED``
   advertised) whenever PLAIN is, by TLS, policy or ``ImapConfig.mechanisms``.
+
+Embedding: an IMAP server built on this session passes ``commands``, a hook called with every command the
+session does not implement (:class:`ImapCommand`: tag, upper-case name, tokenized arguments, raw text) that
+returns the :class:`ImapReply` (or ``None``: ``BAD Unknown command``).  The hook reads the session's public
+state (``state``, ``authenticated``, ``selected``) and may change it; it runs in the driver's thread pool
+(``may_block``).  ``ImapConfig.protocol_capabilities`` says which protocol the server speaks
+(``IMAP4rev1``, ``IMAP4rev2``: imaplib refuses a server without ``IMAP4rev1``) and
+``ImapConfig.extra_capabilities`` what its commands add; the session advertises those and its own.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from ..reply import Reply
 from ..tokens import TOKEN_TYPES, TokenService
 from . import replies
 
-__all__ = ["ImapConfig", "ImapReply", "ImapSession", "ImapState", "Mailbox"]
+__all__ = ["ImapCommand", "ImapCommandHook", "ImapConfig", "ImapReply", "ImapSession", "ImapState", "Mailbox"]
 
 MAX_IMAP_COMMAND_LINE = 16384  # one command line the server reads, CRLF excluded
 MAX_IMAP_COMMAND_LITERAL = 16384  # one literal in a command
@@ -104,12 +112,34 @@ class ImapConfig:
     enableable: tuple[str, ...] = ("IMAP4REV2", "UTF8=ACCEPT")
     #: Allow-list in offer order (None: every registered mechanism, strongest first); LOGIN counts as PLAIN.
     mechanisms: tuple[str, ...] | None = None
+    #: The protocol the server speaks, first in CAPABILITY (RFC 9051 §7.2.2; clients require IMAP4rev1).
+    protocol_capabilities: tuple[str, ...] = ("IMAP4rev1", "IMAP4rev2")
+    #: What the embedding server's own commands add (see ``ImapSession(commands=...)``), last in CAPABILITY.
+    extra_capabilities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.effective_policy()  # an unknown name in ``mechanisms`` is a UsageError now, not at the first login
 
     def effective_policy(self) -> Policy:
         return server_policy(self.registry, self.policy, self.allow_plaintext_auth, self.mechanisms)
+
+
+@dataclass(frozen=True)
+class ImapCommand:
+    """A command the session does not implement, handed to the embedding server's hook."""
+
+    tag: str
+    #: Upper case (``LIST``).
+    name: str
+    #: Atoms, quoted strings (unquoted) and literals (decoded as UTF-8), in order; parentheses stay in atoms.
+    arguments: list[str]
+    #: The rest of the command's first line after the name, as sent (without literals).
+    text: str
+
+
+#: ``hook(session, command)``: the reply to a command the session does not implement, or ``None`` for
+#: ``BAD Unknown command``.
+ImapCommandHook = Callable[["ImapSession", ImapCommand], "ImapReply | None"]
 
 
 class _Syntax(Exception):
@@ -168,9 +198,12 @@ class ImapSession(EngineSession[ImapConfig]):
         channel_bindings: Mapping[str, bytes] | None = None,
         mailbox: Callable[[str], Mailbox] | None = None,
         penalty: AuthPenalty | None = None,
+        commands: ImapCommandHook | None = None,
     ) -> None:
+        """``commands``: the embedding server's hook for the commands this session does not implement."""
         super().__init__(config, users, server_secret, tokens=tokens, stokens=None, peer=peer, tls=tls,
                          channel_bindings=channel_bindings, penalty=penalty)  # bindings used survive UNAUTHENTICATE
+        self._commands = commands
         self._mailbox = mailbox or (lambda user: Mailbox())
         self._attempts = AuthAttempts(peer, penalty, config.failure_delay, config.max_auth_failures)
         self._pending: list[str | bytes] = []
@@ -203,7 +236,7 @@ class ImapSession(EngineSession[ImapConfig]):
         return "PLAIN" not in self.offer
 
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "ENABLE", "ID", "SASL-IR"]
+        caps = [*self.config.protocol_capabilities, "LITERAL+", "ENABLE", "ID", "SASL-IR"]
         if self.state == NOT_AUTHENTICATED:
             if self.config.tls_available and not self.tls:
                 caps.append("STARTTLS")
@@ -215,7 +248,7 @@ class ImapSession(EngineSession[ImapConfig]):
             caps.append("UNAUTHENTICATE")
         if self.tls and self._tokens is not None:
             caps += [f"REMEMBERME={t}" for t in self.config.remember_types]
-        return caps
+        return caps + list(self.config.extra_capabilities)
 
     def greeting(self) -> ImapReply:
         return ImapReply([f"* OK [CAPABILITY {' '.join(self.capabilities())}] {self.config.hostname} saslkit IMAP"])
@@ -241,7 +274,13 @@ class ImapSession(EngineSession[ImapConfig]):
         command = words[1].upper().rstrip(b"\r\n") if len(words) > 1 else b""
         if command == b"AUTHENTICATE" and not self._pending:
             return self._authenticate_may_block(line)
-        return command in (b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT", b"EXAMINE")  # LOGIN is PLAIN
+        if command in (b"AUTHENTICATE", b"LOGIN", b"REMEMBERME", b"SELECT", b"EXAMINE"):  # LOGIN is PLAIN
+            return True
+        return self._commands is not None and not self._owns(command.decode("ascii", "replace"))
+
+    def _owns(self, name: str) -> bool:
+        """Whether this session implements command ``name`` itself."""
+        return name.isalpha() and hasattr(self, f"_cmd_{name.lower()}")
 
     def _authenticate_may_block(self, line: bytes) -> bool:
         """``tag AUTHENTICATE mech [ir]`` parsed as :meth:`_cmd_authenticate` does (RFC 4959 §3)."""
@@ -318,12 +357,16 @@ class ImapSession(EngineSession[ImapConfig]):
         name, _, args_text = rest.partition(" ")
         name = name.upper()
         handler = getattr(self, f"_cmd_{name.lower()}", None) if name.isalpha() else None
-        if handler is None:
+        if handler is None and self._commands is None:
             return self._bad(tag, "Unknown command")
         try:
             args = _tokenize([args_text, *parts[1:]])
         except _Syntax as exc:
             return self._bad(tag, f"Syntax error: {exc}")
+        if handler is None:
+            assert self._commands is not None
+            reply = self._commands(self, ImapCommand(tag, name, args, args_text))
+            return reply if reply is not None else self._bad(tag, "Unknown command")
         result: ImapReply = handler(tag, args, args_text)
         return result
 

@@ -495,7 +495,8 @@ class ScramServer:
         """The gs2 flag against this mechanism and connection (RFC 5802 §6, RFC 9266 §4.1)."""
         cb = self._ctx.channel_bindings
         if gs2.flag == "y":
-            if cb:
+            advertised = self._ctx.plus_advertised
+            if cb if advertised is None else advertised:
                 raise ProtocolError(SERVER_DOES_SUPPORT_CHANNEL_BINDING, "downgrade attempt: flag y")
             if self.plus:
                 raise ProtocolError(CHANNEL_BINDING_NOT_SUPPORTED, "-PLUS mechanism requires flag p")

@@ -42,6 +42,7 @@ from ..auth.framing import decode_continuation
 from ..channel_binding import channel_bindings_from_ssl
 from ..errors import SaslError, UsageError
 from ..registry import Registry, default_registry
+from .tls import OpenSSLClientSocket, TlsHandshakeError, openssl_client_possible
 
 __all__ = [
     "CB_PREFERENCE",
@@ -51,6 +52,7 @@ __all__ = [
     "ClientConnectionError",
     "ClientError",
     "ClientOptions",
+    "ClientTlsContext",
     "LineClient",
     "Log",
     "TlsMode",
@@ -94,14 +96,32 @@ class ClientAuthError(ClientError):
         self.reply = reply
 
 
-def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> ssl.SSLContext:
-    """A client context: system trust (or ``cafile``) with hostname checks, or no checks at all."""
+class ClientTlsContext(ssl.SSLContext):
+    """:func:`client_tls_context`'s: it remembers its CA file, so that the clients can verify the same way with
+    pyOpenSSL (:class:`~saslkit.net.tls.OpenSSLClientSocket`), which gives tls-exporter (RFC 9266)."""
+
+    cafile: str | None = None
+    #: Use pyOpenSSL when it is installed (False: always the stdlib's ``ssl``, no tls-exporter).
+    prefer_pyopenssl: bool = True
+
+
+def client_tls_context(*, cafile: str | None = None, insecure: bool = False) -> ClientTlsContext:
+    """A client context: system trust (or ``cafile``) with hostname checks, or no checks at all.
+
+    The clients run it on pyOpenSSL when the ``tls`` extra is installed (for
+    tls-exporter), else on the stdlib's ``ssl``; either way with these checks.
+    """
     if cafile and insecure:
         raise UsageError("cafile and insecure exclude each other")
+    context = ClientTlsContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        context = ssl.create_default_context(cafile=cafile)
+        if cafile:
+            context.load_verify_locations(cafile=cafile)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot load CA file {cafile}: {exc}") from exc
+    context.cafile = cafile
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
         context.check_hostname = False
@@ -157,7 +177,7 @@ class LineClient:
         self.timeout = timeout
         self.registry = registry or default_registry()
         self._log = log
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | OpenSSLClientSocket | None = None
         self._buf = bytearray()
         self.channel_bindings: dict[str, bytes] = {}
 
@@ -195,11 +215,11 @@ class LineClient:
 
     @property
     def tls(self) -> bool:
-        return isinstance(self._sock, ssl.SSLSocket)
+        return isinstance(self._sock, ssl.SSLSocket | OpenSSLClientSocket)
 
     @property
     def tls_version(self) -> str | None:
-        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket) else None
+        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket | OpenSSLClientSocket) else None
 
     # ------------------------------------------------------------ transcript
 
@@ -284,11 +304,14 @@ class LineClient:
 
     # ------------------------------------------------------------ connection and TLS
 
-    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket:
+    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket | OpenSSLClientSocket:
         if self.ssl_context is None:
             raise UsageError("TLS requested without an SSL context")
+        context = self.ssl_context
+        if isinstance(context, ClientTlsContext) and context.prefer_pyopenssl and openssl_client_possible():
+            return self._wrap_pyopenssl(sock, context)
         try:
-            tls = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            tls = context.wrap_socket(sock, server_hostname=self.host)
         except ssl.SSLCertVerificationError as exc:
             raise self.connection_error(
                 f"TLS certificate verification failed: {exc.verify_message or exc}"
@@ -301,9 +324,30 @@ class LineClient:
             self.channel_bindings = channel_bindings_from_ssl(tls)
         except SaslError:
             self.channel_bindings = {}
-        self._show("*", f"TLS established: {tls.version()} {(tls.cipher() or ('?',))[0]}, channel bindings: "
-                        f"{', '.join(sorted(self.channel_bindings)) or 'none'}")
+        self._show_tls(tls.version(), tls.cipher(), "ssl")
         return tls
+
+    def _wrap_pyopenssl(self, sock: socket.socket, context: ClientTlsContext) -> OpenSSLClientSocket:
+        """The handshake on pyOpenSSL, checked as ``context`` says; its bindings include tls-exporter."""
+        try:
+            tls = OpenSSLClientSocket(sock, self.host, cafile=context.cafile,
+                                      verify=context.verify_mode != ssl.CERT_NONE,
+                                      check_hostname=context.check_hostname,
+                                      minimum_version=context.minimum_version,
+                                      maximum_version=context.maximum_version)
+        except TimeoutError:
+            raise self.connection_error("timed out during the TLS handshake") from None
+        except TlsHandshakeError as exc:
+            raise self.connection_error(str(exc)) from exc
+        except OSError as exc:
+            raise self.connection_error(f"TLS handshake failed: {exc}") from exc
+        self.channel_bindings = tls.channel_bindings()
+        self._show_tls(tls.version(), tls.cipher(), "pyOpenSSL")
+        return tls
+
+    def _show_tls(self, version: str | None, cipher: tuple[str, str, int] | None, library: str) -> None:
+        self._show("*", f"TLS established: {version} {(cipher or ('?',))[0]}, channel bindings: "
+                        f"{', '.join(sorted(self.channel_bindings)) or 'none'} ({library})")
 
     def _open(self, tls_mode: TlsMode) -> None:
         """TCP connect (and the TLS handshake for ``implicit``); a default TLS context unless ``none``."""
@@ -329,7 +373,7 @@ class LineClient:
         """Upgrade after the server's go-ahead; anything it sent behind that in clear text is refused."""
         if self._buf:
             raise self.connection_error("the server sent data after its STARTTLS reply (response injection)")
-        assert self._sock is not None
+        assert isinstance(self._sock, socket.socket)
         self._sock = self._wrap(self._sock)
 
     # ------------------------------------------------------------ SASL
@@ -352,9 +396,14 @@ class LineClient:
         it needs a channel binding this connection lacks.
         """
         try:
-            return ClientAuth.for_server(self.registry, offered, username, secret, mechanism=mechanism,
+            auth = ClientAuth.for_server(self.registry, offered, username, secret, mechanism=mechanism,
                                          authzid=authzid, framing=framing, tls=self.tls,
                                          channel_bindings=self.channel_bindings, allow_plaintext=allow_plaintext)
+            if auth.channel_binding is not None:  # tls-exporter on TLS 1.3 when there (RFC 9266 §3)
+                self._show("*", f"channel binding: {auth.channel_binding} ({self.tls_version})")
+                if auth.channel_binding == "tls-exporter":  # one authentication per connection (RFC 9266 §4.1)
+                    self.channel_bindings = {k: v for k, v in self.channel_bindings.items() if k != "tls-exporter"}
+            return auth
         except MechanismUnavailable as exc:
             if exc.why is not Unavailable.NOT_OFFERED:
                 raise self.auth_error(str(exc)) from exc

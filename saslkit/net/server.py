@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..channel_binding import channel_bindings_from_ssl
 from ..mechanism import Success
 from ..penalty import AuthPenalty, address_key
+from . import tls as _tls
 
 __all__ = ["LineServer", "LineSession", "ServedOnLineServer", "ensure_certificate", "run_until_signal"]
 
@@ -365,18 +365,22 @@ class _Connection(asyncio.BufferedProtocol):
         server = self.server
         assert self.transport is not None and server.ssl_context is not None
         try:
-            transport = await self.loop.start_tls(self.transport, self, server.ssl_context, server_side=True,
-                                                  ssl_handshake_timeout=handshake_timeout)
+            if isinstance(server.ssl_context, _tls.OpenSSLServerContext):  # tls-exporter (RFC 9266)
+                transport: asyncio.Transport | None = await _tls.start_tls(
+                    self.transport, self, server.ssl_context, handshake_timeout=handshake_timeout)
+            else:
+                transport = await self.loop.start_tls(self.transport, self, server.ssl_context, server_side=True,
+                                                      ssl_handshake_timeout=handshake_timeout)
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
             server.log.debug("connection from %s ended: %s", self.peer, exc)
-            self._abort()
+            self._handshake_failed()
             return
         except Exception:
             server.log.exception("internal error on a connection from %s", self.peer)
-            self._abort()
+            self._handshake_failed()
             return
         if transport is None or self.phase is _Phase.CLOSED:
-            self._abort()
+            self._handshake_failed()
             return
         self.transport, self.reading = transport, True
         if self.session is None:
@@ -384,6 +388,12 @@ class _Connection(asyncio.BufferedProtocol):
             return
         self.phase = _Phase.READING
         self._guarded(self._tls_started)
+
+    def _handshake_failed(self) -> None:
+        """Drop the connection, and count it as ended: asyncio's TLS layer never calls our connection_lost
+        when the handshake fails (or times out), which would leave it counted against the limits."""
+        self._abort()
+        self.connection_lost(None)
 
     def _tls_started(self) -> None:
         assert self.session is not None and self.transport is not None
@@ -489,7 +499,7 @@ class LineServer:
         make_session: SessionFactory,
         *,
         name: str,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: _tls.ServerTlsContext | None = None,
         certificate_der: bytes | None = None,
         implicit_tls: bool = False,
         line_limit: int = 16384,
@@ -535,10 +545,8 @@ class LineServer:
         self._accept_errors = RateLimitedLog(self.log)
 
     def bindings(self, transport: asyncio.BaseTransport) -> dict[str, bytes]:
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is None:
-            return {}
-        return channel_bindings_from_ssl(sslobj, server_certificate=self.certificate_der)
+        """The channel bindings this server can verify on ``transport`` (see :func:`.tls.transport_bindings`)."""
+        return _tls.transport_bindings(transport, server_certificate=self.certificate_der)
 
     def _refuse(self, transport: asyncio.Transport, peer: str, client: str) -> None:
         """Over a connection limit: say so (in plaintext only) and close, without a session."""
@@ -648,7 +656,7 @@ class ServedOnLineServer:
     """What every reference server shares: TLS, the pool, time and connection limits, the auth penalty
     (keyword arguments), and the listening half (``_server`` is its :class:`LineServer`)."""
 
-    ssl_context: ssl.SSLContext | None = None
+    ssl_context: _tls.ServerTlsContext | None = None  # pyOpenSSL's gives tls-exporter (saslkit.net.tls)
     certificate_der: bytes | None = None  # our certificate, for tls-server-end-point (RFC 5929 §4)
     implicit_tls: bool = False
     workers: int = 8
@@ -670,6 +678,25 @@ class ServedOnLineServer:
     def run(self, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:
         """Run until SIGTERM or SIGINT; ``on_ready`` is called with the bound address."""
         run_until_signal(self._server, host, port, on_ready)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections served now (for metrics)."""
+        return self._server._open
+
+    def instrument(self, observe: Observer, wrap_session: Callable[[Any], Any] | None = None) -> None:
+        """Also call ``observe(peer, session, reply)`` after every reply, and pass each new session through
+        ``wrap_session`` (both for metrics: :class:`saslkit.metrics.ServerMetrics`)."""
+        inner_observe, make_session = self._server.observe, self._server.make_session
+
+        def both(peer: str, session: Any, reply: Any) -> None:
+            if inner_observe is not None:
+                inner_observe(peer, session, reply)
+            observe(peer, session, reply)
+
+        self._server.observe = both
+        if wrap_session is not None:
+            self._server.make_session = lambda *args: wrap_session(make_session(*args))
 
 
 def run_until_signal(server: LineServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:

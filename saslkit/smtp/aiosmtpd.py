@@ -12,10 +12,12 @@ Usage (a submission server on port 587 with STARTTLS)::
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain("cert.pem", "key.pem")
-    controller = saslkit_controller(
-        Handler(), users=users, server_secret=keys.server_secret, tokens=tokens,
+    controller = saslkit_controller(   # users, ring, tokens: see docs/server-authors.md
+        Handler(), users=users, server_secret=ring.server_secret, tokens=tokens,
         certificate="cert.pem",  # for tls-server-end-point (SCRAM-*-PLUS, HT-*-ENDP)
-        hostname="0.0.0.0", port=587, tls_context=tls, require_starttls=True,
+        hostname="0.0.0.0", port=587,  # aiosmtpd: hostname= is the address to bind
+        server_hostname="mail.example.net",  # the name in the greeting
+        tls_context=tls, require_starttls=True,
     )
     controller.start()
 
@@ -54,6 +56,11 @@ is ``True`` and ``session.auth_data`` the :class:`~saslkit.mechanism.Success`.
   registry and :class:`~saslkit.registry.Policy` decide (``allow_plaintext_auth``
   lifts the TLS requirement of PLAIN and REMEMBERME; ``mechanisms`` is an
   allow-list in offer order, like Dovecot's ``auth_mechanisms``).
+* ``tls_context`` may be a :class:`saslkit.net.tls.OpenSSLServerContext`
+  (the ``tls`` extra): STARTTLS then runs on pyOpenSSL and -PLUS mechanisms
+  bind to tls-exporter (RFC 9266); with an ``ssl.SSLContext`` aiosmtpd's own
+  STARTTLS (the stdlib's, no tls-exporter) runs.  Implicit TLS
+  (``ssl_context``) is the stdlib's.
 * Outcomes are logged from the session's typed events
   (:func:`saslkit.auth.events.log_line`), never from reply text.
 """
@@ -65,7 +72,9 @@ import collections
 import logging
 import os
 import re
+import ssl
 import threading
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,9 +82,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, AnyStr, TypeVar
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, syntax
+try:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.lmtp import LMTP
+    from aiosmtpd.smtp import SMTP, Envelope, TLSSetupException, syntax
+except ImportError as exc:  # the optional extra
+    from .._extras import MissingExtra
+
+    raise MissingExtra("saslkit.smtp.aiosmtpd", "aiosmtpd", "aiosmtpd") from exc
 
 from ..auth.events import reply_logger
 from ..channel_binding import channel_bindings_from_ssl, tls_server_end_point
@@ -83,6 +97,7 @@ from ..credentials import UserStore
 from ..errors import ProtocolError, SaslError, UsageError
 from ..mechanism import Success
 from ..net.server import yield_to_event_loop
+from ..net.tls import OpenSSLServerContext, start_tls, transport_bindings
 from ..penalty import AuthPenalty
 from ..registry import Policy, Registry, default_registry
 from ..tokens import TOKEN_TYPES, SubmissionTokens, TokenService
@@ -106,8 +121,11 @@ class SaslkitAuth:
     """Server-wide settings, shared by every connection (and thread-safe).
 
     ``certificate`` is our TLS certificate (DER/PEM bytes, or a file path),
-    needed for ``tls-server-end-point``; without it only ``tls-unique``
-    (TLS 1.2) can enable the -PLUS mechanisms.  A ``throttle`` and the
+    needed for ``tls-server-end-point``, the only channel binding aiosmtpd's
+    TLS (the stdlib's) can verify: HT-*-ENDP use it, SCRAM-*-PLUS only with
+    ``policy=Policy(plus_with_end_point=True)`` (its clients bind to
+    tls-exporter or tls-unique by default; tls-unique is not used, since the
+    stdlib cannot say whether the extended master secret was negotiated).  A ``throttle`` and the
     ``auth_penalty`` (None: off) are called from worker threads.  :meth:`close` stops the worker threads (new ones start
     if the object is used again).
     """
@@ -161,11 +179,16 @@ class SaslkitAuth:
         """A fresh saslkit session for a new connection or a just-started TLS layer."""
         sslobj = transport.get_extra_info("ssl_object")
         bindings: dict[str, bytes] = {}
-        if sslobj is not None:
+        if transport.get_extra_info("openssl_connection") is not None:  # STARTTLS on pyOpenSSL
+            bindings = transport_bindings(transport, server_certificate=None)  # tls-exporter, EMS-checked
+        elif sslobj is not None:
             try:
                 bindings = channel_bindings_from_ssl(sslobj)  # server side: tls-unique (TLS 1.2) only
             except SaslError:
                 bindings = {}
+            # RFC 7627, RFC 9266 §4.2: tls-unique needs the extended master secret, and aiosmtpd's TLS (the
+            # stdlib's sslproto) cannot say whether it was negotiated.
+            bindings.pop("tls-unique", None)
             if self._end_point is not None:
                 bindings["tls-server-end-point"] = self._end_point
         peer = transport.get_extra_info("peername")
@@ -246,6 +269,11 @@ class SaslkitSMTP(SMTP, asyncio.BufferedProtocol):
             if name in kwargs:
                 raise TypeError(f"{name} does not apply: saslkit authenticates (configure SaslkitAuth)")
         self.saslkit = saslkit
+        self._openssl: OpenSSLServerContext | None = None
+        if isinstance(kwargs.get("tls_context"), OpenSSLServerContext):
+            # STARTTLS on pyOpenSSL (tls-exporter); aiosmtpd gets a stand-in so it still offers STARTTLS.
+            self._openssl = kwargs["tls_context"]
+            kwargs["tls_context"] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         # aiosmtpd sizes its StreamReader by line_length_limit (1001 octets), but AUTH
         # continuation lines may be 12288 (RFC 4954 §4).  DATA still checks each line
         # against the class's 1001, so only the reader's buffer grows.
@@ -287,6 +315,34 @@ class SaslkitSMTP(SMTP, asyncio.BufferedProtocol):
         # Called again with the TLS transport after STARTTLS: start afresh (RFC 3207 §4.2).
         config = self.saslkit.config(self.hostname, lmtp=self.lmtp, auth_required=self._auth_required)
         self._sasl = self.saslkit.session(config, transport)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """STARTTLS (RFC 3207) on pyOpenSSL when ``tls_context`` is an :class:`OpenSSLServerContext`: the
+        session then binds to tls-exporter (RFC 9266); otherwise aiosmtpd's own (the stdlib's ``ssl``)."""
+        if self._openssl is None or arg:
+            await super().smtp_STARTTLS(arg)
+            return
+        await self.push("220 Ready to start TLS")
+        raw = self.transport
+        assert isinstance(raw, asyncio.Transport)
+        # What aiosmtpd's STARTTLS leaves behind, so that its connection_made and connection_lost
+        # treat this as a STARTTLS connection (reader and writer moved to the TLS transport, buffer cleared).
+        self._original_transport = raw
+        try:
+            await start_tls(raw, self, self._openssl, handshake_timeout=self._timeout_duration,
+                            on_handshake=self._tls_made)
+        except (ConnectionError, OSError, TimeoutError) as error:
+            raise TLSSetupException() from error
+
+    def _tls_made(self, transport: asyncio.Transport) -> None:
+        """The handshake is done: aiosmtpd's ``connection_made`` on the TLS transport (as its sslproto does),
+        with ``session.ssl`` the TLS transport's details (``openssl_connection``, ``peername``...)."""
+        conn = transport.get_extra_info("openssl_connection")
+        extra = {"openssl_connection": conn, "ssl_object": conn, "peername": transport.get_extra_info("peername"),
+                 "sockname": transport.get_extra_info("sockname"), "cipher": conn.get_cipher_name()}
+        self._tls_protocol = types.SimpleNamespace(_extra=extra)  # type: ignore[assignment]
+        self.connection_made(transport)
 
     async def push(self, status: AnyStr) -> None:
         if self._capture is not None:

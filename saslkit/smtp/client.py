@@ -18,10 +18,13 @@ What it does, and the choices made:
 * STARTTLS (RFC 3207): anything the server sent after its ``220`` in clear
   text is refused (a response-injection attempt), and everything learnt
   before TLS is forgotten: EHLO is sent again (§4.2).
-* Channel binding comes from the TLS socket
-  (:func:`~saslkit.channel_binding.channel_bindings_from_ssl`):
-  ``tls-server-end-point`` from the server certificate, ``tls-unique`` below
-  TLS 1.3; the stdlib cannot export ``tls-exporter``.  SCRAM-*-PLUS takes
+* Channel binding comes from the TLS connection: with a context from
+  :func:`~saslkit.net.client.client_tls_context` and pyOpenSSL installed
+  (the ``tls`` extra), TLS runs on pyOpenSSL and gives ``tls-exporter``
+  (RFC 9266), ``tls-server-end-point``, and below TLS 1.3 with the extended
+  master secret ``tls-unique``; otherwise on the stdlib's ``ssl``
+  (:func:`~saslkit.channel_binding.channel_bindings_from_ssl`), which cannot
+  export ``tls-exporter``.  ``-v`` shows the binding used.  SCRAM-*-PLUS takes
   tls-exporter, then tls-server-end-point, then tls-unique; HT-*-UNIQ/ENDP/EXPR
   take their own type.  A non-PLUS SCRAM client is told whether the server
   offered any -PLUS name (RFC 5802 §6: ``y`` when it offered none).
@@ -82,6 +85,7 @@ from ..net.client import (
     pick_channel_binding,
     show_payload,
 )
+from ..net.tls import OpenSSLClientSocket
 from .session import MAX_SMTP_AUTH_LINE
 
 __all__ = [
@@ -157,7 +161,7 @@ def _auth_message(reply: SmtpReply) -> ServerMessage:
     return ServerSuccess() if reply.code == 235 else ServerFailure(str(reply))
 
 
-def _address_literal(sock: socket.socket) -> str:
+def _address_literal(sock: socket.socket | OpenSSLClientSocket) -> str:
     """Our side of the connection as an RFC 5321 §4.1.3 address literal for EHLO."""
     try:
         address = sock.getsockname()[0]

@@ -20,7 +20,7 @@ from ..net.server import (
     ensure_certificate,
 )
 from ..tokens import SubmissionTokens, TokenService
-from .session import MAX_SMTP_AUTH_LINE, Deliver, Envelope, SmtpConfig, SmtpSession
+from .session import MAX_SMTP_AUTH_LINE, Deliver, Envelope, SmtpCommandHook, SmtpConfig, SmtpSession
 
 __all__ = ["SmtpServer", "ensure_certificate", "maildir_delivery", "run_server"]
 
@@ -74,6 +74,8 @@ class SmtpServer(ServedOnLineServer):
     tokens: TokenService | None = None
     stokens: SubmissionTokens | None = None
     deliver: Deliver = discard_delivery
+    #: The embedding server's hook for the commands the session does not implement (:class:`SmtpCommandHook`).
+    commands: SmtpCommandHook | None = None
 
     def __post_init__(self) -> None:
         self._server = LineServer(
@@ -90,7 +92,7 @@ class SmtpServer(ServedOnLineServer):
     def _session(self, peer: str, tls: bool, bindings: dict[str, bytes]) -> SmtpSession:
         return SmtpSession(self.config, self.users, self.server_secret, tokens=self.tokens, stokens=self.stokens,
                            peer=peer, tls=tls, channel_bindings=bindings, deliver=self.deliver,
-                           penalty=self.auth_penalty)
+                           penalty=self.auth_penalty, commands=self.commands)
 
 
 def run_server(server: SmtpServer, host: str, port: int, on_ready: Callable[[str, int], None]) -> None:

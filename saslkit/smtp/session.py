@@ -33,6 +33,13 @@ Choices the texts leave open (documented and tested):
   ``501 5.7.0`` (RFC 4954 §4).  saslkit's own mechanisms are all client-first.
 * ``GENSTOKEN``'s optional local address defaults to the authenticated
   identity (``user@hostname`` if it has no ``@``) and must be that address.
+
+Embedding: a server built on this session passes ``commands``, a hook called with every command the session
+does not implement (:class:`SmtpCommand`: upper-case verb and argument) that returns the :class:`Reply` (or
+``None``: ``500 5.5.1 Command unrecognized``).  Commands that need authentication when it is required
+(``BDAT``, ``EXPN``...) get ``530 5.7.0`` before the hook sees them; the hook reads the session's public
+state (``state``, ``authenticated``, ``greeted``) and runs in the driver's thread pool (``may_block``).
+``SmtpConfig.extra_keywords`` are the EHLO keywords its commands add.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ __all__ = [
     "AuthThrottle",
     "Envelope",
     "Reply",
+    "SmtpCommand",
+    "SmtpCommandHook",
     "SmtpConfig",
     "SmtpSession",
     "SmtpState",
@@ -173,12 +182,29 @@ class SmtpConfig:
     remember_types: tuple[str, ...] = TOKEN_TYPES
     #: Allow-list in offer order (None: every registered mechanism, strongest first).
     mechanisms: tuple[str, ...] | None = None
+    #: EHLO keywords the embedding server's own commands add (see ``SmtpSession(commands=...)``).
+    extra_keywords: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.effective_policy()  # an unknown name in ``mechanisms`` is a UsageError now, not at the first AUTH
 
     def effective_policy(self) -> Policy:
         return server_policy(self.registry, self.policy, self.allow_plaintext_auth, self.mechanisms)
+
+
+@dataclass(frozen=True)
+class SmtpCommand:
+    """A command the session does not implement, handed to the embedding server's hook."""
+
+    #: Upper case (``BDAT``).
+    verb: str
+    #: The rest of the line after the verb, stripped.
+    argument: str
+
+
+#: ``hook(session, command)``: the reply to a command the session does not implement, or ``None`` for
+#: ``500 5.5.1 Command unrecognized``.
+SmtpCommandHook = Callable[["SmtpSession", SmtpCommand], "Reply | None"]
 
 
 class SmtpState(enum.Enum):
@@ -212,9 +238,12 @@ class SmtpSession(EngineSession[SmtpConfig]):
         deliver: Deliver = _discard,
         throttle: AuthThrottle | None = None,
         penalty: AuthPenalty | None = None,
+        commands: SmtpCommandHook | None = None,
     ) -> None:
+        """``commands``: the embedding server's hook for the commands this session does not implement."""
         super().__init__(config, users, server_secret, tokens=tokens, stokens=stokens, peer=peer, tls=tls,
                          channel_bindings=channel_bindings, penalty=penalty)
+        self._commands = commands
         self._deliver = deliver
         self._throttle = throttle
         self._reset_connection_state()
@@ -265,7 +294,10 @@ class SmtpSession(EngineSession[SmtpConfig]):
                 return False  # 500, at once
             parts = arg.split(" ")
             return bool(arg) and len(parts) <= 2 and self.auth_engine.start_may_block(parts[0], len(parts) == 2)
-        return verb in (b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT")
+        if verb in (b"REMEMBERME", b"GENSTOKEN", b"REVSTOKEN", b"RCPT"):
+            return True
+        name = verb.rstrip(b"\r\n").decode("ascii", "replace")
+        return self._commands is not None and not (name.isalpha() and hasattr(self, f"_cmd_{name.lower()}"))
 
     def _serves(self, info: MechanismInfo) -> bool:
         """Token mechanisms need the token service; STOKEN is LMTP only (draft-slusarz §7.3)."""
@@ -300,7 +332,8 @@ class SmtpSession(EngineSession[SmtpConfig]):
             return Reply([replies.AUTH_REQUIRED])
         handler = getattr(self, f"_cmd_{verb.lower()}", None) if verb.isalpha() else None
         if handler is None:
-            return self._r(500, "5.5.1", "Command unrecognized")
+            reply = self._commands(self, SmtpCommand(verb, arg.strip())) if self._commands is not None else None
+            return reply if reply is not None else self._r(500, "5.5.1", "Command unrecognized")
         result: Reply = handler(arg.strip())
         return result
 
@@ -334,7 +367,7 @@ class SmtpSession(EngineSession[SmtpConfig]):
             lines.append("REMEMBERME " + " ".join(self.config.remember_types))  # rememberme-00 §3: after TLS
         if lmtp and self.tls and self._stokens is not None:
             lines.append("STOKEN")  # draft-slusarz §7.3: LHLO only, TLS only
-        lines.append("HELP")
+        lines += [*self.config.extra_keywords, "HELP"]
         return Reply([f"250-{x}" for x in lines[:-1]] + [f"250 {lines[-1]}"])
 
     def _cmd_ehlo(self, arg: str) -> Reply:

@@ -8,6 +8,7 @@ psycopg and redis-py are imported only when such a URL is opened.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from ..credentials import MutableUserStore
 from ..errors import UsageError
@@ -22,6 +23,7 @@ __all__ = [
     "open_penalty_store",
     "open_token_store",
     "open_user_store",
+    "redact_url",
     "sqlite_path",
 ]
 
@@ -51,9 +53,25 @@ def sqlite_path(url_or_path: str) -> Path:
     return Path(url_or_path)
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password masked, fit for messages and logs (``redis://:***@host:6379/0``)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url.split("://", 1)[0] + "://***" if "@" in url else url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def open_user_store(url_or_path: str) -> MutableUserStore:
     """Open (creating or migrating if needed) the user store named by ``--db`` / ``SASLKIT_DB``."""
     if url_or_path.startswith(POSTGRES_SCHEMES):
+        from .._extras import require
+
+        require("psycopg_pool", "postgres", "the PostgreSQL user store")
         from .postgres import PostgresUserStore
 
         return PostgresUserStore(url_or_path)
@@ -66,19 +84,29 @@ def open_user_store(url_or_path: str) -> MutableUserStore:
 def open_token_store(url_or_path: str) -> TokenStore:
     """Open the token store named by a URL: SQLite (a path or ``sqlite:///``), PostgreSQL, Redis or Redis Cluster.
 
-    redis-py and psycopg are imported only here, so a SQLite-only deployment never loads them.
+    redis-py and psycopg are imported only here, so a SQLite-only deployment never loads them (nor needs the
+    ``redis`` or ``postgres`` extra: without it such a URL raises :class:`~saslkit._extras.MissingExtra`).
     """
     if url_or_path.startswith(REDIS_SCHEMES + REDIS_CLUSTER_SCHEMES):
+        from .._extras import require
+
+        require("redis", "redis", "the Redis token store")
         from .redis import RedisTokenStore
 
-        return RedisTokenStore(url_or_path)
+        try:
+            return RedisTokenStore(url_or_path)
+        except ValueError as exc:  # redis-py's URL parser: bad port, scheme, database number...
+            raise UsageError(f"invalid Redis URL {redact_url(url_or_path)}: {exc}") from None
     if url_or_path.startswith(POSTGRES_SCHEMES):
+        from .._extras import require
+
+        require("psycopg_pool", "postgres", "the PostgreSQL token store")
         from .postgres import PostgresTokenStore
 
         return PostgresTokenStore(url_or_path)
     if "://" in url_or_path and not url_or_path.startswith("sqlite://"):
         raise UsageError("token store URL must be sqlite:///path, a path, postgresql://…, redis://host:port/db or "
-                         f"redis-cluster://host:port[,host:port…], got {url_or_path!r}")
+                         f"redis-cluster://host:port[,host:port…], got {redact_url(url_or_path)!r}")
     return SQLiteTokenStore(sqlite_path(url_or_path))
 
 
@@ -92,6 +120,9 @@ def open_penalty_store(url: str, *, expire: float = 3600.0) -> PenaltyStore:
 
         return MemoryPenaltyStore(expire=expire)
     if url.startswith(REDIS_SCHEMES + REDIS_CLUSTER_SCHEMES):
+        from .._extras import require
+
+        require("redis", "redis", "the Redis penalty store")
         from .redis import RedisPenaltyStore
 
         return RedisPenaltyStore(url, expire=expire)

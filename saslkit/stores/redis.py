@@ -59,7 +59,7 @@ from ..tokens.records import StokenRecord, TokenRecord
 
 __all__ = ["RedisPenaltyStore", "RedisTokenStore", "connect", "escape_tag"]
 
-_log = logging.getLogger("saslkit.stores.redis")
+_log = logging.getLogger("saslkit.stores")
 
 #: Unreachable servers must fail fast: a login waits on this.
 SOCKET_TIMEOUT = 2.0
@@ -304,8 +304,10 @@ class RedisTokenStore:
         try:
             yield
         except TEMPORARY_ERRORS as exc:
+            _log.warning("token store (Redis) unavailable: %s: %s", type(exc).__name__, exc)
             raise TemporaryFailure(f"token store (Redis) unavailable: {exc}") from exc
         except RedisError as exc:
+            _log.error("token store (Redis) failed: %s: %s", type(exc).__name__, exc)
             raise StoreError(f"token store (Redis) failed: {exc}") from exc
 
     # -- keys (see the module doc) --

@@ -11,6 +11,7 @@ thread) and processes (SQLite locking).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -41,6 +42,7 @@ __all__ = ["SCHEMA_VERSION", "TOKEN_SCHEMA_VERSION", "SQLiteTokenStore", "SQLite
 SCHEMA_VERSION = 1
 TOKEN_SCHEMA_VERSION = 1
 _T = TypeVar("_T")
+_log = logging.getLogger("saslkit.stores")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,10 +131,13 @@ class _SQLiteFile:
         return db
 
     def _translate(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """The saslkit error for ``exc``; an unavailable or damaged store is logged with its cause."""
         if isinstance(exc, sqlite3.OperationalError):
+            _log.warning("%s %s unavailable: %s", self._what, self.path, exc)
             return TemporaryFailure(f"{self._what} {self.path} unavailable: {exc}")
         if isinstance(exc, sqlite3.IntegrityError):
             return StoreError(f"{self._what} {self.path}: {exc}")
+        _log.error("%s %s is damaged: %s", self._what, self.path, exc)
         return StoreError(f"{self._what} {self.path} is damaged: {exc}")
 
     @contextmanager

@@ -31,6 +31,16 @@ def check_file(path: StrPath) -> list[VectorResult]:
     return [_check_one(name, index, vector, default_kind) for index, vector in enumerate(vectors)]
 
 
+def shipped_vectors() -> Path:
+    """The directory of saslkit's own vector files: ``saslkit/_vectors`` in an installed wheel (a copy made at
+    build time), else ``vectors/`` at the top of a source checkout."""
+    package = Path(__file__).resolve().parents[2]
+    for candidate in (package / "_vectors", package.parent / "vectors"):
+        if any(candidate.glob("*.json")):
+            return candidate
+    raise UsageError(f"no vector files shipped with saslkit (looked in {package / '_vectors'})")
+
+
 def check_files(paths: Iterable[StrPath]) -> list[VectorResult]:
     """Check several files; a directory stands for the ``*.json`` files in it."""
     results: list[VectorResult] = []
