@@ -19,7 +19,7 @@ import saslkit
 import saslkit.testing.vectors
 
 CORE = {"argon2-cffi", "cryptography", "pyjwt"}
-EXTRAS = {"redis", "aiosmtpd", "tls", "metrics", "all", "test"}
+EXTRAS = {"redis", "aiosmtpd", "tls", "postgres", "metrics", "all", "test"}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def test_wheel_metadata(wheel: Path) -> None:
     by_extra = {e: {_requirement_name(r) for r in requires if f"extra == '{e}'" in r} for e in EXTRAS}
     assert by_extra["redis"] == {"redis"} and by_extra["aiosmtpd"] == {"aiosmtpd"}
     assert by_extra["tls"] == {"pyopenssl"} and by_extra["metrics"] == {"prometheus-client"}
-    assert by_extra["all"] == {"redis", "aiosmtpd", "pyopenssl", "prometheus-client"}
+    assert by_extra["postgres"] == {"psycopg", "psycopg-pool"}
+    assert by_extra["all"] == {"redis", "aiosmtpd", "pyopenssl", "psycopg", "psycopg-pool", "prometheus-client"}
     assert by_extra["all"] <= by_extra["test"]  # the suite exercises every extra
     assert meta["Version"] == saslkit.__version__  # one source: saslkit/__init__.py
     assert meta["License-Expression"] == "MIT"
@@ -129,7 +130,8 @@ def test_aiosmtpd_adapter_without_the_extra_names_it() -> None:
 
 
 def test_core_imports_without_any_extra() -> None:
-    code = ("import sys\nfor m in ('redis', 'aiosmtpd', 'OpenSSL', 'prometheus_client'):\n    sys.modules[m] = None\n"
+    code = ("import sys\nfor m in ('redis', 'aiosmtpd', 'OpenSSL', 'prometheus_client', 'psycopg', 'psycopg_pool'):\n"
+            "    sys.modules[m] = None\n"
             "import saslkit, saslkit.cli, saslkit.smtp.server, saslkit.imap.server, saslkit.stores\nprint('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60,
                           check=False)

@@ -306,3 +306,17 @@ def test_postgres_url_pool_size_parser_takes_anything(query: str) -> None:
     except UsageError:
         return
     assert size >= 0 and url.startswith("postgresql://h/db")
+
+
+def test_postgres_without_the_extra_names_it(tmp_path: Path) -> None:
+    from servers import ENV
+
+    code = ("import sys; sys.modules['psycopg_pool'] = None\nfrom saslkit.cli import main\n"
+            "sys.exit(main(['user', 'list', '--db', 'postgresql://127.0.0.1:1/x', "
+            f"'--keys', {str(tmp_path / 'k')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "saslkit: the PostgreSQL user store needs the psycopg_pool package: pip install 'saslkit[postgres]'")
