@@ -240,15 +240,46 @@ def test_postgres_nul_in_names_is_no_error(postgres_url: str) -> None:
 
 
 def test_postgres_unreachable_is_temporary_and_fast() -> None:
+    """Opening never fails for an unreachable server (front-ends may start first); every use is temporary."""
     require_postgres()
     from conftest import free_port
 
     started = time.monotonic()
+    users = open_user_store(f"postgresql://saslkit@127.0.0.1:{free_port()}/postgres")
+    tokens = open_token_store(f"postgresql://saslkit@127.0.0.1:{free_port()}/postgres")
     with pytest.raises(TemporaryFailure):
-        open_user_store(f"postgresql://saslkit@127.0.0.1:{free_port()}/postgres")
+        users.get_user("alice")
     with pytest.raises(TemporaryFailure):
-        open_token_store(f"postgresql://saslkit@127.0.0.1:{free_port()}/postgres")
-    assert time.monotonic() - started < 10
+        users.add_user(make_user("alice", "x", iterations=4096, argon2_hash=False))
+    with pytest.raises(TemporaryFailure):
+        tokens.get("t")
+    assert users.default_iterations == 10000  # the default until the database says otherwise
+    assert time.monotonic() - started < 20
+    users.close()  # type: ignore[attr-defined]
+    tokens.close()
+
+
+def test_postgres_store_opened_before_the_database_starts(alice: UserRecord) -> None:
+    """A front-end started before PostgreSQL: temporary failures, then it migrates on first contact."""
+    server = PostgresServer(require_postgres())
+    try:
+        server.stop()
+        users = open_user_store(server.url)
+        with pytest.raises(TemporaryFailure):
+            users.get_user("alice")
+        server.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                users.put_user(alice)
+                break
+            except TemporaryFailure:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert users.get_user("alice") == alice
+        users.close()  # type: ignore[attr-defined]
+    finally:
+        server.remove()
 
 
 def test_postgres_stopped_and_restarted(alice: UserRecord) -> None:

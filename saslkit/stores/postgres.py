@@ -20,7 +20,9 @@ hold (never a password, never a token).
   pool are a :class:`TemporaryFailure` (servers answer 454 / ``NO
   [UNAVAILABLE]``), never a success; anything else is a :class:`StoreError`.
   A read that failed on a connection the server closed (a restart) is
-  retried once on a fresh one.
+  retried once on a fresh one.  A store opened while the database is down
+  opens anyway and migrates on its first successful statement, so
+  front-ends may start before the database.
 """
 
 from __future__ import annotations
@@ -142,7 +144,26 @@ class _PostgresDatabase:
             name=f"saslkit-{self._what.replace(' ', '-')}",
             open=True,
         )
-        self._migrate()
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        try:
+            self._ensure_ready()
+        except TemporaryFailure:
+            pass  # the database is down: front-ends may start before it, and prepare it on first use
+
+    def _ensure_ready(self) -> None:
+        """Migrate the schema (and :meth:`_prepare`) once per store object, before its first statement."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                with self._raw_tx() as conn:
+                    self._migrate(conn)
+                    self._prepare(conn)
+                self._ready = True
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """What a store reads or writes once the schema is there (in the migration's transaction)."""
 
     def _translate(self, exc: psycopg.Error) -> StoreError:
         if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown):
@@ -158,6 +179,7 @@ class _PostgresDatabase:
 
     def _read(self, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         """Run a read; retried once on a fresh connection if the one it had was dead (a server restart)."""
+        self._ensure_ready()
         for attempt in (0, 1):
             conn: psycopg.Connection[Any] | None = None
             try:
@@ -174,6 +196,12 @@ class _PostgresDatabase:
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction (never retried: it might have committed)."""
+        self._ensure_ready()
+        with self._raw_tx() as conn:
+            yield conn
+
+    @contextmanager
+    def _raw_tx(self) -> Iterator[psycopg.Connection[Any]]:
         conn: psycopg.Connection[Any] | None = None
         try:
             with self._pool.connection() as conn, conn.transaction():
@@ -183,20 +211,19 @@ class _PostgresDatabase:
                 self._recover()
             raise self._translate(exc) from exc
 
-    def _migrate(self) -> None:
-        with self._tx() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS saslkit_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM saslkit_schema").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self._what} (PostgreSQL): schema version {version} is newer than this saslkit")
-            for sql in MIGRATIONS[version:]:
-                conn.execute(sql.encode())  # several statements: no parameters, simple query protocol
-            if row is None:
-                conn.execute("INSERT INTO saslkit_schema VALUES (%s)", (SCHEMA_VERSION,))
-            elif version < SCHEMA_VERSION:
-                conn.execute("UPDATE saslkit_schema SET version = %s", (SCHEMA_VERSION,))
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS saslkit_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM saslkit_schema").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self._what} (PostgreSQL): schema version {version} is newer than this saslkit")
+        for sql in MIGRATIONS[version:]:
+            conn.execute(sql.encode())  # several statements: no parameters, simple query protocol
+        if row is None:
+            conn.execute("INSERT INTO saslkit_schema VALUES (%s)", (SCHEMA_VERSION,))
+        elif version < SCHEMA_VERSION:
+            conn.execute("UPDATE saslkit_schema SET version = %s", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         self._pool.close()
@@ -255,22 +282,30 @@ class PostgresUserStore(_PostgresDatabase):
         pool_size: int = DEFAULT_POOL_SIZE,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(url, pool_size=pool_size)
         self._clock = clock
         self._profiles_cache: tuple[float, dict[CredentialProfile, int]] | None = None
         self._profiles_lock = threading.Lock()
-        with self._tx() as conn:
-            if default_iterations is not None:
-                conn.execute(
-                    "INSERT INTO saslkit_meta VALUES ('default_iterations', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(default_iterations),),
-                )
-            row = conn.execute("SELECT value FROM saslkit_meta WHERE key = 'default_iterations'").fetchone()
+        self._requested_iterations = default_iterations
+        self._default_iterations = DEFAULT_ITERATIONS
+        super().__init__(url, pool_size=pool_size)
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        if self._requested_iterations is not None:
+            conn.execute(
+                "INSERT INTO saslkit_meta VALUES ('default_iterations', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(self._requested_iterations),),
+            )
+        row = conn.execute("SELECT value FROM saslkit_meta WHERE key = 'default_iterations'").fetchone()
         self._default_iterations = int(row[0]) if row else DEFAULT_ITERATIONS
 
     @property
     def default_iterations(self) -> int:
+        """Iterations for new users (stored in the database); the default until it could be read."""
+        try:
+            self._ensure_ready()
+        except TemporaryFailure:
+            pass
         return self._default_iterations
 
     def get_user(self, username: str) -> UserRecord | None:
@@ -441,8 +476,8 @@ class PostgresTokenStore(_PostgresDatabase):
     def __init__(
         self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE, clock: Callable[[], float] = time.time
     ) -> None:
-        super().__init__(url, pool_size=pool_size)
         self._clock = clock
+        super().__init__(url, pool_size=pool_size)
 
     def put(self, record: TokenRecord) -> None:
         """Insert a new record; an id already stored is a :class:`StoreError`."""
