@@ -75,9 +75,17 @@ def test_bad_cluster_urls() -> None:
         RedisTokenStore("redis://127.0.0.1:1/0", prefix="a{b}")
 
 
-def test_cluster_unreachable_is_temporary() -> None:
+def test_cluster_unreachable_is_temporary(redis_cluster_nodes: RedisClusterNodes) -> None:
+    """A front-end may start before its cluster: the store opens, answers temporary failures, then works."""
+    store = open_token_store(f"redis-cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
     with pytest.raises(TemporaryFailure):
-        open_token_store(f"redis-cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}")
+        store.get("t")
+    with pytest.raises(TemporaryFailure):
+        store.put(rec("t"))
+    penalty = AuthPenalty(2.0, 15.0, open_penalty_store(f"redis-cluster://127.0.0.1:{free_port()}"))
+    penalty.failed("192.0.2.1", None)  # counted in this process meanwhile
+    assert penalty.delay("192.0.2.1", None) == 2.0
+    store.close()
 
 
 @pytest.fixture
@@ -194,3 +202,16 @@ def test_escape_tag_is_injective(names: list[str]) -> None:
     escaped = [escape_tag(n) for n in names]
     assert len(set(escaped)) == len(names)
     assert not any("{" in e or "}" in e for e in escaped)
+
+
+def test_store_opened_before_the_cluster_starts(private_cluster: RedisClusterNodes) -> None:
+    private_cluster.stop()
+    store = open_token_store(private_cluster.url)
+    with pytest.raises(TemporaryFailure):
+        store.get("t")
+    for node in private_cluster.nodes:
+        node.start()
+    private_cluster.wait_ok()
+    store.put(rec("t"))
+    assert store.get("t") == rec("t")
+    store.close()

@@ -259,7 +259,53 @@ def _flat(fields: Mapping[str, object]) -> list[str]:
     return [x for k, v in fields.items() if v is not None for x in (k, repr(v) if isinstance(v, float) else str(v))]
 
 
-class RedisTokenStore:
+class _LazyClient:
+    """The redis-py client, made on first use when given a URL: a cluster client connects as it is made, and a
+    front-end may start before its Redis (it then answers temporary failures until Redis is there)."""
+
+    _url: str | None
+    _client: redis.Redis | RedisCluster | None
+    _owned: bool
+
+    def _set_client(self, url_or_client: str | redis.Redis | RedisCluster) -> None:
+        self._client_lock = threading.Lock()
+        if isinstance(url_or_client, str):
+            self._url, self._client, self._owned = url_or_client, None, True
+            if not url_or_client.startswith(CLUSTER_SCHEMES):
+                self.client  # noqa: B018 - one server: made at once (redis-py connects lazily itself)
+            else:
+                try:
+                    self.client  # noqa: B018 - connect now if the cluster is there
+                except TemporaryFailure:
+                    pass
+        else:
+            self._url, self._client, self._owned = None, url_or_client, False
+            self._register(url_or_client)
+
+    @property
+    def client(self) -> redis.Redis | RedisCluster:
+        """The client (made now if it was not yet: :class:`TemporaryFailure` if the cluster is unreachable)."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                client = self._client
+                if client is None:
+                    assert self._url is not None
+                    client = connect(self._url)
+                    self._register(client)
+                    self._client = client
+        return client
+
+    def _register(self, client: redis.Redis | RedisCluster) -> None:
+        """Register the Lua scripts on ``client``."""
+
+    def close(self) -> None:
+        """Close the connection pool if this store made it."""
+        if self._owned and self._client is not None:
+            self._client.close()
+
+
+class RedisTokenStore(_LazyClient):
     """A :class:`~saslkit.tokens.records.TokenStore` in Redis or Redis Cluster (redis-py, sync).
 
     Give it a URL (``redis://``, ``rediss://``, ``unix://``, ``redis-cluster://``;
@@ -279,29 +325,28 @@ class RedisTokenStore:
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise UsageError("the Redis key prefix cannot contain { or } (they make hash tags)")
-        if isinstance(url_or_client, str):
-            self.client: redis.Redis | RedisCluster = connect(url_or_client)
-            self._owned = True
-        else:
-            self.client, self._owned = url_or_client, False
         self.prefix = prefix
         self._clock = clock
         self._owner_cache: OrderedDict[str, str] = OrderedDict()
         self._owners_lock = threading.Lock()
-        self._put = self.client.register_script(_PUT)
-        self._index_add = self.client.register_script(_INDEX_ADD)
-        self._set_field = self.client.register_script(_SET_FIELD)
-        self._revoke_ids = self.client.register_script(_REVOKE_IDS)
-        self._prune = self.client.register_script(_PRUNE)
-        self._list_live_script = self.client.register_script(_LIST_LIVE)
-        self._stoken_put = self.client.register_script(_STOKEN_PUT_IF_ABSENT)
-        self._stoken_refresh = self.client.register_script(_STOKEN_REFRESH)
-        self._stoken_delete = self.client.register_script(_STOKEN_DELETE)
+        self._set_client(url_or_client)
+
+    def _register(self, client: redis.Redis | RedisCluster) -> None:
+        self._put = client.register_script(_PUT)
+        self._index_add = client.register_script(_INDEX_ADD)
+        self._set_field = client.register_script(_SET_FIELD)
+        self._revoke_ids = client.register_script(_REVOKE_IDS)
+        self._prune = client.register_script(_PRUNE)
+        self._list_live_script = client.register_script(_LIST_LIVE)
+        self._stoken_put = client.register_script(_STOKEN_PUT_IF_ABSENT)
+        self._stoken_refresh = client.register_script(_STOKEN_REFRESH)
+        self._stoken_delete = client.register_script(_STOKEN_DELETE)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """Unreachable, loading or failed-over servers are temporary; the rest is a StoreError."""
         try:
+            self.client  # noqa: B018 - made (connected, for a cluster) before the first command
             yield
         except TEMPORARY_ERRORS as exc:
             _log.warning("token store (Redis) unavailable: %s: %s", type(exc).__name__, exc)
@@ -539,10 +584,6 @@ class RedisTokenStore:
         with self._errors():
             return bool(self._stoken_delete(keys=[self._stoken_key(remote, local)], args=[repr(self._clock())]))
 
-    def close(self) -> None:
-        """Close the connection pool if this store made it."""
-        if self._owned:
-            self.client.close()
 
 
 # KEYS: one penalty count.  ARGV: lifetime ms.  The new count; the key goes ``lifetime`` after its last failure.
@@ -553,7 +594,7 @@ return n
 """
 
 
-class RedisPenaltyStore:
+class RedisPenaltyStore(_LazyClient):
     """A :class:`~saslkit.penalty.PenaltyStore` in Redis or Redis Cluster: failures seen by one front-end
     delay the next attempt on every other (per remote IP and per user, as :class:`~saslkit.penalty.AuthPenalty`
     keys them).
@@ -578,16 +619,14 @@ class RedisPenaltyStore:
             raise UsageError("the Redis key prefix cannot contain { or } (they make hash tags)")
         if not 0 < expire < 1e9:
             raise UsageError("the penalty lifetime must be positive")
-        if isinstance(url_or_client, str):
-            self.client: redis.Redis | RedisCluster = connect(url_or_client)
-            self._owned = True
-        else:
-            self.client, self._owned = url_or_client, False
         self.prefix = prefix
         self.expire = expire
         self.fallback: PenaltyStore = fallback or MemoryPenaltyStore(expire=expire)
-        self._record = self.client.register_script(_PENALTY_RECORD)
         self._degraded = False
+        self._set_client(url_or_client)
+
+    def _register(self, client: redis.Redis | RedisCluster) -> None:
+        self._record = client.register_script(_PENALTY_RECORD)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}{{penalty:{escape_tag(key)}}}"
@@ -605,7 +644,7 @@ class RedisPenaltyStore:
     def get(self, key: str) -> int:
         try:
             value = self.client.get(self._key(key))
-        except (RedisError, RedisClusterException) as exc:
+        except (RedisError, RedisClusterException, TemporaryFailure) as exc:
             self._failed(exc)
             return self.fallback.get(key)
         self._ok()
@@ -616,8 +655,9 @@ class RedisPenaltyStore:
 
     def record(self, key: str) -> int:
         try:
+            self.client  # noqa: B018 - made (connected, for a cluster) before the first command
             count = int(self._record(keys=[self._key(key)], args=[math.ceil(self.expire * 1000)]))
-        except (RedisError, RedisClusterException) as exc:
+        except (RedisError, RedisClusterException, TemporaryFailure) as exc:
             self._failed(exc)
             return self.fallback.record(key)
         self._ok()
@@ -626,10 +666,6 @@ class RedisPenaltyStore:
     def reset(self, key: str) -> None:
         try:
             self.client.delete(self._key(key))
-        except (RedisError, RedisClusterException) as exc:
+        except (RedisError, RedisClusterException, TemporaryFailure) as exc:
             self._failed(exc)
         self.fallback.reset(key)
-
-    def close(self) -> None:
-        if self._owned:
-            self.client.close()
