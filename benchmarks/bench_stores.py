@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.users = 0.5, 1, 8
+    # SQLite's best-effort last_used write gives up at once while another thread writes (logged as a warning).
+    logging.getLogger("saslkit.stores").setLevel(logging.ERROR)
 
     given = {"postgres": args.postgres, "redis": args.redis, "redis-cluster": args.redis_cluster}
     with private_servers({k for k, v in given.items() if not v}) as started:
