@@ -112,4 +112,11 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
 
 
 # PostgreSQL and Redis Cluster (the scale-out tests): defined beside, registered here.
-from scale_fixtures import postgres_server, postgres_url, redis_cluster_nodes, redis_cluster_url  # noqa: E402, F401
+from scale_fixtures import (  # noqa: E402, F401
+    postgres_server,
+    postgres_url,
+    redis_cluster_nodes,
+    redis_cluster_url,
+    redis_sentinel,
+    redis_sentinel_url,
+)

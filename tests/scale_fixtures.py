@@ -204,3 +204,58 @@ def redis_cluster_url(redis_cluster_nodes: RedisClusterNodes) -> str:
     redis_cluster_nodes.wait_ok()
     redis_cluster_nodes.flush()
     return redis_cluster_nodes.url
+
+
+class RedisSentinel:
+    """One ``redis-server --sentinel`` watching one master (quorum 1): enough to test ``redis-sentinel://``."""
+
+    def __init__(self, exe: str, directory: Path, master: RedisServer, service: str = "saslkit") -> None:
+        self.exe, self.directory, self.master, self.service = exe, directory, master, service
+        self.port = free_port()
+        config = directory / "sentinel.conf"
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+                          f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n"
+                          f"sentinel down-after-milliseconds {service} 1000\n")
+        self.proc = subprocess.Popen([exe, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        with redis.Redis(port=self.port, socket_timeout=1, decode_responses=True) as client:
+            while True:
+                try:
+                    if client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service):
+                        return
+                except redis.RedisError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("redis sentinel did not start")
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis-sentinel://127.0.0.1:{self.port}/{self.service}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """A master and one sentinel naming it."""
+    exe = require_redis_server()
+    directory = tmp_path_factory.mktemp("redis-sentinel")
+    master = RedisServer(exe, directory)
+    sentinel = RedisSentinel(exe, directory, master)
+    yield sentinel
+    sentinel.stop()
+    master.stop()
+
+
+@pytest.fixture
+def redis_sentinel_url(redis_sentinel: RedisSentinel) -> str:
+    """The ``redis-sentinel://`` URL, the master flushed."""
+    with redis.Redis(port=redis_sentinel.master.port) as client:
+        client.flushall()
+    return redis_sentinel.url

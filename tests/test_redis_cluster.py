@@ -215,3 +215,52 @@ def test_store_opened_before_the_cluster_starts(private_cluster: RedisClusterNod
     store.put(rec("t"))
     assert store.get("t") == rec("t")
     store.close()
+
+
+# -- Sentinel --------------------------------------------------------------------------------------------------
+
+
+def test_sentinel_urls() -> None:
+    for bad in ("redis-sentinel://127.0.0.1:1", "redis-sentinel://127.0.0.1:1/", "redis-sentinel://h/svc",
+                "redis-sentinel://127.0.0.1:1/svc/x"):
+        with pytest.raises(UsageError):
+            open_token_store(bad)
+    assert isinstance(open_token_store(f"redis-sentinel://127.0.0.1:{free_port()}/svc/2"), RedisTokenStore)
+
+
+def test_sentinel_failover_moves_the_store_to_the_new_master(tmp_path: Path) -> None:
+    """Master, replica and one sentinel: the master stops, the sentinel promotes the replica, the store follows
+    (temporary failures meanwhile, never a lost revocation: the replica had it)."""
+    from conftest import RedisServer
+    from scale_fixtures import RedisSentinel
+
+    exe = require_redis_server()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "r").mkdir()
+    master = RedisServer(exe, tmp_path / "m")
+    replica = RedisServer(exe, tmp_path / "r", extra=["--replicaof", "127.0.0.1", str(master.port)])
+    sentinel = RedisSentinel(exe, tmp_path, master)
+    try:
+        store = open_token_store(sentinel.url)
+        store.put(rec("t"))
+        assert store.revoke("t", T0 + 1)
+        with redis.Redis(port=master.port) as client:
+            client.execute_command("WAIT", 1, 5000)  # the replica has it
+        master.stop()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                record = store.get("t")
+                break
+            except TemporaryFailure:
+                assert time.monotonic() < deadline, "the sentinel did not promote the replica"
+                time.sleep(0.2)
+        assert record == rec("t", revoked=T0 + 1)
+        store.put(rec("after"))  # writes go to the promoted replica
+        with redis.Redis(port=replica.port, decode_responses=True) as client:
+            assert client.execute_command("ROLE")[0] == "master"
+        store.close()
+    finally:
+        sentinel.stop()
+        replica.stop()
+        master.stop()

@@ -37,7 +37,7 @@ def stok(
     return StokenRecord(remote, local, token_id, "k1", T0, expires)
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres", "redis-cluster"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "redis-cluster", "redis-sentinel"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'tokens.db'}"
@@ -45,6 +45,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(request.getfixturevalue("postgres_url"))
     if request.param == "redis-cluster":
         return str(request.getfixturevalue("redis_cluster_url"))
+    if request.param == "redis-sentinel":
+        return str(request.getfixturevalue("redis_sentinel_url"))
     return str(request.getfixturevalue("redis_url"))
 
 

@@ -1,7 +1,8 @@
 """Stores behind small protocols, chosen by URL.
 
 Users: ``sqlite:///path`` (or a plain path) or ``postgresql://…``.  Tokens: those, or ``redis://``,
-``rediss://``, ``unix://`` (one Redis) and ``redis-cluster://HOST:PORT[,HOST:PORT…]`` (Redis Cluster).
+``rediss://``, ``unix://`` (one Redis), ``redis-cluster://HOST:PORT[,HOST:PORT…]`` (Redis Cluster) and
+``redis-sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]`` (the master Redis Sentinel names).
 psycopg and redis-py are imported only when such a URL is opened.
 """
 
@@ -27,9 +28,9 @@ __all__ = [
     "sqlite_path",
 ]
 
-#: URL schemes redis-py's ``Redis.from_url`` understands, and the cluster one.
+#: URL schemes redis-py's ``Redis.from_url`` understands; then Redis Cluster's and Sentinel's.
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-REDIS_CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+REDIS_CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://", "redis-sentinel://")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 

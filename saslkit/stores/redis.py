@@ -52,6 +52,7 @@ from redis.exceptions import BusyLoadingError, ClusterError, ReadOnlyError, Redi
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from ..errors import StoreError, TemporaryFailure, UsageError
 from ..penalty import MemoryPenaltyStore, PenaltyStore
@@ -64,6 +65,7 @@ _log = logging.getLogger("saslkit.stores")
 #: Unreachable servers must fail fast: a login waits on this.
 SOCKET_TIMEOUT = 2.0
 CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
+SENTINEL_SCHEMES = ("redis-sentinel://",)
 
 #: Unreachable, loading, failed-over or (cluster) slot-less servers: a temporary failure.
 TEMPORARY_ERRORS: tuple[type[BaseException], ...] = (
@@ -202,10 +204,13 @@ def escape_tag(text: str) -> str:
     return text.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
-    """``redis-cluster://[user:password@]host:port[,host:port…]`` -> startup nodes and connection options."""
+def _addresses(url: str, what: str) -> tuple[list[tuple[str, int]], dict[str, Any], str]:
+    """``scheme://[user:password@]host:port[,host:port…][/path]`` -> addresses, connection options, path."""
     options: dict[str, Any] = {"ssl": url.startswith("rediss-")}
-    netloc = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    rest = url.partition("://")[2]
+    netloc, path = re.split(r"[/?#]", rest, maxsplit=1)[0], ""
+    if rest[len(netloc):].startswith("/"):
+        path = re.split(r"[?#]", rest[len(netloc) + 1:], maxsplit=1)[0]
     if "@" in netloc:
         userinfo, netloc = netloc.rsplit("@", 1)
         user, _, password = userinfo.partition(":")
@@ -213,17 +218,43 @@ def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
             options["username"] = unquote(user)
         if password:
             options["password"] = unquote(password)
-    nodes = []
+    addresses = []
     for address in netloc.split(","):
         host, sep, port = address.strip().rpartition(":")
         if not sep or not (port.isascii() and port.isdigit() and int(port) <= 65535) or not host.strip("[]"):
-            raise UsageError("a Redis Cluster URL is redis-cluster://HOST:PORT[,HOST:PORT…]")
-        nodes.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
-    return nodes, options
+            raise UsageError(f"a {what}")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses, options, path
+
+
+def _cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
+    """``redis-cluster://[user:password@]host:port[,host:port…]`` -> startup nodes and connection options."""
+    addresses, options, _ = _addresses(url, "Redis Cluster URL is redis-cluster://HOST:PORT[,HOST:PORT…]")
+    return [ClusterNode(h, p) for h, p in addresses], options  # type: ignore[no-untyped-call]
+
+
+def _sentinel_master(url: str, common: dict[str, Any]) -> redis.Redis:
+    """``redis-sentinel://[user:password@]host:port[,host:port…]/SERVICE[/DB]``: the master the sentinels name.
+
+    The client asks the sentinels for the master's address on every new connection, so after a failover the
+    next call reaches the new master.  The credentials are the master's; the sentinels are asked without any.
+    """
+    usage = "Redis Sentinel URL is redis-sentinel://HOST:PORT[,HOST:PORT…]/SERVICE[/DB]"
+    addresses, options, path = _addresses(url, usage)
+    service, _, db = path.partition("/")
+    if not service or not (db == "" or (db.isascii() and db.isdigit())):
+        raise UsageError(f"a {usage}")
+    options.pop("ssl")
+    timeouts = {k: common[k] for k in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(addresses, sentinel_kwargs=timeouts, **timeouts)  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        unquote(service), db=int(db or 0), retry=Retry(NoBackoff(), 0), **common, **options)
+    return master
 
 
 def connect(url: str) -> redis.Redis | RedisCluster:
-    """A client for ``redis://``, ``rediss://``, ``unix://`` (one server) or ``redis-cluster://`` (a cluster).
+    """A client for ``redis://``, ``rediss://``, ``unix://`` (one server), ``redis-cluster://`` (a cluster) or
+    ``redis-sentinel://`` (the master that Redis Sentinel names).
 
     Short socket timeouts and no retry: a retried script could apply twice, and
     a dead pooled connection is replaced at checkout anyway, so after a restart
@@ -243,6 +274,8 @@ def connect(url: str) -> redis.Redis | RedisCluster:
             raise TemporaryFailure(f"Redis Cluster unavailable: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"Redis Cluster failed: {exc}") from exc
+    if url.startswith(SENTINEL_SCHEMES):
+        return _sentinel_master(url, common)
     return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
 
 
