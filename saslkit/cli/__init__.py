@@ -55,9 +55,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--db", help="user database: path or sqlite:///path (default $SASLKIT_DB or ./saslkit.db)")
+    common.add_argument("--db", help="user database: path, sqlite:///path or postgresql://… "
+                        "(default $SASLKIT_DB or ./saslkit.db)")
     common.add_argument("--keys", help="key ring file (default $SASLKIT_KEYS or beside the database)")
-    common.add_argument("--store", help="token store: sqlite:///path or redis://host:port/db "
+    common.add_argument("--store", help="token store: sqlite:///path, postgresql://…, redis://host:port/db, "
+                        "redis-cluster://host:port[,…] or redis-sentinel://host:port[,…]/service "
                         "(default $SASLKIT_STORE or the user database)")
 
     p = _Parser(prog="saslkit", description="SASL mechanisms for mail servers.")
