@@ -10,10 +10,12 @@ service resumes when it returns).
 
 from __future__ import annotations
 
+import re
 import select
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ class Node:
         self._log_fh = self.log.open("w")
         self.proc = subprocess.Popen(
             [*SASLKIT, "serve", protocol, "--listen", "127.0.0.1:0", *common, "--failure-delay", "0",
-             "--auth-penalty", ":".join(PENALTY)],
+             "--auth-penalty", ":".join(PENALTY), "--metrics", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, text=True, env=ENV,
         )
         assert self.proc.stdout is not None
@@ -54,6 +56,19 @@ class Node:
             self.stop()
             pytest.fail(f"{name} did not start (got {line!r}): {self.log.read_text()}")
         self.port = int(m.group(2))
+
+    def penalty_delays(self) -> tuple[float, float]:
+        """From this node's ``/metrics``: how many replies the auth penalty delayed, and their delays' sum (s)."""
+        found = re.search(r"metrics on (http://\S+)", self.log.read_text())
+        assert found, self.log.read_text()
+        with urllib.request.urlopen(found.group(1), timeout=10) as page:  # noqa: S310 - our loopback endpoint
+            text = page.read().decode()
+        values = {}
+        for kind in ("count", "sum"):
+            m = re.search(rf'^saslkit_auth_penalty_delay_seconds_{kind}{{protocol="{self.protocol}"}} (\S+)$', text,
+                          re.MULTILINE)
+            values[kind] = float(m.group(1)) if m else 0.0
+        return values["count"], values["sum"]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -236,10 +251,8 @@ def test_password_change_rejects_old_password_and_tokens_everywhere(deployment: 
 
 
 def test_failures_on_node_a_delay_node_b(deployment: Deployment) -> None:
-    """Three failures on smtp1 from 127.0.0.1; the next attempt on smtp2 waits out the shared penalty.
-
-    The penalty is a sleep before the reply, so the elapsed time has a lower bound only (never flaky).
-    """
+    """Three failures on smtp1 from 127.0.0.1; the next attempt on smtp2 waits out the shared penalty (node B's
+    own metrics say which delay its reply got; no clock is asserted on)."""
     a, b = deployment.nodes[0], deployment.nodes[1]
     deployment.login(a, "SCRAM-SHA-256", "alice", "crayon")  # counts reset
     quick = deployment.login(b, "SCRAM-SHA-256", "alice", "crayon")
@@ -250,10 +263,13 @@ def test_failures_on_node_a_delay_node_b(deployment: Deployment) -> None:
     assert probe.get("saslkit:{penalty:user:alice}") == "3"
     assert 0 < probe.pttl("saslkit:{penalty:ip:127.0.0.1}") <= 3600_000  # bounded lifetime
     probe.close()
+    count_before, sum_before = b.penalty_delays()
     delayed = deployment.login(b, "SCRAM-SHA-256", "alice", "crayon")
     assert delayed.ok
     penalty = min(float(PENALTY[0]) * 4, float(PENALTY[1]))
-    assert delayed.finished - delayed.started >= penalty
+    count_after, sum_after = b.penalty_delays()
+    assert count_after == count_before + 1  # node B delayed exactly this reply, on node A's failures
+    assert sum_after - sum_before == pytest.approx(penalty)
     print(f"\npenalty: node B replied in {quick.finished - quick.started:.3f} s unpenalized, "
           f"{delayed.finished - delayed.started:.3f} s after 3 failures on node A (penalty {penalty} s)")
 
