@@ -8,10 +8,11 @@ other connections send ``AUTH PLAIN`` at the same moment.  The logins must all
 succeed, the NOOPs must keep being answered while they are in flight, and the
 password checks must have run in the server's worker pool, not on its loop.
 
-The 1 s bound on a NOOP round trip is a liveness bound, not a performance
-target: a server that hashed on its event loop would hold every NOOP behind
-the queued logins (16 x ~50 ms and more on a small machine), while one that
-offloads answers in milliseconds.  The NOOP p50/p99 are printed (``pytest -s``).
+No clock is asserted on: liveness shows as NOOPs answered while the logins
+are in flight (a server that hashed on its event loop would hold every NOOP
+behind the queued logins) and as every password check having run in the
+worker pool.  The NOOP p50/p99 are printed (``pytest -s``); latency figures
+live in ``benchmarks/bench_noop_latency.py``.
 
 PLAIN runs without TLS here (``allow_plaintext_auth``, loopback only) so that
 the figures measure the password checks, not TLS handshakes.
@@ -37,7 +38,6 @@ from saslkit.stores.sqlite import SQLiteUserStore
 
 LOGINS = 16
 PASSWORD = "pencil"
-NOOP_BOUND = 1.0  # seconds: liveness, not performance
 MIN_NOOPS_DURING_LOGINS = 10
 TIMEOUT = 120.0
 
@@ -197,7 +197,6 @@ def test_noops_stay_live_during_16_argon2_logins(smtp_server: tuple[ServerThread
           f"median {statistics.median(login_times) * 1000:.0f} ms, {thread.server.workers} workers); "
           f"NOOP round trip during the logins: n={len(window)} p50={p50 * 1000:.2f} ms "
           f"p99={p99 * 1000:.2f} ms max={worst * 1000:.2f} ms")
-    assert worst < NOOP_BOUND, f"a NOOP took {worst:.3f} s while logins ran"
     # Every password check ran in the worker pool, none on the event loop's thread.
     assert len(users.threads) == LOGINS
     assert all(name.startswith("saslkit-smtp") for name in users.threads), users.threads
