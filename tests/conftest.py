@@ -70,13 +70,10 @@ class RedisServer:
 
     def stop(self) -> None:
         """Terminate (SIGTERM: redis exits cleanly, and saves nothing with --save '')."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            from servers import terminate
+
+            terminate(self.proc, timeout=10)
         self.proc = None
 
 

@@ -17,13 +17,10 @@ The base directory is created in /tmp with mode 0755, because the MTAs' unprivil
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
 import pwd
 import re
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from dovecot_fixture import free_port, write_certificate
-from servers import ENV, SASLKIT
+from servers import ENV, SASLKIT, start_serve, terminate
 
 READY_RE = re.compile(r"saslkit dovecot-auth listening on (\S+)")
 
@@ -59,34 +56,17 @@ class DovecotAuth:
     def __init__(self, db: Path, listen: str, *extra: str, log: Path | None = None) -> None:
         self.db = db
         self.log = log or db.parent / "dovecot-auth.log"
-        self._log_fh = self.log.open("w")
-        args = [*SASLKIT, "serve", "dovecot-auth", "--listen", listen, "--db", str(db), "--failure-delay", "0",
-                *(() if "--auth-penalty" in extra else ("--auth-penalty", "off")), *extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL,
-                                     text=True, env=ENV)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline() if ready else ""
-        m = READY_RE.fullmatch(line.strip())
-        if m is None:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"no ready line from saslkit serve dovecot-auth (got {line!r}): {self.log.read_text()}")
+        self.proc, m, self._log_fh = start_serve("dovecot-auth", "--listen", listen, "--db", str(db), *extra,
+                                                 log=self.log, ready=READY_RE)
         self.address = m.group(1)
 
     def log_text(self) -> str:
         return self.log.read_text()
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self) -> int | None:
+        code = terminate(self.proc)
         self._log_fh.close()
-        return self.proc.returncode
+        return code
 
 
 def make_users(db: Path, users: dict[str, str]) -> None:
@@ -101,6 +81,39 @@ def mint_token(db: Path, user: str, *extra: str) -> str:
                        capture_output=True, env=ENV, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
+
+
+CLIENT_TIMEOUT = 60
+
+
+def swaks(port: int, mech: str, password: str) -> subprocess.CompletedProcess[str]:
+    """``swaks`` STARTTLS + AUTH ``mech`` as alice against an MTA on ``port``, quitting after AUTH."""
+    exe = shutil.which("swaks")
+    if exe is None:
+        require("swaks", "swaks is not installed (apt-get install swaks)")
+    return subprocess.run([str(exe), "--server", f"127.0.0.1:{port}", "--tls", "--auth", mech, "--auth-user",
+                           "alice", "--auth-password", password, "--quit-after", "AUTH"],
+                          capture_output=True, text=True, timeout=CLIENT_TIMEOUT, check=False)
+
+
+def gsasl_smtp(port: int, cafile: Path, mech: str, password: str) -> subprocess.CompletedProcess[str]:
+    """``gsasl --smtp`` over STARTTLS as alice; ``--no-cb`` because gsasl 2.2 wants tls-unique/tls-exporter data,
+    and an MTA cannot pass channel binding to the auth server anyway (no -PLUS is offered through it)."""
+    exe = shutil.which("gsasl")
+    if exe is None:
+        require("gsasl", "gsasl is not installed (apt-get install gsasl)")
+    return subprocess.run([str(exe), "--smtp", "127.0.0.1", str(port), "-m", mech, "-a", "alice", "-p", password,
+                           f"--x509-ca-file={cafile}", "--no-cb"],
+                          capture_output=True, text=True, timeout=CLIENT_TIMEOUT, stdin=subprocess.DEVNULL,
+                          env={**ENV, "LC_ALL": "C.UTF-8"}, check=False)
+
+
+def saslkit_smtp(port: int, cafile: Path, mech: str, secret: str) -> subprocess.CompletedProcess[str]:
+    """``saslkit client smtp -v`` as alice (STARTTLS, the MTA's certificate trusted)."""
+    return subprocess.run([*SASLKIT, "client", "smtp", f"127.0.0.1:{port}", "--mech", mech, "--user", "alice",
+                           "--cafile", str(cafile), "-v"],
+                          input=secret + "\n", capture_output=True, text=True, env=ENV, timeout=CLIENT_TIMEOUT,
+                          check=False)
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -301,21 +314,7 @@ class Exim:
         return "".join(p.read_text() for p in sorted((self.base / "log").glob("*")) if p.is_file())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def group_exists(name: str) -> bool:
-    try:
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
+        terminate(self.proc)
 
 
 @contextlib.contextmanager

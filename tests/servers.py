@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 import pytest
 
@@ -51,6 +51,42 @@ def saslkit_run(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.
 # --------------------------------------------------------------------------- server subprocess
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 15) -> int | None:
+    """SIGTERM ``proc`` and wait; SIGKILL if it lingers.  Its exit status (None if it had to be killed)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+    return proc.returncode
+
+
+def start_serve(subcommand: str, *args: str, log: Path, ready: re.Pattern[str] = READY_RE,
+                ) -> tuple[subprocess.Popen[str], re.Match[str], TextIO]:
+    """``saslkit serve <subcommand> <args>`` with stderr in ``log``, once it has printed its ``ready`` line.
+
+    The tests' defaults: no failure delay and no auth penalty (they fail logins on purpose) unless ``args``
+    set them.  Returns the process, the ready line's match and the open log file.
+    """
+    log_fh = log.open("w")
+    defaults = [*(() if "--failure-delay" in args else ("--failure-delay", "0")),
+                *(() if "--auth-penalty" in args else ("--auth-penalty", "off"))]
+    proc = subprocess.Popen([*SASLKIT, "serve", subcommand, *args, *defaults], stdout=subprocess.PIPE,
+                            stderr=log_fh, stdin=subprocess.DEVNULL, text=True, env=ENV)
+    assert proc.stdout is not None
+    readable, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if readable else ""
+    m = ready.fullmatch(line.strip())
+    if m is None:
+        terminate(proc, timeout=5)
+        log_fh.close()
+        pytest.fail(f"no ready line from saslkit serve {subcommand} (got {line!r}): {log.read_text()}")
+    return proc, m, log_fh
+
+
 class ServerProcess:
     """``saslkit serve <protocol>`` as a subprocess on a free loopback port; stderr goes to a log file.
 
@@ -64,20 +100,8 @@ class ServerProcess:
     def __init__(self, db: Path, *extra: str) -> None:
         self.db = db
         self.log = db.parent / f"{self.log_prefix}-{'-'.join(a.strip('-') for a in extra) or 'starttls'}.log"
-        self._log_fh = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [*SASLKIT, "serve", self.protocol, "--listen", "127.0.0.1:0", "--db", str(db), "--failure-delay", "0",
-             *(() if "--auth-penalty" in extra else ("--auth-penalty", "off")), *extra],
-            stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, text=True, env=ENV,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline() if ready else ""
-        m = READY_RE.fullmatch(line.strip())
-        if m is None:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"no ready line from saslkit serve {self.protocol} (got {line!r}): {self.log.read_text()}")
+        self.proc, m, self._log_fh = start_serve(self.protocol, "--listen", "127.0.0.1:0", "--db", str(db), *extra,
+                                                 log=self.log)
         self.address = f"{m.group(1)}:{m.group(2)}"
         self.port = int(m.group(2))
 
@@ -87,17 +111,9 @@ class ServerProcess:
 
     def stop(self) -> int | None:
         """SIGTERM and wait; the exit status (None if it had to be killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self._log_fh.close()
-                return None
+        code = terminate(self.proc)
         self._log_fh.close()
-        return self.proc.returncode
+        return code
 
 
 def assert_clean_exit(server: ServerProcess, secrets: Iterable[str]) -> None:

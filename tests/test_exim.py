@@ -8,15 +8,22 @@ temporary failure (4xx).  Its binary comes from Debian's exim4-daemon-heavy (see
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import RedisServer
-from mta_fixture import DovecotAuth, Exim, make_users, mint_token, removed_on_exit, world_readable_tmpdir
-from servers import ENV, SASLKIT
+from mta_fixture import (
+    DovecotAuth,
+    Exim,
+    gsasl_smtp,
+    make_users,
+    mint_token,
+    removed_on_exit,
+    saslkit_smtp,
+    swaks,
+    world_readable_tmpdir,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -55,54 +62,29 @@ def stack() -> Iterator[Stack]:
             assert "Traceback" not in stack.auth.log_text() and PASSWORD not in stack.auth.log_text()
 
 
-def swaks(stack: Stack, mech: str, password: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("swaks")
-    if exe is None:
-        pytest.skip("swaks is not installed")
-    return subprocess.run([exe, "--server", f"127.0.0.1:{stack.exim.port}", "--tls", "--auth", mech,
-                           "--auth-user", "alice", "--auth-password", password, "--quit-after", "AUTH"],
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
-
-
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
 def test_swaks(stack: Stack, mech: str) -> None:
-    ok = swaks(stack, mech, PASSWORD)
+    ok = swaks(stack.exim.port, mech, PASSWORD)
     assert "235 Authentication succeeded" in ok.stdout, ok.stdout + stack.exim.log_text()
     assert f"250-AUTH {' '.join(MECHANISMS)}" in ok.stdout
-    bad = swaks(stack, mech, "wrong")
+    bad = swaks(stack.exim.port, mech, "wrong")
     assert "535 Incorrect authentication data" in bad.stdout and bad.returncode == 28
     assert f"auth ok rip=127.0.0.1 mechanism={mech} identity=alice service=smtp" in stack.auth.log_text()
 
 
 def test_gsasl_scram_sha_256(stack: Stack) -> None:
-    exe = shutil.which("gsasl")
-    if exe is None:
-        pytest.skip("gsasl is not installed")
-
-    def gsasl(password: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([exe, "--smtp", "127.0.0.1", str(stack.exim.port), "-m", "SCRAM-SHA-256", "-a",
-                               "alice", "-p", password, f"--x509-ca-file={stack.exim.cert}", "--no-cb"],
-                              capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
-                              env={**ENV, "LC_ALL": "C.UTF-8"}, check=False)
-
-    ok = gsasl(PASSWORD)
+    ok = gsasl_smtp(stack.exim.port, stack.exim.cert, "SCRAM-SHA-256", PASSWORD)
     assert ok.returncode == 0 and "235 Authentication succeeded" in ok.stdout, ok.stdout + ok.stderr
-    bad = gsasl("wrong")
+    bad = gsasl_smtp(stack.exim.port, stack.exim.cert, "SCRAM-SHA-256", "wrong")
     assert bad.returncode != 0 and "535" in bad.stdout
 
 
-def saslkit_client(stack: Stack, mech: str, secret: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SASLKIT, "client", "smtp", f"127.0.0.1:{stack.exim.port}", "--mech", mech,
-                           "--user", "alice", "--cafile", str(stack.exim.cert), "-v"],
-                          input=secret + "\n", capture_output=True, text=True, env=ENV, timeout=TIMEOUT, check=False)
-
-
 def test_saslkit_client_scram_and_rememberme(stack: Stack) -> None:
-    scram = saslkit_client(stack, "SCRAM-SHA-256", PASSWORD)
+    scram = saslkit_smtp(stack.exim.port, stack.exim.cert, "SCRAM-SHA-256", PASSWORD)
     assert scram.returncode == 0 and "S: 334 v=<masked>" in scram.stderr and "S: 235 " in scram.stderr
     token = mint_token(stack.db, "alice")
-    assert "S: 235 " in saslkit_client(stack, "REMEMBERME", token).stderr
-    assert "S: 535 " in saslkit_client(stack, "REMEMBERME", token[:-4] + "AAAA").stderr
+    assert "S: 235 " in saslkit_smtp(stack.exim.port, stack.exim.cert, "REMEMBERME", token).stderr
+    assert "S: 535 " in saslkit_smtp(stack.exim.port, stack.exim.cert, "REMEMBERME", token[:-4] + "AAAA").stderr
 
 
 def test_token_store_outage_is_a_temporary_failure(start_redis: Callable[..., RedisServer]) -> None:
@@ -111,9 +93,9 @@ def test_token_store_outage_is_a_temporary_failure(start_redis: Callable[..., Re
         stack = start_stack(base, "--store", redis.url)
         try:
             token = mint_token(stack.db, "alice", "--store", redis.url)
-            assert "S: 235 " in saslkit_client(stack, "REMEMBERME", token).stderr
+            assert "S: 235 " in saslkit_smtp(stack.exim.port, stack.exim.cert, "REMEMBERME", token).stderr
             redis.stop()
-            down = saslkit_client(stack, "REMEMBERME", token)
+            down = saslkit_smtp(stack.exim.port, stack.exim.cert, "REMEMBERME", token)
             assert down.returncode == 1 and "S: 435 " in down.stderr, down.stderr + stack.exim.log_text()
             assert "S: 235 " not in down.stderr
         finally:

@@ -11,7 +11,6 @@ service resumes when it returns).
 from __future__ import annotations
 
 import re
-import select
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ import pytest
 import redis
 from conftest import require_redis_server
 from scale_fixtures import PostgresServer, RedisClusterNodes, require_postgres
-from servers import ENV, READY_RE, SASLKIT, saslkit_run
+from servers import saslkit_run, start_serve, terminate
 
 from saslkit.imap.client import ImapAuthError, ImapClient
 from saslkit.net.client import client_tls_context
@@ -42,19 +41,9 @@ class Node:
     def __init__(self, protocol: str, name: str, common: list[str], log_dir: Path) -> None:
         self.protocol, self.name = protocol, name
         self.log = log_dir / f"{name}.log"
-        self._log_fh = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [*SASLKIT, "serve", protocol, "--listen", "127.0.0.1:0", *common, "--failure-delay", "0",
-             "--auth-penalty", ":".join(PENALTY), "--metrics", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, stderr=self._log_fh, stdin=subprocess.DEVNULL, text=True, env=ENV,
-        )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
-        line = self.proc.stdout.readline() if ready else ""
-        m = READY_RE.fullmatch(line.strip())
-        if m is None:
-            self.stop()
-            pytest.fail(f"{name} did not start (got {line!r}): {self.log.read_text()}")
+        self.proc, m, self._log_fh = start_serve(protocol, "--listen", "127.0.0.1:0", *common, "--failure-delay", "0",
+                                                 "--auth-penalty", ":".join(PENALTY), "--metrics", "127.0.0.1:0",
+                                                 log=self.log)
         self.port = int(m.group(2))
 
     def penalty_delays(self) -> tuple[float, float]:
@@ -71,13 +60,7 @@ class Node:
         return values["count"], values["sum"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._log_fh.close()
 
 

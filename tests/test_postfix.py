@@ -17,8 +17,18 @@ from pathlib import Path
 
 import pytest
 from conftest import RedisServer
-from mta_fixture import DovecotAuth, Postfix, make_users, mint_token, removed_on_exit, world_readable_tmpdir
-from servers import ENV, SASLKIT
+from mta_fixture import (
+    DovecotAuth,
+    Postfix,
+    gsasl_smtp,
+    make_users,
+    mint_token,
+    removed_on_exit,
+    saslkit_smtp,
+    swaks,
+    world_readable_tmpdir,
+)
+from servers import ENV
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -48,45 +58,24 @@ def stack() -> Iterator[Stack]:
             assert PASSWORD not in auth.log_text()
 
 
-def swaks(stack: Stack, mech: str, password: str) -> subprocess.CompletedProcess[str]:
-    exe = pytest.importorskip("shutil").which("swaks")
-    if exe is None:
-        pytest.skip("swaks is not installed")
-    return subprocess.run([exe, "--server", f"127.0.0.1:{stack.postfix.port}", "--tls", "--auth", mech,
-                           "--auth-user", "alice", "--auth-password", password, "--quit-after", "AUTH"],
-                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
-
-
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
 def test_swaks(stack: Stack, mech: str) -> None:
-    ok = swaks(stack, mech, PASSWORD)
+    ok = swaks(stack.postfix.port, mech, PASSWORD)
     assert "235 2.7.0 Authentication successful" in ok.stdout, ok.stdout + stack.postfix.log_text()
-    bad = swaks(stack, mech, "wrong")
+    bad = swaks(stack.postfix.port, mech, "wrong")
     assert "535 5.7.8" in bad.stdout and bad.returncode == 28
     log = stack.auth.log_text()
     assert f"auth ok rip=127.0.0.1 mechanism={mech} identity=alice service=smtp" in log
     assert f"auth failed rip=127.0.0.1 mechanism={mech} identity=alice" in log
 
 
-def gsasl(stack: Stack, mech: str, password: str) -> subprocess.CompletedProcess[str]:
-    """``gsasl --smtp`` over STARTTLS; ``--no-cb`` because gsasl 2.2 wants tls-unique/tls-exporter data it cannot
-    get from GnuTLS on TLS 1.3 and Postfix cannot pass channel binding on anyway (no -PLUS is offered)."""
-    exe = pytest.importorskip("shutil").which("gsasl")
-    if exe is None:
-        pytest.skip("gsasl is not installed")
-    return subprocess.run([exe, "--smtp", "127.0.0.1", str(stack.postfix.port), "-m", mech, "-a", "alice",
-                           "-p", password, f"--x509-ca-file={stack.postfix.cert}", "--no-cb"],
-                          capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
-                          env={**ENV, "LC_ALL": "C.UTF-8"}, check=False)
-
-
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1"])
 def test_gsasl_scram(stack: Stack, mech: str) -> None:
-    ok = gsasl(stack, mech, PASSWORD)
+    ok = gsasl_smtp(stack.postfix.port, stack.postfix.cert, mech, PASSWORD)
     transcript = ok.stdout + ok.stderr
     assert ok.returncode == 0 and "235 2.7.0" in transcript, transcript
     assert "STARTTLS" in transcript and "334 " in transcript  # SCRAM's v= travels as a 334 through Postfix
-    bad = gsasl(stack, mech, "wrong")
+    bad = gsasl_smtp(stack.postfix.port, stack.postfix.cert, mech, "wrong")
     assert bad.returncode != 0 and "535" in bad.stdout + bad.stderr
 
 
@@ -105,28 +94,22 @@ def test_smtplib_plain(stack: Stack) -> None:
         assert failed.value.smtp_code == 535
 
 
-def saslkit_client(stack: Stack, mech: str, secret: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SASLKIT, "client", "smtp", f"127.0.0.1:{stack.postfix.port}", "--mech", mech,
-                           "--user", "alice", "--cafile", str(stack.postfix.cert), "-v"],
-                          input=secret + "\n", capture_output=True, text=True, env=ENV, timeout=TIMEOUT, check=False)
-
-
 def test_saslkit_client_scram_sha_512(stack: Stack) -> None:
-    ok = saslkit_client(stack, "SCRAM-SHA-512", PASSWORD)
+    ok = saslkit_smtp(stack.postfix.port, stack.postfix.cert, "SCRAM-SHA-512", PASSWORD)
     assert ok.returncode == 0 and "S: 235 " in ok.stderr, ok.stderr
     assert "S: 334 v=<masked>" in ok.stderr  # the server signature is verified by the client
-    bad = saslkit_client(stack, "SCRAM-SHA-512", "wrong")
+    bad = saslkit_smtp(stack.postfix.port, stack.postfix.cert, "SCRAM-SHA-512", "wrong")
     assert bad.returncode == 1 and "S: 535 " in bad.stderr
 
 
 @pytest.mark.parametrize("mech", ["REMEMBERME", "HT2-SHA-256-NONE"])
 def test_saslkit_client_tokens(stack: Stack, mech: str) -> None:
     token = mint_token(stack.db, "alice")
-    ok = saslkit_client(stack, mech, token)
+    ok = saslkit_smtp(stack.postfix.port, stack.postfix.cert, mech, token)
     assert ok.returncode == 0 and "S: 235 " in ok.stderr, ok.stderr + stack.auth.log_text()
     assert token not in ok.stderr and token not in stack.auth.log_text()
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
-    bad = saslkit_client(stack, mech, forged)
+    bad = saslkit_smtp(stack.postfix.port, stack.postfix.cert, mech, forged)
     assert bad.returncode == 1 and "S: 535 " in bad.stderr
 
 
@@ -171,16 +154,17 @@ def test_token_store_outage_is_454_and_service_resumes(start_redis: Callable[...
         auth = DovecotAuth(db, f"unix:{postfix.socket}", "--socket-group", "postfix", "--store", redis.url)
         stack = Stack(postfix, auth, db)
         try:
-            assert "S: 235 " in saslkit_client(stack, "REMEMBERME", token).stderr
+            assert "S: 235 " in saslkit_smtp(stack.postfix.port, stack.postfix.cert, "REMEMBERME", token).stderr
             redis.stop()
-            down = saslkit_client(stack, "REMEMBERME", token)
+            down = saslkit_smtp(stack.postfix.port, stack.postfix.cert, "REMEMBERME", token)
             assert down.returncode == 1 and "S: 454 4.7.0" in down.stderr, down.stderr + postfix.log_text()
             # Passwords do not need the token store: SCRAM still works while it is down.
-            assert "S: 235 " in saslkit_client(stack, "SCRAM-SHA-256", PASSWORD).stderr
+            assert "S: 235 " in saslkit_smtp(stack.postfix.port, stack.postfix.cert, "SCRAM-SHA-256", PASSWORD).stderr
             redis.start()  # an empty Redis (no persistence in the test): a token minted now works again
             fresh = mint_token(db, "alice", "--store", redis.url)
-            assert "S: 235 " in saslkit_client(stack, "REMEMBERME", fresh).stderr
-            assert "S: 535 " in saslkit_client(stack, "REMEMBERME", token).stderr  # its record is gone
+            assert "S: 235 " in saslkit_smtp(stack.postfix.port, stack.postfix.cert, "REMEMBERME", fresh).stderr
+            gone = saslkit_smtp(stack.postfix.port, stack.postfix.cert, "REMEMBERME", token)  # its record is gone
+            assert "S: 535 " in gone.stderr
             assert "auth temporary failure" in auth.log_text()
         finally:
             postfix.stop()
@@ -230,7 +214,7 @@ def test_idle_connections_are_closed_and_postfix_reconnects() -> None:
                     time.sleep(0.2)
                 assert "closing a client connection idle" in auth.log_text()
             # A new SMTP session, very likely served by the same smtpd process and its closed auth connection.
-            assert "S: 235 " in saslkit_client(stack, "SCRAM-SHA-256", PASSWORD).stderr
+            assert "S: 235 " in saslkit_smtp(stack.postfix.port, stack.postfix.cert, "SCRAM-SHA-256", PASSWORD).stderr
             assert "Traceback" not in auth.log_text()
         finally:
             postfix.stop()
