@@ -9,6 +9,7 @@ psycopg and redis-py are imported only when such a URL is opened.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from ..credentials import MutableUserStore
@@ -16,6 +17,9 @@ from ..errors import UsageError
 from ..penalty import PenaltyStore
 from ..tokens.records import TokenStore
 from .sqlite import SQLiteTokenStore, SQLiteUserStore
+
+if TYPE_CHECKING:
+    from .postgres import PostgresTokenStore, PostgresUserStore
 
 __all__ = [
     "SQLiteTokenStore",
@@ -67,15 +71,20 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def _postgres(what: str) -> tuple[type[PostgresUserStore], type[PostgresTokenStore]]:
+    """The PostgreSQL store classes, imported only when a PostgreSQL URL is used (the ``postgres`` extra)."""
+    from .._extras import require
+
+    require("psycopg_pool", "postgres", f"the PostgreSQL {what}")
+    from .postgres import PostgresTokenStore, PostgresUserStore
+
+    return PostgresUserStore, PostgresTokenStore
+
+
 def open_user_store(url_or_path: str) -> MutableUserStore:
     """Open (creating or migrating if needed) the user store named by ``--db`` / ``SASLKIT_DB``."""
     if url_or_path.startswith(POSTGRES_SCHEMES):
-        from .._extras import require
-
-        require("psycopg_pool", "postgres", "the PostgreSQL user store")
-        from .postgres import PostgresUserStore
-
-        return PostgresUserStore(url_or_path)
+        return _postgres("user store")[0](url_or_path)
     if "://" in url_or_path and not url_or_path.startswith("sqlite://"):
         raise UsageError("users are kept in SQLite (a path or sqlite:///path) or PostgreSQL (postgresql://…), "
                          f"not {url_or_path.split('://')[0]}://")
@@ -99,12 +108,7 @@ def open_token_store(url_or_path: str) -> TokenStore:
         except ValueError as exc:  # redis-py's URL parser: bad port, scheme, database number...
             raise UsageError(f"invalid Redis URL {redact_url(url_or_path)}: {exc}") from None
     if url_or_path.startswith(POSTGRES_SCHEMES):
-        from .._extras import require
-
-        require("psycopg_pool", "postgres", "the PostgreSQL token store")
-        from .postgres import PostgresTokenStore
-
-        return PostgresTokenStore(url_or_path)
+        return _postgres("token store")[1](url_or_path)
     if "://" in url_or_path and not url_or_path.startswith("sqlite://"):
         raise UsageError("token store URL must be sqlite:///path, a path, postgresql://…, redis://host:port/db or "
                          f"redis-cluster://host:port[,host:port…], got {redact_url(url_or_path)!r}")

@@ -75,36 +75,32 @@ _OPTIONAL = ("expires", "mechanism", "label", "last_used", "revoked")
 #: How often a revocation re-reads an index that changed under it before giving up (temporarily).
 _REVOKE_ATTEMPTS = 20
 
+def _index_add(index_key: str) -> str:
+    """Lua: add ARGV[1] (score ARGV[2]) to the sorted set ``index_key``, which outlives every member: its expiry
+    moves to ARGV[3] (ms) when that is later, and it never expires once a member never does (ARGV[3] "")."""
+    return f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = redis.call('PTTL', {index_key})
+redis.call('ZADD', {index_key}, ARGV[2], ARGV[1])
+if ARGV[3] == '' then
+    redis.call('PERSIST', {index_key})
+elseif ttl == -2 or (ttl >= 0 and now + ttl < tonumber(ARGV[3])) then
+    redis.call('PEXPIREAT', {index_key}, ARGV[3])
+end
+return 1
+"""
+
+
 # KEYS: token, user index.  ARGV: id, created, expiry ms or "", field/value pairs.
 _PUT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 if ARGV[3] ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = redis.call('PTTL', KEYS[2])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if ARGV[3] == '' then
-    redis.call('PERSIST', KEYS[2])
-elseif ttl == -2 or (ttl >= 0 and now + ttl < tonumber(ARGV[3])) then
-    redis.call('PEXPIREAT', KEYS[2], ARGV[3])
-end
-return 1
-"""
+""" + _index_add("KEYS[2]")
 
-# KEYS: an index.  ARGV: id, created, expiry ms or "".  The index outlives every member.
-_INDEX_ADD = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if ARGV[3] == '' then
-    redis.call('PERSIST', KEYS[1])
-elseif ttl == -2 or (ttl >= 0 and now + ttl < tonumber(ARGV[3])) then
-    redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-end
-return 1
-"""
+# KEYS: an index.  ARGV: id, created, expiry ms or "".
+_INDEX_ADD = _index_add("KEYS[1]")
 
 # KEYS: token.  ARGV: field, value.  Only on an existing hash: never resurrect an expired token.
 _SET_FIELD = """
