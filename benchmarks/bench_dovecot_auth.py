@@ -27,8 +27,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
-import select
 import shutil
 import signal
 import statistics
@@ -39,6 +39,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from _common import pin, wait_ready
 
 SASLKIT = [sys.executable, "-m", "saslkit"]
 PASSWORD = "bench-password-1"
@@ -96,13 +98,8 @@ def servers(base: Path, server_core: int) -> Iterator[list[Server]]:
                                  "--auth-penalty", "off", "--failure-delay", "0", "--socket-mode", "0666"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         procs.append(proc)
-        assert proc.stdout is not None
-        select.select([proc.stdout], [], [], 30)
-        if "listening" not in proc.stdout.readline():
-            raise SystemExit("saslkit serve dovecot-auth did not start")
-        os.sched_setaffinity(proc.pid, {server_core})
-        for task in os.listdir(f"/proc/{proc.pid}/task"):
-            os.sched_setaffinity(int(task), {server_core})
+        wait_ready(proc, re.compile(r"dovecot-auth listening on"), "saslkit serve dovecot-auth")
+        pin(proc.pid, server_core)
         found.append(Server("saslkit", str(sock), [proc.pid]))
         dovecot = start_dovecot(base, db, server_core)
         if dovecot is not None:

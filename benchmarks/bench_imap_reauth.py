@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import re
-import select
 import ssl
 import statistics
 import subprocess
@@ -53,6 +52,8 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
+
+from _common import stop, wait_ready  # noqa: E402
 
 from saslkit.credentials import DEFAULT_ITERATIONS, make_user  # noqa: E402
 from saslkit.imap.client import ImapClient  # noqa: E402
@@ -125,19 +126,10 @@ def subprocess_server(db: Path, implicit_tls: bool) -> Iterator[tuple[str, int]]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                             text=True, env=env)
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        m = re.fullmatch(r"saslkit imap listening on (\S+):(\d+)", proc.stdout.readline().strip() if ready else "")
-        if m is None:
-            raise RuntimeError("saslkit serve imap did not start")
+        m = wait_ready(proc, re.compile(r"saslkit imap listening on (\S+):(\d+)"), "saslkit serve imap")
         yield m.group(1), int(m.group(2))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def summary(samples: list[float]) -> dict[str, float]:

@@ -21,13 +21,14 @@ import asyncio
 import base64
 import os
 import re
-import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import wait_ready
 
 _ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
@@ -46,12 +47,7 @@ def start_server(protocol: str, db: Path) -> tuple[subprocess.Popen[str], str, i
         [sys.executable, "-m", "saslkit", "serve", protocol, "--listen", "127.0.0.1:0", "--db", str(db),
          "--allow-plaintext-auth", "--failure-delay", "0", "--auth-penalty", "off"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    match = READY_RE.search(proc.stdout.readline() if ready else "")
-    if match is None:
-        proc.kill()
-        raise SystemExit(f"saslkit serve {protocol} did not start")
+    match = wait_ready(proc, READY_RE, f"saslkit serve {protocol}")
     return proc, match.group(1), int(match.group(2))
 
 

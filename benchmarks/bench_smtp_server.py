@@ -37,7 +37,6 @@ import os
 import platform
 import re
 import secrets
-import select
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _common import cpu_seconds, pin, wait_ready
 
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
@@ -307,21 +308,6 @@ async def noops(port: int, count: int, concurrency: int) -> None:
 # --- measurement ---------------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """Time on CPU of every thread of ``pid`` (``schedstat``, ns), or utime+stime if schedstat is missing."""
-    total = 0
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                with open(f"/proc/{pid}/task/{task}/schedstat") as fh:
-                    total += int(fh.read().split()[0])
-        return total / 1e9
-    except (FileNotFoundError, PermissionError):
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Server:
     kind: str
@@ -345,15 +331,9 @@ def start_servers(db: Path, core: int | None) -> Iterator[dict[str, Server]]:
             procs[kind] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                            stdin=subprocess.DEVNULL, text=True, env=env, cwd=_ROOT)
         for kind, proc in procs.items():
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 60)
-            line = proc.stdout.readline().strip() if ready else ""
-            m = READY.search(line)
-            if m is None:
-                raise RuntimeError(f"the {LABELS[kind]} server did not start: {line!r}")
+            m = wait_ready(proc, READY, f"the {LABELS[kind]} server")
             if core is not None:
-                for task in os.listdir(f"/proc/{proc.pid}/task"):
-                    os.sched_setaffinity(int(task), {core})
+                pin(proc.pid, core)
             servers[kind] = Server(kind, proc, int(m.group(2)))
         yield servers
     finally:

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import re
-import select
 import ssl
 import statistics
 import subprocess
@@ -40,25 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import cpu_seconds, wait_ready
+
 _ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("pyopenssl", "ssl")
 LABELS = {"pyopenssl": "pyOpenSSL memory BIOs (saslkit.net.tls)", "ssl": "stdlib ssl (loop.start_tls)"}
 READY = re.compile(r"saslkit imap listening on (\S+):(\d+)")
-
-
-def cpu_seconds(pid: int) -> float:
-    """Time on CPU of every thread of ``pid`` (``schedstat``), or utime+stime where schedstat is missing."""
-    total = 0
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError), \
-                    open(f"/proc/{pid}/task/{task}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        return total / 1e9
-    except (FileNotFoundError, PermissionError):
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -82,12 +68,7 @@ def start_servers(directory: Path) -> Iterator[dict[str, Server]]:
                 [sys.executable, "-m", "saslkit", "serve", "imap", "--listen", "127.0.0.1:0", "--implicit-tls",
                  "--tls-library", layer, "--max-connections-per-ip", "1000", "--auth-penalty", "off"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env)
-            assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], 30)
-            m = READY.search(proc.stdout.readline() if ready else "")
-            if m is None:
-                proc.kill()
-                raise SystemExit(f"saslkit serve imap --tls-library {layer} did not start")
+            m = wait_ready(proc, READY, f"saslkit serve imap --tls-library {layer}")
             servers[layer] = Server(layer, proc, int(m.group(2)))
         yield servers
     finally:
