@@ -153,21 +153,27 @@ smtpd_relay_restrictions = permit_sasl_authenticated, reject
 """
 
 
-def require_postfix() -> str:
-    exe = shutil.which("postfix") or ("/usr/sbin/postfix" if os.access("/usr/sbin/postfix", os.X_OK) else None)
+def require_mta(what: str, exe: str | None, missing: str, user: str, no_user: str) -> str:
+    """The MTA's binary ``exe``; skip (fail under CI) unless it exists, we are root and its ``user`` exists."""
     problem = None
     if exe is None:
-        problem = "postfix is not installed (apt-get install postfix)"
+        problem = missing
     elif os.geteuid() != 0:
-        problem = "a private Postfix instance must start as root"
+        problem = f"a private {what} instance must start as root"
     else:
         try:
-            pwd.getpwnam("postfix")
+            pwd.getpwnam(user)
         except KeyError:
-            problem = "the postfix user does not exist (apt-get install postfix creates it)"
-    require("Postfix", problem)
+            problem = no_user
+    require(what, problem)
     assert exe is not None
     return exe
+
+
+def require_postfix() -> str:
+    exe = shutil.which("postfix") or ("/usr/sbin/postfix" if os.access("/usr/sbin/postfix", os.X_OK) else None)
+    return require_mta("Postfix", exe, "postfix is not installed (apt-get install postfix)", "postfix",
+                       "the postfix user does not exist (apt-get install postfix creates it)")
 
 
 class Postfix:
@@ -266,21 +272,9 @@ def exim_binary() -> str | None:
 
 
 def require_exim() -> str:
-    exe = exim_binary()
-    problem = None
-    if exe is None:
-        problem = ("no Exim binary (SASLKIT_EXIM, exim4 or exim; .ci/run unpacks exim4-daemon-heavy with "
-                   "apt-get download + dpkg -x)")
-    elif os.geteuid() != 0:
-        problem = "the Exim daemon must start as root"
-    else:
-        try:
-            pwd.getpwnam("Debian-exim")
-        except KeyError:
-            problem = "Exim's compiled-in user Debian-exim does not exist (useradd --system Debian-exim)"
-    require("Exim", problem)
-    assert exe is not None
-    return exe
+    return require_mta("Exim", exim_binary(), "no Exim binary (SASLKIT_EXIM, exim4 or exim; .ci/run unpacks "
+                       "exim4-daemon-heavy with apt-get download + dpkg -x)", "Debian-exim",
+                       "Exim's compiled-in user Debian-exim does not exist (useradd --system Debian-exim)")
 
 
 class Exim:

@@ -28,7 +28,6 @@ from mta_fixture import (
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 PASSWORD = "correct horse 7"
-TIMEOUT = 60
 MECHANISMS = ["PLAIN", "LOGIN", "SCRAM-SHA-256", "REMEMBERME"]
 
 
