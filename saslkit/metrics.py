@@ -81,6 +81,15 @@ class ServerMetrics:
             self.auth.labels(protocol, "other", outcome)
         server.instrument(self.observer(protocol), self.timed_sessions(protocol))
 
+    def instrument_dovecot_auth(self, server: Any) -> None:
+        """Count a :class:`~saslkit.dovecot.server.DovecotAuthServer`'s outcomes, connections and penalties
+        (protocol ``dovecot-auth``; exchange times are not measured there)."""
+        protocol = "dovecot-auth"
+        self.connections.labels(protocol).set_function(lambda: server.open_connections)
+        for outcome in AUTH_OUTCOMES:
+            self.auth.labels(protocol, "other", outcome)
+        server.observe = lambda event, output, session: self.count(protocol, event, output, session)
+
     def observer(self, protocol: str) -> Callable[[str, Any, Any], None]:
         """A server observer: counts each reply's events and its penalty delay."""
 

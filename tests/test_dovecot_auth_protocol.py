@@ -126,7 +126,7 @@ def test_temp_fail_modes(mode: TempFailMode, minor: int, closes: bool) -> None:
     assert output.close is closes
     assert (output.wire == b"") is closes
     assert output.events and output.events[0].temporary  # type: ignore[union-attr]
-    assert any("auth temporary failure" in line for line in output.log)
+    assert any("auth temporary failure" in entry.text for entry in output.log)
 
 
 def test_penalty_delays_only_final_replies_per_rip_and_user() -> None:
@@ -181,9 +181,12 @@ def test_log_lines_name_mechanism_identity_service_rip_never_secrets() -> None:
     feed(session, b"CPID\t77\n")
     bad = base64.b64encode(b"\0user\0pencil-wrong").decode()
     out = feed(session, f"AUTH\t1\tPLAIN\tservice=smtp\tsecured\trip=192.0.2.5\tresp={bad}\n".encode())
-    assert out.log == ["auth failed rip=192.0.2.5 mechanism=PLAIN identity=user reason=authentication-failed "
-                       "service=smtp client_pid=77"]
-    assert "pencil" not in " ".join(out.log)
+    assert [entry.text for entry in out.log] == [
+        "auth failed rip=192.0.2.5 mechanism=PLAIN identity=user reason=authentication-failed service=smtp "
+        "client_pid=77"]
+    assert out.log[0].fields == {"event": "auth failed", "rip": "192.0.2.5", "mechanism": "PLAIN", "identity": "user",
+                                 "reason": "authentication-failed", "service": "smtp", "client_pid": "77"}
+    assert "pencil" not in repr(out.log)
 
 
 def test_line_too_long_closes() -> None:

@@ -196,3 +196,49 @@ def test_metrics_without_the_extra_names_it(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         "saslkit: --metrics (Prometheus) needs the prometheus_client package: pip install 'saslkit[metrics]'")
     assert not (tmp_path / "x.db").exists()  # nothing started, nothing created
+
+
+def test_dovecot_auth_metrics_and_json_logs(db: Path, tmp_path: Path) -> None:
+    """``serve dovecot-auth --metrics --log-format json``: outcomes counted per mechanism, the penalty delay
+    observed, and one JSON object per outcome naming mechanism, identity, service and rip (never the password)."""
+    import base64
+    import socket
+
+    from mta_fixture import DovecotAuth
+
+    auth = DovecotAuth(db, f"unix:{tmp_path / 'auth.sock'}", "--metrics", "127.0.0.1:0", "--log-format", "json",
+                       "--auth-penalty", "1:2", log=tmp_path / "dovecot-auth.log")
+    try:
+        found = re.search(r"saslkit: metrics on (http://\S+/metrics)", auth.log_text())
+        assert found, auth.log_text()
+        before = _scrape(found.group(1))
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(30)
+            sock.connect(str(tmp_path / "auth.sock"))
+            replies = sock.makefile("rb")
+            while replies.readline() != b"DONE\n":
+                pass
+
+            def auth_plain(request_id: int, password: str) -> bytes:
+                resp = base64.b64encode(f"\0alice\0{password}".encode()).decode()
+                sock.sendall(f"AUTH\t{request_id}\tPLAIN\tservice=smtp\tsecured\trip=192.0.2.8\tresp={resp}\n"
+                             .encode())
+                return replies.readline()
+
+            sock.sendall(b"VERSION\t1\t0\nCPID\t7\n")
+            assert auth_plain(1, "Wr0ng-Passw0rd").startswith(b"FAIL\t1\t")
+            assert auth_plain(2, PASSWORD).startswith(b"OK\t2\tuser=alice")  # penalized: waits 1 s
+        after = _scrape(found.group(1))
+        labels = {"protocol": "dovecot-auth", "mechanism": "PLAIN"}
+        for outcome in ("ok", "failed"):
+            assert _sample(after, "saslkit_auth_total", **labels, outcome=outcome) == \
+                _sample(before, "saslkit_auth_total", **labels, outcome=outcome) + 1
+        assert _sample(after, "saslkit_auth_penalty_delay_seconds_sum", protocol="dovecot-auth") == \
+            _sample(before, "saslkit_auth_penalty_delay_seconds_sum", protocol="dovecot-auth") + 1.0
+    finally:
+        assert auth.stop() == 0
+    records = [json.loads(line) for line in auth.log_text().splitlines() if line.startswith("{")]
+    outcomes = [r for r in records if r.get("mechanism") == "PLAIN"]
+    assert [(r["event"], r["identity"], r["service"], r["rip"]) for r in outcomes] == [
+        ("auth failed", "alice", "smtp", "192.0.2.8"), ("auth ok", "alice", "smtp", "192.0.2.8")]
+    assert PASSWORD not in auth.log_text() and "Wr0ng-Passw0rd" not in auth.log_text()

@@ -145,6 +145,16 @@ def _metrics() -> ServerMetrics:
     return ServerMetrics()
 
 
+def _serve_metrics(metrics: ServerMetrics, address: tuple[str, int]) -> None:
+    """``--metrics HOST:PORT``: serve ``/metrics`` and say where (stderr)."""
+    m_host, m_port = address
+    try:
+        shown = metrics.serve(m_host, m_port)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {m_host}:{m_port}: {exc.strerror or exc}") from exc
+    print(f"saslkit: metrics on http://{shown[0]}:{shown[1]}/metrics", file=sys.stderr, flush=True)
+
+
 def _check_stores(users: UserStore, tokens: TokenStore) -> None:
     """Startup check: read once from every configured store.  Unreachable (a temporary failure) is a warning
     (logins needing it fail temporarily until it is back); any other store error stops the server (exit 1)."""
@@ -246,12 +256,7 @@ def _serve(args: argparse.Namespace, stdout: TextIO, protocol: str) -> int:
 
     def ready(bound_host: str, bound_port: int) -> None:
         if metrics is not None:
-            m_host, m_port = args.metrics
-            try:
-                shown = metrics.serve(m_host, m_port)
-            except OSError as exc:
-                raise CliError(f"cannot serve metrics on {m_host}:{m_port}: {exc.strerror or exc}") from exc
-            print(f"saslkit: metrics on http://{shown[0]}:{shown[1]}/metrics", file=sys.stderr, flush=True)
+            _serve_metrics(metrics, args.metrics)
         write_line(stdout, f"saslkit {protocol} listening on {bound_host}:{bound_port}")
 
     try:
@@ -287,7 +292,8 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
     from ..logs import configure_logging
     from ..penalty import parse_auth_penalty
 
-    configure_logging("text")
+    configure_logging(args.log_format)
+    metrics = _metrics() if args.metrics else None  # a missing extra fails before anything starts
     try:
         listen = parse_listen(args.listen)
         penalty = _shared_penalty(args, parse_auth_penalty(args.auth_penalty))
@@ -308,7 +314,12 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
                                max_connections=args.max_connections, socket_mode=args.socket_mode,
                                socket_group=args.socket_group, idle_timeout=args.idle_timeout)
 
+    if metrics is not None:
+        metrics.instrument_dovecot_auth(server)
+
     def ready(address: str) -> None:
+        if metrics is not None:
+            _serve_metrics(metrics, args.metrics)
         write_line(stdout, f"saslkit dovecot-auth listening on {address}")
 
     try:
@@ -360,6 +371,10 @@ def _add_dovecot_auth_parser(serve: Subparsers, common: argparse.ArgumentParser)
                          "reconnects at once on a UNIX socket)")
     sp.add_argument("--max-connections", type=_positive_int, default=1000, metavar="N",
                     help="client connections at once (default 1000)")
+    sp.add_argument("--log-format", choices=("text", "json"), default="text",
+                    help="log lines as text (logfmt for authentications) or one JSON object each")
+    sp.add_argument("--metrics", type=parse_host_port, metavar="HOST:PORT",
+                    help="serve Prometheus metrics on http://HOST:PORT/metrics (needs saslkit[metrics])")
     sp.set_defaults(handler=cmd_serve_dovecot_auth)
 
 

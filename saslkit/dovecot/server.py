@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..auth.engine import AuthOutcome
+from ..auth.events import FIELDS_ATTRIBUTE, AuthEvent
 from ..credentials import UserStore
 from ..errors import UsageError
 from ..net.server import SHUTDOWN_GRACE, RateLimitedLog, yield_to_event_loop
@@ -167,8 +168,12 @@ class _Connection(asyncio.Protocol):
         self._output(self.session.complete(request_id, outcome))
 
     def _output(self, output: Output) -> None:
-        for line in output.log:
-            _log.info("%s", line)
+        for entry in output.log:
+            _log.info("%s", entry.text, extra={FIELDS_ATTRIBUTE: entry.fields} if entry.fields else None)
+        observe = self.server.observe
+        if observe is not None:
+            for event in output.events:
+                observe(event, output, self.session)
         if output.delay > 0:
             self.loop.call_later(output.delay, self._write, output)
         else:
@@ -250,6 +255,12 @@ class DovecotAuthServer:
     #: Close a connection with no request in flight and no input for this long.  Postfix reconnects
     #: at once on a UNIX socket (its write fails); on TCP its next login would see a 454.
     idle_timeout: float = IDLE_TIMEOUT
+    #: Called with each outcome event, its output (``delay``: the penalty) and the session (metrics).
+    observe: Callable[[AuthEvent, Output, DovecotAuthSession], None] | None = field(default=None, repr=False)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
     socket_mode: int = DEFAULT_SOCKET_MODE
     socket_group: str | None = None
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)

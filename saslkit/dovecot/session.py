@@ -35,9 +35,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..auth.engine import Abort, AuthOutcome, ServerAuth
-from ..auth.events import Authenticated, AuthEvent, AuthFailed, AuthRefused, log_line, logfmt
+from ..auth.events import Authenticated, AuthEvent, AuthFailed, AuthRefused, log_fields, logfmt
 from ..auth.framing import InvalidBase64, decode_base64
 from ..channel_binding import CHANNEL_BINDING_TYPES
 from ..context import ServerContext, default_nonce
@@ -51,7 +52,8 @@ from . import replies
 from .codec import MalformedLine, encode_line, parse_line, parse_params
 
 __all__ = [
-    "ConnectionState", "DeferredBindings", "DovecotAuthConfig", "DovecotAuthSession", "HandshakeTiming", "Output",
+    "ConnectionState", "DeferredBindings", "DovecotAuthConfig", "DovecotAuthSession", "HandshakeTiming", "LogEntry",
+    "Output",
     "RequestState", "Step", "TempFailMode",
 ]
 
@@ -134,6 +136,13 @@ class DovecotAuthConfig:
         return server_policy(self.registry, None, self.allow_plaintext_without_secured, self.mechanisms)
 
 
+class LogEntry(NamedTuple):
+    """One log line: its text (logfmt for outcomes) and its fields (``--log-format json``)."""
+
+    text: str
+    fields: dict[str, str | None] | None = None
+
+
 @dataclass
 class Output:
     """What to write (whole lines), after ``delay`` seconds, and whether to close the connection after it."""
@@ -142,8 +151,9 @@ class Output:
     delay: float = 0.0
     close: bool = False
     events: list[AuthEvent] = field(default_factory=list)
-    #: One logfmt line per outcome (mechanism, identity, service, remote IP; never secrets).
-    log: list[str] = field(default_factory=list)
+    #: One log entry per outcome: a logfmt line and its fields (mechanism, identity, service, remote IP;
+    #: never secrets), for ``--log-format text`` and ``json``.
+    log: list[LogEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -486,12 +496,12 @@ class DovecotAuthSession:
         output = Output()
         if isinstance(outcome, (Authenticated, AuthFailed, AuthRefused)):
             output.events.append(outcome)
-            output.log.append(self._log_line(request, outcome))
+            output.log.append(self._log_entry(request, outcome))
         if isinstance(outcome, (Authenticated, AuthFailed)):
             output.delay = self._settle(request, outcome)
         if isinstance(outcome, AuthFailed) and outcome.temporary and self._disconnects_on_temp_fail():
-            output.log.append(f"closing the connection of client_pid={logfmt(self.client_pid)} (protocol minor "
-                              f"{self.client_minor}): its MTA reads only that as a temporary failure")
+            output.log.append(LogEntry(f"closing the connection of client_pid={logfmt(self.client_pid)} (protocol "
+                                       f"minor {self.client_minor}): its MTA reads only that as a temporary failure"))
             output.close = True
             self.close()
             return output
@@ -538,6 +548,8 @@ class DovecotAuthSession:
         self.state = ConnectionState.CLOSED
         self._requests.clear()
 
-    def _log_line(self, request: _Request, event: AuthEvent) -> str:
-        return (f"{log_line(event, request.rip or '-', peer_key='rip')} service={logfmt(request.service)} "
-                f"client_pid={logfmt(self.client_pid)}")
+    def _log_entry(self, request: _Request, event: AuthEvent) -> LogEntry:
+        fields = {**log_fields(event, request.rip or "-", peer_key="rip"), "service": request.service,
+                  "client_pid": self.client_pid}
+        text = " ".join([str(fields["event"]), *(f"{k}={logfmt(v)}" for k, v in fields.items() if k != "event")])
+        return LogEntry(text, fields)
