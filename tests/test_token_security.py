@@ -24,7 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,20 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def run_racing(hammer: Callable[[int], None], count: int) -> None:
+    """``hammer(0)`` … ``hammer(count - 1)`` in threads switching as often as the interpreter allows."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def b64url(data: bytes) -> str:
@@ -497,16 +511,7 @@ def test_ht_cache_is_bounded_and_thread_safe(
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_racing(hammer, 4)
     assert not errors, errors[:3]
     assert not wrong
     assert len(service._derived) <= service.DERIVED_CACHE_SIZE
@@ -604,16 +609,7 @@ def test_derived_token_cache_is_thread_safe(service: TokenService, ring: KeyRing
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_racing(hammer, 8)
     assert not errors, errors[:3]
     assert not wrong
     assert len(service._derived) <= service.DERIVED_CACHE_SIZE
