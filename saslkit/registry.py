@@ -272,6 +272,12 @@ class Registry:
             offered.sort(key=policy.mechanisms.index)
         return Offer(tuple(offered), MappingProxyType(refusals))
 
+    def advertises_plus(self, offer: Offer) -> bool:
+        """Whether ``offer`` lists a SCRAM-*-PLUS mechanism (any binding type): a client's ``y`` gs2 flag is then
+        a downgrade (RFC 5802 §6)."""
+        return any(self.info(name).channel_binding and self.info(name).channel_binding_types is None
+                   for name in offer.mechanisms)
+
     def offered(
         self,
         *,

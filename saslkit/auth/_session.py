@@ -78,11 +78,9 @@ class EngineSession(Generic[ConfigT]):
             offer = registry.offer(tls=self.tls, channel_bindings=self._bindings,
                                    policy=self.config.effective_policy(), available=self._serves,
                                    cache_key=self._offer_key())
-            plus = any(registry.info(name).channel_binding and registry.info(name).channel_binding_types is None
-                       for name in offer.mechanisms)  # SCRAM-*-PLUS (RFC 5802 §6)
             ctx = ServerContext(self._users, self._secret, channel_bindings=self._bindings, tls=self.tls,
                                 tokens=self._tokens, stokens=self._stokens, bindings_used=self._bindings_used,
-                                plus_advertised=plus)
+                                plus_advertised=registry.advertises_plus(offer))
             self._engine = ServerAuth(registry, offer, ctx)
         return self._engine
 

@@ -283,6 +283,7 @@ class DovecotAuthSession:
         self._nonce_factory = nonce_factory
         self._requests: dict[int, _Request] = {}
         self._offers: dict[tuple[bool, bool], Offer] = {}
+        self._plus_advertised: dict[tuple[str, ...], bool] = {}  # per offer, computed once
 
     # ------------------------------------------------------------------ handshake
 
@@ -306,6 +307,7 @@ class DovecotAuthSession:
                                                policy=self.config.effective_policy(), available=self._serves,
                                                cache_key=("dovecot", self._tokens is not None))
             self._offers[key] = offer
+            self._plus_advertised[offer.mechanisms] = self.config.registry.advertises_plus(offer)
         return offer
 
     @property
@@ -406,13 +408,10 @@ class DovecotAuthSession:
         types = self._binding_types(secured, self.client_minor)
         bindings = DeferredBindings(types) if types else None
         offer = self.offer(secured, self.client_minor)
-        registry = self.config.registry
-        plus = any(registry.info(n).channel_binding and registry.info(n).channel_binding_types is None
-                   for n in offer.mechanisms)  # SCRAM-*-PLUS listed for this client: "y" is a downgrade (RFC 5802 §6)
         ctx = ServerContext(self._users, self._secret, channel_bindings=bindings or {}, tls=secured,
                             tokens=self._tokens, stokens=self._stokens, nonce_factory=self._nonce_factory,
-                            plus_advertised=plus)
-        engine = ServerAuth(registry, offer, ctx, additional_data_with_success="final-resp-ok" in params)
+                            plus_advertised=self._plus_advertised[offer.mechanisms])
+        engine = ServerAuth(self.config.registry, offer, ctx, additional_data_with_success="final-resp-ok" in params)
         penalised = not (self.config.honour_no_penalty and "no-penalty" in params)
         request = _Request(request_id, engine, service[:32], params.get("rip", "")[:64], penalised,
                            "final-resp-ok" in params, mechanism.upper()[:32], bindings=bindings)
