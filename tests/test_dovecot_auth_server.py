@@ -206,3 +206,18 @@ def test_tcp_listener(db: Path, tmp_path: Path) -> None:
         client.close()
     finally:
         assert auth.stop() == 0
+
+
+def test_cli_choices_are_the_enums_values() -> None:
+    """``--temp-fail`` and ``--handshake`` offer exactly the values the library's enums take."""
+    import argparse
+
+    from saslkit.cli import build_parser
+    from saslkit.dovecot.session import HandshakeTiming, TempFailMode
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    serve = next(a for a in sub.choices["serve"]._actions if isinstance(a, argparse._SubParsersAction))
+    options = {o: a for a in serve.choices["dovecot-auth"]._actions for o in a.option_strings}
+    assert set(options["--temp-fail"].choices) == {m.value for m in TempFailMode}
+    assert set(options["--handshake"].choices) == {m.value for m in HandshakeTiming}

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from ..credentials import UserStore
-from ..dovecot.session import HandshakeTiming, TempFailMode
 from ..errors import StoreError, TemporaryFailure, UsageError
 from ..net.tls import OpenSSLServerContext, ServerTlsContext, pyopenssl_available
 from ..penalty import AuthPenalty
@@ -288,7 +287,7 @@ def cmd_serve_dovecot_auth(args: argparse.Namespace, stdin: TextIO, stdout: Text
     """``serve dovecot-auth``: the Dovecot auth protocol for Postfix and Exim, until SIGTERM/SIGINT."""
 
     from ..dovecot.server import DovecotAuthServer, parse_listen
-    from ..dovecot.session import DovecotAuthConfig
+    from ..dovecot.session import DovecotAuthConfig, HandshakeTiming, TempFailMode
     from ..logs import configure_logging
     from ..penalty import parse_auth_penalty
 
@@ -354,10 +353,10 @@ def _add_dovecot_auth_parser(serve: Subparsers, common: argparse.ArgumentParser)
                          "(default 2:8, under Postfix's 10 s auth-server read limit); off to disable")
     _add_penalty_store_argument(sp)
     sp.add_argument("--failure-delay", type=float, default=1.0, help="seconds before a failure reply (default 1)")
-    sp.add_argument("--temp-fail", choices=[m.value for m in TempFailMode], default="auto",
+    sp.add_argument("--temp-fail", choices=("auto", "reply", "disconnect"), default="auto",
                     help="store outages: FAIL code=temp_fail (reply), close the connection so the MTA answers "
                          "454 (disconnect), or disconnect for clients at protocol minor 0 only: Postfix, Exim (auto)")
-    sp.add_argument("--handshake", choices=[m.value for m in HandshakeTiming], default="at-once",
+    sp.add_argument("--handshake", choices=("at-once", "after-version"), default="at-once",
                     help="write the handshake on connect (Exim needs it) or after the client's VERSION")
     sp.add_argument("--channel-binding", action="store_true",
                     help="offer -PLUS and HT-*-UNIQ/ENDP/EXPR to clients at protocol minor 3 that supply "
